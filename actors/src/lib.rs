@@ -1,0 +1,4 @@
+//! The steep-repl actor system. Each actor lives in its own module with its
+//! messages beside it; the daemon crate wires them together.
+
+pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

@@ -1,0 +1,7 @@
+//! steep-repl: the node daemon. The command line arrives with the daemon
+//! core; for now the binary reports its version.
+
+fn main() {
+    println!("steep-repl {}", env!("CARGO_PKG_VERSION"));
+    let _ = steep_repl_actors::PROTO_PACKAGE;
+}

@@ -1,0 +1,12 @@
+//! Test harness for steep-repl's integration tests.
+//!
+//! It starts throwaway PostgreSQL servers on free ports (as an unprivileged
+//! account when the tests run as root, since initdb refuses root) and finds
+//! the project's PostgreSQL 18 through `deploy/pg18.sh`. Tests talk to what
+//! they start only through public faces: SQL, and later IPC, gRPC, HTTP and
+//! the CLI.
+
+pub mod ext;
+pub mod paths;
+pub mod pg;
+pub mod ports;
