@@ -1,4 +1,18 @@
-//! The steep-repl actor system. Each actor lives in its own module with its
-//! messages beside it; the daemon crate wires them together.
+//! The steep-repl actor system.
+//!
+//! `SystemActor` (root, shutdown) supervises `DbActor` (the only owner of
+//! the PostgreSQL pool), `AuditActor` (durable spool + batched inserts) and
+//! `HealthActor` (keeps the cached health fresh); the listeners read the
+//! cached health directly. Each actor lives in its own module with its
+//! messages beside it. This crate knows nothing of the CLI, the config file
+//! or service managers: the daemon builds the settings and wires it.
+
+pub mod audit;
+pub mod audit_event;
+pub mod backoff;
+pub mod db;
+pub mod health;
+pub mod health_state;
+pub mod system;
 
 pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

@@ -1,7 +1,37 @@
-//! steep-repl: the node daemon. The command line arrives with the daemon
-//! core; for now the binary reports its version.
+//! steep-repl: the node daemon and its command line.
 
-fn main() {
-    println!("steep-repl {}", env!("CARGO_PKG_VERSION"));
-    let _ = steep_repl_actors::PROTO_PACKAGE;
+mod cli;
+mod config;
+mod exit;
+mod lock;
+mod logging;
+mod run;
+
+use clap::Parser;
+use cli::{Cli, Command, ConfigCommand};
+use exit::Exit;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Command::Run { debug } => run::run(cli.config.as_deref(), debug),
+        Command::Config { command: ConfigCommand::Check } => config_check(cli.config.as_deref()),
+    };
+    exit.into()
+}
+
+/// `config check`: the effective configuration with secrets masked.
+fn config_check(path: Option<&std::path::Path>) -> Exit {
+    match config::Config::load(path) {
+        Ok(config) => {
+            print!("{}", config.to_masked_yaml());
+            eprintln!("configuration OK ({})", config.source.display());
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            Exit::Config
+        }
+    }
 }

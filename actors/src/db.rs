@@ -1,0 +1,688 @@
+//! DbActor: the only owner of the PostgreSQL pool.
+//!
+//! It runs the connection state machine (connecting -> connected -> lost ->
+//! connecting), checks what it connected to (PostgreSQL 18 or later, the
+//! `steep_repl` extension installed), registers this node, and answers typed
+//! messages from the other actors. Nobody else touches SQL.
+//!
+//! Reconnects back off from 100 ms to 5 s with jitter. So that a server
+//! coming back is noticed within a second even deep into the backoff, a
+//! cheap TCP knock runs every 200 ms while the last failure was a refused or
+//! timed-out connection, and a successful knock starts an attempt at once.
+//! Each state change is pushed into the shared health snapshot.
+
+pub mod cause;
+pub mod queries;
+
+use crate::audit_event::AuditEvent;
+use crate::backoff::Backoff;
+use crate::health_state::{DbPhase, SharedHealth};
+use actix::prelude::*;
+use cause::{describe_connect_error, is_connection_error, Target};
+use queries::*;
+use slog::{debug, error, info, warn, Logger};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the TCP knock runs while PostgreSQL is unreachable.
+const KNOCK_INTERVAL: Duration = Duration::from_millis(200);
+/// How often an unsupported server version is checked again.
+const VERSION_RECHECK: Duration = Duration::from_secs(30);
+/// A repeated identical failure is logged again after this long.
+const REPEAT_LOG_AFTER: Duration = Duration::from_secs(30);
+
+/// What the DbActor needs to know; built by the daemon from its config.
+#[derive(Clone)]
+pub struct DbSettings {
+    /// Structured connection options (never a URL), with the
+    /// `steep_repl.actor` setting already among the startup options.
+    pub connect: PgConnectOptions,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    /// This node's row in the registry.
+    pub node: SelfRegistration,
+}
+
+/// How this node registers itself.
+#[derive(Debug, Clone)]
+pub struct SelfRegistration {
+    pub node_id: String,
+    pub node_name: String,
+    /// PostgreSQL host and port as peers reach them.
+    pub host: String,
+    pub port: u16,
+    pub priority: u8,
+    pub grpc_host: Option<String>,
+    pub grpc_port: Option<u16>,
+}
+
+/// Why a request to the DbActor failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    #[error("PostgreSQL is not available: {0}")]
+    NotConnected(String),
+    #[error("PostgreSQL query failed: {0}")]
+    Query(String),
+}
+
+type DbResult<T> = Result<T, DbError>;
+
+// --- messages --------------------------------------------------------------
+
+/// Refresh the PostgreSQL health: a `SELECT 1` round trip when connected.
+/// Sent by the HealthActor every refresh interval.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+/// All registry rows, optionally only those whose status is in the filter.
+#[derive(Message)]
+#[rtype(result = "DbResult<Vec<NodeRow>>")]
+pub struct ListNodes {
+    pub status_filter: Vec<String>,
+}
+
+/// One registry row.
+#[derive(Message)]
+#[rtype(result = "DbResult<Option<NodeRow>>")]
+pub struct GetNode {
+    pub node_id: String,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Message)]
+#[rtype(result = "DbResult<AuditPage>")]
+pub struct QueryAudit {
+    pub limit: i64,
+    pub offset: i64,
+    /// Action names; `node.*` matches a prefix. Empty: all.
+    pub action_filter: Vec<String>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Writes a batch of daemon audit events; returns how many were new.
+#[derive(Message)]
+#[rtype(result = "DbResult<u64>")]
+pub struct InsertAuditBatch {
+    pub events: Arc<Vec<AuditEvent>>,
+}
+
+/// Deletes audit entries older than the retention; returns the count.
+#[derive(Message)]
+#[rtype(result = "DbResult<i64>")]
+pub struct PruneAudit {
+    pub older_than: Duration,
+}
+
+/// Subscribes to "PostgreSQL became usable" notifications.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeConnected(pub Recipient<DbConnected>);
+
+/// Sent to subscribers each time the DbActor reaches `Connected`.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct DbConnected;
+
+/// Closes the pool for shutdown; no reconnects afterwards.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// The connection failed while answering a request.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConnectionLost(String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Connect;
+
+// --- the actor -------------------------------------------------------------
+
+/// The outcome of one connection attempt.
+enum Attempt {
+    /// Usable: supported version, extension present, node registered.
+    Ready { pool: PgPool, version: String, extension: String },
+    Unsupported { version: String },
+    ExtensionMissing { version: String, available: bool },
+    Failed { reason: String, knockable: bool },
+}
+
+pub struct DbActor {
+    settings: Arc<DbSettings>,
+    health: SharedHealth,
+    log: Logger,
+    pool: Option<PgPool>,
+    phase: DbPhase,
+    backoff: Backoff,
+    attempt_in_flight: bool,
+    retry: Option<SpawnHandle>,
+    /// The last failure was a refused or timed-out TCP connection.
+    knock: bool,
+    knock_in_flight: bool,
+    ever_connected: bool,
+    closed: bool,
+    last_logged: Option<(String, Instant)>,
+    failures_since_log: u32,
+    subscribers: Vec<Recipient<DbConnected>>,
+}
+
+impl DbActor {
+    pub fn new(settings: DbSettings, health: SharedHealth, log: Logger) -> Self {
+        DbActor {
+            settings: Arc::new(settings),
+            health,
+            log,
+            pool: None,
+            phase: DbPhase::Connecting,
+            backoff: Backoff::reconnect(),
+            attempt_in_flight: false,
+            retry: None,
+            knock: false,
+            knock_in_flight: false,
+            ever_connected: false,
+            closed: false,
+            last_logged: None,
+            failures_since_log: 0,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Logs a failure once per distinct reason, then again only every
+    /// REPEAT_LOG_AFTER with the number of attempts in between.
+    fn log_failure(&mut self, reason: &str) {
+        let now = Instant::now();
+        let repeat = match &self.last_logged {
+            Some((last, at)) if last == reason => now.duration_since(*at) < REPEAT_LOG_AFTER,
+            _ => false,
+        };
+        if repeat {
+            self.failures_since_log += 1;
+            debug!(self.log, "postgresql.connect_failed"; "error" => reason);
+            return;
+        }
+        if self.failures_since_log > 0 {
+            warn!(self.log, "postgresql.connect_failed"; "error" => reason,
+                  "attempts_since_last_report" => self.failures_since_log + 1);
+        } else {
+            warn!(self.log, "postgresql.connect_failed"; "error" => reason);
+        }
+        self.last_logged = Some((reason.to_string(), now));
+        self.failures_since_log = 0;
+    }
+
+    fn publish(&self, phase: DbPhase, error: Option<String>, update: impl Fn(&mut crate::health_state::PostgresHealth)) {
+        self.health.update(|s| {
+            s.postgresql.phase = phase;
+            s.postgresql.error = error.clone();
+            s.postgresql.checked_at = Some(Instant::now());
+            update(&mut s.postgresql);
+        });
+    }
+
+    fn schedule_connect(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.retry.take() {
+            ctx.cancel_future(handle);
+        }
+        self.retry = Some(ctx.notify_later(Connect, delay));
+    }
+
+    fn lose(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.closed || self.phase != DbPhase::Connected {
+            return;
+        }
+        warn!(self.log, "postgresql.connection_lost"; "error" => &reason);
+        if let Some(pool) = self.pool.take() {
+            actix::spawn(async move { pool.close().await });
+        }
+        self.phase = DbPhase::Connecting;
+        self.knock = true;
+        self.backoff.reset();
+        self.publish(DbPhase::Connecting, Some(reason), |pg| {
+            pg.latency = None;
+            pg.registered = false;
+        });
+        let delay = self.backoff.next_delay();
+        self.schedule_connect(delay, ctx);
+    }
+
+    fn pool_or_error(&self) -> DbResult<PgPool> {
+        match (&self.pool, self.phase) {
+            (Some(pool), DbPhase::Connected) => Ok(pool.clone()),
+            _ => {
+                let reason = self
+                    .health
+                    .load()
+                    .postgresql
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("PostgreSQL is {}", self.phase.as_str()));
+                Err(DbError::NotConnected(reason))
+            }
+        }
+    }
+
+    /// Runs `query` on the pool; a connection failure also tells the actor
+    /// the connection is lost.
+    fn run<T, F, Fut>(&self, ctx: &Context<Self>, query: F) -> ResponseFuture<DbResult<T>>
+    where
+        T: 'static,
+        F: FnOnce(PgPool) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>> + 'static,
+    {
+        let pool = match self.pool_or_error() {
+            Ok(pool) => pool,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let me = ctx.address();
+        let target = self.target_owned();
+        Box::pin(async move {
+            match query(pool).await {
+                Ok(v) => Ok(v),
+                Err(e) if is_connection_error(&e) => {
+                    let reason = describe_connect_error(&e, &target.as_target());
+                    me.do_send(ConnectionLost(reason.clone()));
+                    Err(DbError::NotConnected(reason))
+                }
+                Err(e) => Err(DbError::Query(e.to_string())),
+            }
+        })
+    }
+
+    fn target_owned(&self) -> OwnedTarget {
+        OwnedTarget {
+            host: self.settings.host.clone(),
+            port: self.settings.port,
+            user: self.settings.user.clone(),
+            database: self.settings.database.clone(),
+        }
+    }
+}
+
+struct OwnedTarget {
+    host: String,
+    port: u16,
+    user: String,
+    database: String,
+}
+
+impl OwnedTarget {
+    fn as_target(&self) -> Target<'_> {
+        Target { host: &self.host, port: self.port, user: &self.user, database: &self.database }
+    }
+}
+
+/// One full attempt: connect, check version and extension, register.
+async fn attempt(settings: Arc<DbSettings>) -> Attempt {
+    let target = OwnedTarget {
+        host: settings.host.clone(),
+        port: settings.port,
+        user: settings.user.clone(),
+        database: settings.database.clone(),
+    };
+    let fail = |e: sqlx::Error| {
+        let knockable = matches!(&e, sqlx::Error::Io(io) if matches!(io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut))
+            || matches!(e, sqlx::Error::PoolTimedOut);
+        Attempt::Failed { reason: describe_connect_error(&e, &target.as_target()), knockable }
+    };
+    let connected = tokio::time::timeout(
+        settings.connect_timeout,
+        PgConnection::connect_with(&settings.connect),
+    )
+    .await;
+    let mut conn = match connected {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return fail(e),
+        Err(_) => return fail(sqlx::Error::PoolTimedOut),
+    };
+    let (version_num, version): (i32, String) =
+        match sqlx::query_as(SERVER_VERSION).fetch_one(&mut conn).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+    if version_num < MIN_SERVER_VERSION_NUM {
+        let _ = conn.close().await;
+        return Attempt::Unsupported { version };
+    }
+    let (extension, available): (Option<String>, bool) =
+        match sqlx::query_as(EXTENSION_STATE).fetch_one(&mut conn).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+    let Some(extension) = extension else {
+        let _ = conn.close().await;
+        return Attempt::ExtensionMissing { version, available };
+    };
+    let node = &settings.node;
+    let registered = sqlx::query(REGISTER_NODE)
+        .bind(&node.node_id)
+        .bind(&node.node_name)
+        .bind(&node.host)
+        .bind(i32::from(node.port))
+        .bind(i32::from(node.priority))
+        .bind(node.grpc_host.as_deref())
+        .bind(node.grpc_port.map(i32::from))
+        .execute(&mut conn)
+        .await;
+    if let Err(e) = registered {
+        let _ = conn.close().await;
+        return Attempt::Failed {
+            reason: format!("registering node {} failed: {e}", node.node_id),
+            knockable: false,
+        };
+    }
+    if let Err(e) = sqlx::query(HEARTBEAT)
+        .bind(&node.node_id)
+        .bind("healthy")
+        .execute(&mut conn)
+        .await
+    {
+        return fail(e);
+    }
+    let _ = conn.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .min_connections(1)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_lazy_with(settings.connect.clone());
+    Attempt::Ready { pool, version, extension }
+}
+
+impl Actor for DbActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify(Connect);
+        ctx.run_interval(KNOCK_INTERVAL, |act, ctx| {
+            if !act.knock || act.knock_in_flight || act.attempt_in_flight || act.closed {
+                return;
+            }
+            if act.phase != DbPhase::Connecting || act.settings.host.starts_with('/') {
+                return;
+            }
+            act.knock_in_flight = true;
+            let addr = format!("{}:{}", act.settings.host, act.settings.port);
+            let knock = async move {
+                matches!(
+                    tokio::time::timeout(KNOCK_INTERVAL, tokio::net::TcpStream::connect(addr)).await,
+                    Ok(Ok(_))
+                )
+            };
+            ctx.spawn(knock.into_actor(act).map(|open, act, ctx| {
+                act.knock_in_flight = false;
+                if open && act.phase == DbPhase::Connecting && !act.attempt_in_flight {
+                    debug!(act.log, "postgresql.port_open"; "action" => "connecting now");
+                    act.schedule_connect(Duration::ZERO, ctx);
+                }
+            }));
+        });
+    }
+}
+
+impl Handler<Connect> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Connect, ctx: &mut Context<Self>) {
+        self.retry = None;
+        if self.attempt_in_flight || self.closed || self.phase == DbPhase::Connected {
+            return;
+        }
+        self.attempt_in_flight = true;
+        let settings = self.settings.clone();
+        ctx.spawn(attempt(settings).into_actor(self).map(|outcome, act, ctx| {
+            act.attempt_in_flight = false;
+            if act.closed {
+                if let Attempt::Ready { pool, .. } = outcome {
+                    actix::spawn(async move { pool.close().await });
+                }
+                return;
+            }
+            match outcome {
+                Attempt::Ready { pool, version, extension } => {
+                    act.pool = Some(pool);
+                    act.phase = DbPhase::Connected;
+                    act.knock = false;
+                    act.backoff.reset();
+                    act.last_logged = None;
+                    let reconnect = act.ever_connected;
+                    act.ever_connected = true;
+                    info!(act.log, "postgresql.connected";
+                          "server_version" => &version, "extension_version" => &extension,
+                          "host" => &act.settings.host, "port" => act.settings.port,
+                          "reconnect" => reconnect);
+                    act.publish(DbPhase::Connected, None, |pg| {
+                        pg.server_version = Some(version.clone());
+                        pg.extension_version = Some(extension.clone());
+                        pg.registered = true;
+                        if reconnect {
+                            pg.reconnects += 1;
+                        }
+                    });
+                    for subscriber in &act.subscribers {
+                        subscriber.do_send(DbConnected);
+                    }
+                    ctx.notify(Ping);
+                }
+                Attempt::Unsupported { version } => {
+                    let reason = format!(
+                        "PostgreSQL {version} is not supported: steep-repl needs PostgreSQL 18 or later \
+                         (nothing is written to this server)"
+                    );
+                    if act.phase != DbPhase::UnsupportedVersion {
+                        error!(act.log, "postgresql.unsupported_version"; "server_version" => &version, "error" => &reason);
+                    }
+                    act.phase = DbPhase::UnsupportedVersion;
+                    act.knock = false;
+                    act.publish(DbPhase::UnsupportedVersion, Some(reason), |pg| {
+                        pg.server_version = Some(version.clone());
+                        pg.registered = false;
+                    });
+                    act.schedule_connect(VERSION_RECHECK, ctx);
+                }
+                Attempt::ExtensionMissing { version, available } => {
+                    let database = &act.settings.database;
+                    let reason = if available {
+                        format!(
+                            "extension steep_repl is not installed in database \"{database}\": \
+                             run CREATE EXTENSION steep_repl; in that database as a superuser"
+                        )
+                    } else {
+                        format!(
+                            "extension steep_repl is not available on this server: install it \
+                             (deploy/extension.sh), then run CREATE EXTENSION steep_repl; in database \"{database}\""
+                        )
+                    };
+                    if act.phase != DbPhase::ExtensionMissing {
+                        error!(act.log, "postgresql.extension_missing"; "error" => &reason);
+                    }
+                    act.phase = DbPhase::ExtensionMissing;
+                    act.knock = false;
+                    act.publish(DbPhase::ExtensionMissing, Some(reason), |pg| {
+                        pg.server_version = Some(version.clone());
+                        pg.extension_version = None;
+                        pg.registered = false;
+                    });
+                    let delay = act.backoff.next_delay();
+                    act.schedule_connect(delay, ctx);
+                }
+                Attempt::Failed { reason, knockable } => {
+                    act.log_failure(&reason);
+                    act.phase = DbPhase::Connecting;
+                    act.knock = knockable;
+                    act.publish(DbPhase::Connecting, Some(reason), |pg| {
+                        pg.latency = None;
+                        pg.registered = false;
+                    });
+                    let delay = act.backoff.next_delay();
+                    act.schedule_connect(delay, ctx);
+                }
+            }
+        }));
+    }
+}
+
+impl Handler<Ping> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) {
+        let Ok(pool) = self.pool_or_error() else {
+            return;
+        };
+        let timeout = self.settings.connect_timeout;
+        let target = self.target_owned();
+        let ping = async move {
+            let started = Instant::now();
+            match tokio::time::timeout(timeout, sqlx::query(PING).execute(&pool)).await {
+                Ok(Ok(_)) => Ok(started.elapsed()),
+                Ok(Err(e)) => Err((is_connection_error(&e), describe_connect_error(&e, &target.as_target()))),
+                Err(_) => Err((true, format!("ping timed out after {}s", timeout.as_secs_f64()))),
+            }
+        };
+        ctx.spawn(ping.into_actor(self).map(|result, act, ctx| match result {
+            Ok(latency) => act.health.update(|s| {
+                if s.postgresql.phase == DbPhase::Connected {
+                    s.postgresql.latency = Some(latency);
+                    s.postgresql.checked_at = Some(Instant::now());
+                }
+            }),
+            Err((true, reason)) => act.lose(reason, ctx),
+            Err((false, reason)) => warn!(act.log, "postgresql.ping_failed"; "error" => reason),
+        }));
+    }
+}
+
+impl Handler<ConnectionLost> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Context<Self>) {
+        self.lose(msg.0, ctx);
+    }
+}
+
+impl Handler<SubscribeConnected> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeConnected, _: &mut Context<Self>) {
+        if self.phase == DbPhase::Connected {
+            msg.0.do_send(DbConnected);
+        }
+        self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<ListNodes> for DbActor {
+    type Result = ResponseFuture<DbResult<Vec<NodeRow>>>;
+
+    fn handle(&mut self, msg: ListNodes, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            sqlx::query_as(LIST_NODES)
+                .bind(msg.status_filter)
+                .fetch_all(&pool)
+                .await
+        })
+    }
+}
+
+impl Handler<GetNode> for DbActor {
+    type Result = ResponseFuture<DbResult<Option<NodeRow>>>;
+
+    fn handle(&mut self, msg: GetNode, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            sqlx::query_as(GET_NODE)
+                .bind(msg.node_id)
+                .fetch_optional(&pool)
+                .await
+        })
+    }
+}
+
+impl Handler<QueryAudit> for DbActor {
+    type Result = ResponseFuture<DbResult<AuditPage>>;
+
+    fn handle(&mut self, msg: QueryAudit, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            let patterns = action_patterns(&msg.action_filter);
+            let entries: Vec<AuditRow> = sqlx::query_as(QUERY_AUDIT)
+                .bind(&patterns)
+                .bind(msg.since)
+                .bind(msg.limit)
+                .bind(msg.offset)
+                .fetch_all(&pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar(COUNT_AUDIT)
+                .bind(&patterns)
+                .bind(msg.since)
+                .fetch_one(&pool)
+                .await?;
+            let has_more = msg.offset + (entries.len() as i64) < total;
+            Ok(AuditPage { entries, total, has_more })
+        })
+    }
+}
+
+impl Handler<InsertAuditBatch> for DbActor {
+    type Result = ResponseFuture<DbResult<u64>>;
+
+    fn handle(&mut self, msg: InsertAuditBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let actor = format!("steep-repl@{}", self.settings.node.node_id);
+        self.run(ctx, move |pool| async move {
+            let events = &msg.events;
+            let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+            let result = sqlx::query(INSERT_AUDIT_BATCH)
+                .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.action.clone()).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.target_type.clone()).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.target_id.clone()).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| json(&e.old_value)).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| json(&e.new_value)).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.client_ip.map(|ip| ip.to_string())).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.success).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.error_message.clone()).collect::<Vec<_>>())
+                .bind(actor)
+                .execute(&pool)
+                .await?;
+            Ok(result.rows_affected())
+        })
+    }
+}
+
+impl Handler<PruneAudit> for DbActor {
+    type Result = ResponseFuture<DbResult<i64>>;
+
+    fn handle(&mut self, msg: PruneAudit, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            sqlx::query_scalar(PRUNE_AUDIT)
+                .bind(msg.older_than.as_secs_f64())
+                .fetch_one(&pool)
+                .await
+        })
+    }
+}
+
+impl Handler<Close> for DbActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
+        self.closed = true;
+        if let Some(handle) = self.retry.take() {
+            ctx.cancel_future(handle);
+        }
+        self.phase = DbPhase::Stopped;
+        self.publish(DbPhase::Stopped, Some("daemon is stopping".to_string()), |_| {});
+        let pool = self.pool.take();
+        Box::pin(async move {
+            if let Some(pool) = pool {
+                pool.close().await;
+            }
+        })
+    }
+}

@@ -1,0 +1,41 @@
+//! HealthActor: keeps the cached health fresh.
+//!
+//! Every refresh interval it marks the daemon's loop as turning (what
+//! `/live` reads) and asks the DbActor for a PostgreSQL ping, whose result
+//! lands in the shared snapshot. Probes never come here: they read the
+//! snapshot directly (see `health_state`).
+
+use crate::db::{DbActor, Ping};
+use crate::health_state::SharedHealth;
+use actix::prelude::*;
+use std::time::Duration;
+
+pub struct HealthActor {
+    health: SharedHealth,
+    db: Addr<DbActor>,
+    interval: Duration,
+}
+
+impl HealthActor {
+    pub fn new(health: SharedHealth, db: Addr<DbActor>, interval: Duration) -> Self {
+        HealthActor { health, db, interval }
+    }
+}
+
+impl Actor for HealthActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.health.touch_loop();
+        ctx.run_interval(self.interval, |act, _| {
+            act.health.touch_loop();
+            act.db.do_send(Ping);
+        });
+    }
+}
+
+impl actix::Supervised for HealthActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.health.update(|s| *s.restarts.entry("health".to_string()).or_insert(0) += 1);
+    }
+}

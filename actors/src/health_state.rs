@@ -1,0 +1,414 @@
+//! The daemon's cached view of itself: one immutable [`HealthSnapshot`]
+//! behind an `ArcSwap`, replaced whole whenever a component reports a change.
+//!
+//! Actors push what they know (`SharedHealth::update`); HTTP probes, IPC
+//! `status.get` and gRPC `HealthCheck` read it with a pointer load, so a probe
+//! never waits on PostgreSQL or on an actor's mailbox. Freshness is part of
+//! the answer: a PostgreSQL result older than `stale_after` counts as
+//! unhealthy, and the loop tick tells whether the daemon's own loops turn.
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the daemon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonState {
+    Starting,
+    Running,
+    Stopping,
+}
+
+impl DaemonState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonState::Starting => "starting",
+            DaemonState::Running => "running",
+            DaemonState::Stopping => "stopping",
+        }
+    }
+}
+
+/// The PostgreSQL connection state machine of the DbActor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbPhase {
+    /// Not connected; attempts run with backoff.
+    Connecting,
+    /// Connected, supported version, extension present.
+    Connected,
+    /// Connected to a server older than PostgreSQL 18: nothing is written.
+    UnsupportedVersion,
+    /// Connected, but `steep_repl` is not installed in the database.
+    ExtensionMissing,
+    /// Closed by shutdown.
+    Stopped,
+}
+
+impl DbPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbPhase::Connecting => "connecting",
+            DbPhase::Connected => "connected",
+            DbPhase::UnsupportedVersion => "unsupported_version",
+            DbPhase::ExtensionMissing => "extension_missing",
+            DbPhase::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the daemon knows about its local PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresHealth {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub phase: DbPhase,
+    /// `server_version` as the server reports it (e.g. "18.6").
+    pub server_version: Option<String>,
+    pub extension_version: Option<String>,
+    /// Round trip of the last successful ping.
+    pub latency: Option<Duration>,
+    /// Why it is not usable, in words for an operator.
+    pub error: Option<String>,
+    /// When this was last confirmed (a ping or a state change).
+    pub checked_at: Option<Instant>,
+    /// Successful connections after the first one.
+    pub reconnects: u64,
+    /// This node's row is in the registry.
+    pub registered: bool,
+}
+
+impl PostgresHealth {
+    pub fn new(host: &str, port: u16, database: &str) -> Self {
+        PostgresHealth {
+            host: host.to_string(),
+            port,
+            database: database.to_string(),
+            phase: DbPhase::Connecting,
+            server_version: None,
+            extension_version: None,
+            latency: None,
+            error: None,
+            checked_at: None,
+            reconnects: 0,
+            registered: false,
+        }
+    }
+
+    /// True when the socket is open, whatever the version or extension.
+    pub fn connected(&self) -> bool {
+        matches!(
+            self.phase,
+            DbPhase::Connected | DbPhase::UnsupportedVersion | DbPhase::ExtensionMissing
+        )
+    }
+}
+
+/// A listener (gRPC, IPC, HTTP) as its owner last reported it.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerHealth {
+    pub enabled: bool,
+    pub listening: bool,
+    /// TCP port, when it is a TCP listener.
+    pub port: Option<u16>,
+    /// Where it listens (address:port or socket path).
+    pub address: Option<String>,
+    pub tls: bool,
+    pub error: Option<String>,
+}
+
+impl ListenerHealth {
+    /// A listener the configuration turned off.
+    pub fn disabled() -> Self {
+        ListenerHealth::default()
+    }
+
+    /// A listener that will start; not listening yet.
+    pub fn pending(port: Option<u16>, address: impl Into<String>, tls: bool) -> Self {
+        ListenerHealth {
+            enabled: true,
+            listening: false,
+            port,
+            address: Some(address.into()),
+            tls,
+            error: None,
+        }
+    }
+
+    /// Healthy when disabled or listening.
+    pub fn ok(&self) -> bool {
+        !self.enabled || self.listening
+    }
+}
+
+/// The audit path's counters.
+#[derive(Debug, Clone, Default)]
+pub struct AuditHealth {
+    /// Events spooled and not yet written to PostgreSQL.
+    pub queue_depth: u64,
+    pub written_total: u64,
+    /// Events refused because the spool was full.
+    pub dropped_total: u64,
+    pub last_error: Option<String>,
+}
+
+/// One peer as seen by this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerHealth {
+    pub node_id: Option<String>,
+    pub address: String,
+    pub status: String,
+    pub rtt_ms: Option<f64>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// This node's place in the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    pub node_id: String,
+    pub node_name: String,
+    pub coordinator_id: Option<String>,
+    /// Nodes in the registry (this one included); 1 until known.
+    pub cluster_size: usize,
+}
+
+impl NodeView {
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator_id.as_deref() == Some(self.node_id.as_str())
+    }
+}
+
+/// Everything probes and status report, at one instant.
+#[derive(Debug, Clone)]
+pub struct HealthSnapshot {
+    pub version: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub started: Instant,
+    pub state: DaemonState,
+    pub node: NodeView,
+    pub postgresql: PostgresHealth,
+    pub grpc: ListenerHealth,
+    pub ipc: ListenerHealth,
+    pub http: ListenerHealth,
+    pub audit: AuditHealth,
+    pub peers: Vec<PeerHealth>,
+    /// Restarts of each supervised actor.
+    pub restarts: BTreeMap<String, u32>,
+}
+
+/// The verdict on PostgreSQL, from a snapshot and the current time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgVerdict {
+    Usable,
+    Unusable(String),
+}
+
+impl HealthSnapshot {
+    /// A fresh snapshot for a daemon that is starting.
+    pub fn starting(version: &str, node_id: &str, node_name: &str, pg: PostgresHealth) -> Self {
+        HealthSnapshot {
+            version: version.to_string(),
+            pid: std::process::id(),
+            started_at: Utc::now(),
+            started: Instant::now(),
+            state: DaemonState::Starting,
+            node: NodeView {
+                node_id: node_id.to_string(),
+                node_name: node_name.to_string(),
+                coordinator_id: None,
+                cluster_size: 1,
+            },
+            postgresql: pg,
+            grpc: ListenerHealth::disabled(),
+            ipc: ListenerHealth::disabled(),
+            http: ListenerHealth::disabled(),
+            audit: AuditHealth::default(),
+            peers: Vec::new(),
+            restarts: BTreeMap::new(),
+        }
+    }
+
+    /// Whole seconds since start.
+    pub fn uptime_seconds(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_secs()
+    }
+
+    /// Is PostgreSQL usable (connected, supported version, extension
+    /// present) according to a result no older than `stale_after`?
+    pub fn postgres_verdict(&self, now: Instant, stale_after: Duration) -> PgVerdict {
+        let pg = &self.postgresql;
+        if pg.phase != DbPhase::Connected {
+            let reason = pg
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("PostgreSQL is {}", pg.phase.as_str()));
+            return PgVerdict::Unusable(reason);
+        }
+        match pg.checked_at {
+            Some(at) if now.saturating_duration_since(at) <= stale_after => PgVerdict::Usable,
+            Some(at) => PgVerdict::Unusable(format!(
+                "PostgreSQL status is stale (last confirmed {:.1}s ago)",
+                now.saturating_duration_since(at).as_secs_f64()
+            )),
+            None => PgVerdict::Unusable("PostgreSQL has not been checked yet".to_string()),
+        }
+    }
+
+    /// `/health`: PostgreSQL usable and every enabled listener listening.
+    pub fn is_healthy(&self, now: Instant, stale_after: Duration) -> bool {
+        self.postgres_verdict(now, stale_after) == PgVerdict::Usable
+            && self.grpc.ok()
+            && self.ipc.ok()
+    }
+
+    /// `/ready`: fully started, PostgreSQL usable, this node registered.
+    /// The error is the reason, for the probe's body.
+    pub fn readiness(&self, now: Instant, stale_after: Duration) -> Result<(), String> {
+        if self.state != DaemonState::Running {
+            return Err(format!("daemon is {}", self.state.as_str()));
+        }
+        if let PgVerdict::Unusable(reason) = self.postgres_verdict(now, stale_after) {
+            return Err(reason);
+        }
+        if !self.postgresql.registered {
+            return Err("this node is not registered yet".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The shared, lock-free home of the current snapshot plus the heartbeat of
+/// the daemon's own loops. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedHealth {
+    snapshot: Arc<ArcSwap<HealthSnapshot>>,
+    /// Milliseconds since `epoch` of the last loop tick.
+    loop_tick_ms: Arc<AtomicU64>,
+    epoch: Instant,
+    /// A cached PostgreSQL result older than this counts as unhealthy.
+    pub stale_after: Duration,
+}
+
+impl SharedHealth {
+    pub fn new(initial: HealthSnapshot, stale_after: Duration) -> Self {
+        SharedHealth {
+            snapshot: Arc::new(ArcSwap::from_pointee(initial)),
+            loop_tick_ms: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            stale_after,
+        }
+    }
+
+    /// The current snapshot (a pointer load).
+    pub fn load(&self) -> Arc<HealthSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot with a modified copy.
+    pub fn update(&self, change: impl Fn(&mut HealthSnapshot)) {
+        self.snapshot.rcu(|current| {
+            let mut next = HealthSnapshot::clone(current);
+            change(&mut next);
+            next
+        });
+    }
+
+    /// Records that the daemon's main loop turned just now.
+    pub fn touch_loop(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.loop_tick_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the main loop last turned.
+    pub fn loop_age(&self) -> Duration {
+        let last = Duration::from_millis(self.loop_tick_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> HealthSnapshot {
+        HealthSnapshot::starting("0.1.0", "a", "A", PostgresHealth::new("localhost", 5432, "postgres"))
+    }
+
+    fn connected(mut s: HealthSnapshot, at: Instant) -> HealthSnapshot {
+        s.postgresql.phase = DbPhase::Connected;
+        s.postgresql.checked_at = Some(at);
+        s.postgresql.registered = true;
+        s.state = DaemonState::Running;
+        s
+    }
+
+    const STALE: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn a_fresh_connected_postgres_with_listeners_up_is_healthy_and_ready() {
+        let now = Instant::now();
+        let mut s = connected(snapshot(), now);
+        s.ipc = ListenerHealth { enabled: true, listening: true, ..Default::default() };
+        assert!(s.is_healthy(now, STALE));
+        assert_eq!(s.readiness(now, STALE), Ok(()));
+    }
+
+    #[test]
+    fn a_stale_postgres_result_counts_as_unhealthy() {
+        let then = Instant::now();
+        let s = connected(snapshot(), then);
+        let later = then + Duration::from_secs(4);
+        assert!(!s.is_healthy(later, STALE));
+        match s.postgres_verdict(later, STALE) {
+            PgVerdict::Unusable(reason) => assert!(reason.contains("stale"), "{reason}"),
+            PgVerdict::Usable => panic!("stale result accepted"),
+        }
+    }
+
+    #[test]
+    fn an_enabled_listener_that_is_not_listening_makes_the_node_unhealthy() {
+        let now = Instant::now();
+        let mut s = connected(snapshot(), now);
+        s.grpc = ListenerHealth::pending(Some(5433), "0.0.0.0:5433", true);
+        assert!(!s.is_healthy(now, STALE));
+        s.grpc.listening = true;
+        assert!(s.is_healthy(now, STALE));
+    }
+
+    #[test]
+    fn readiness_names_the_reason() {
+        let now = Instant::now();
+        let mut s = snapshot();
+        assert_eq!(s.readiness(now, STALE), Err("daemon is starting".to_string()));
+        s.state = DaemonState::Running;
+        s.postgresql.error = Some("connection refused".to_string());
+        assert_eq!(s.readiness(now, STALE), Err("connection refused".to_string()));
+        let mut s = connected(snapshot(), now);
+        s.postgresql.registered = false;
+        assert_eq!(s.readiness(now, STALE), Err("this node is not registered yet".to_string()));
+    }
+
+    #[test]
+    fn shared_updates_are_seen_by_readers() {
+        let shared = SharedHealth::new(snapshot(), STALE);
+        let before = shared.load();
+        shared.update(|s| s.node.coordinator_id = Some("a".into()));
+        assert!(!before.node.is_coordinator());
+        assert!(shared.load().node.is_coordinator());
+    }
+
+    #[test]
+    fn the_loop_age_grows_until_touched() {
+        let shared = SharedHealth::new(snapshot(), STALE);
+        shared.touch_loop();
+        assert!(shared.loop_age() < Duration::from_secs(1));
+    }
+}

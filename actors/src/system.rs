@@ -1,0 +1,232 @@
+//! SystemActor: the root of the actor tree.
+//!
+//! It starts the children in dependency order (Db, Audit, Health, then the
+//! listeners), records `daemon.started`, and owns the ordered shutdown on
+//! SIGTERM/SIGINT: stop accepting, let in-flight work finish within a
+//! deadline, record `daemon.stopped`, flush the audit spool, close the pool,
+//! stop the actix System.
+
+use crate::audit::{AuditActor, AuditSettings, Flush};
+use crate::audit_event::{AuditAction, AuditEvent};
+use crate::db::{Close, DbActor, DbSettings};
+use crate::health::HealthActor;
+use crate::health_state::{DaemonState, SharedHealth};
+use actix::prelude::*;
+use serde_json::json;
+use slog::{info, warn, Logger};
+use std::time::{Duration, Instant};
+
+/// One configuration key whose value changed on reload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConfigChange {
+    pub key: String,
+    pub old: serde_json::Value,
+    pub new: serde_json::Value,
+    /// Took effect without a restart.
+    pub applied: bool,
+}
+
+/// Re-reads the configuration (on SIGHUP): the changes, or why the new
+/// configuration was refused (the running one stays).
+pub type ReloadHook = std::sync::Arc<dyn Fn() -> Result<Vec<ConfigChange>, String> + Send + Sync>;
+
+/// Everything the actor tree needs, built by the daemon from its config.
+#[derive(Clone)]
+pub struct SystemSettings {
+    pub node_id: String,
+    pub version: String,
+    pub db: DbSettings,
+    pub audit: AuditSettings,
+    /// How often health is refreshed (PostgreSQL ping, loop tick).
+    pub health_interval: Duration,
+    /// Upper bound for the whole graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// What SIGHUP does; `None` ignores it.
+    pub reload: Option<ReloadHook>,
+}
+
+/// Addresses of the running children.
+#[derive(Clone)]
+pub struct Children {
+    pub db: Addr<DbActor>,
+    pub audit: Addr<AuditActor>,
+    pub health: Addr<HealthActor>,
+}
+
+/// Starts the graceful shutdown (also sent by the signal handler).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub reason: String,
+}
+
+/// Re-reads the configuration and audits the outcome as `config.changed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+/// The children's addresses, for the daemon and for tests.
+#[derive(Message)]
+#[rtype(result = "Option<Children>")]
+pub struct GetChildren;
+
+pub struct SystemActor {
+    settings: SystemSettings,
+    health: SharedHealth,
+    log: Logger,
+    children: Option<Children>,
+    stopping: bool,
+}
+
+impl SystemActor {
+    pub fn new(settings: SystemSettings, health: SharedHealth, log: Logger) -> Self {
+        SystemActor { settings, health, log, children: None, stopping: false }
+    }
+
+    fn start_children(&mut self) -> Children {
+        let (db_settings, health, log) = (self.settings.db.clone(), self.health.clone(), self.log.clone());
+        let db = DbActor::new(db_settings, health.clone(), log.new(slog::o!("actor" => "db"))).start();
+
+        let (audit_settings, db_for_audit) = (self.settings.audit.clone(), db.clone());
+        let audit_log = log.new(slog::o!("actor" => "audit"));
+        let audit_health = health.clone();
+        let audit = actix::Supervisor::start(move |_| {
+            AuditActor::new(audit_settings, db_for_audit, audit_health, audit_log)
+        });
+
+        let (db_for_health, interval, health_shared) = (db.clone(), self.settings.health_interval, health.clone());
+        let health_actor =
+            actix::Supervisor::start(move |_| HealthActor::new(health_shared, db_for_health, interval));
+        Children { db, audit, health: health_actor }
+    }
+
+    fn watch_signals(&self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let log = self.log.clone();
+        actix::spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    warn!(log, "signals.unavailable"; "error" => "cannot install SIGTERM/SIGINT/SIGHUP handlers");
+                    return;
+                };
+                loop {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                        _ = hup.recv() => {
+                            me.do_send(Reload);
+                            continue;
+                        }
+                    };
+                    me.do_send(Shutdown { reason: name.to_string() });
+                    break;
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    me.do_send(Shutdown { reason: "Ctrl-C".to_string() });
+                }
+                let _ = log;
+            }
+        });
+    }
+}
+
+impl Actor for SystemActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.watch_signals(ctx);
+        let children = self.start_children();
+        children.audit.do_send(
+            AuditEvent::new(AuditAction::DaemonStarted)
+                .target("daemon", &self.settings.node_id)
+                .new_value(json!({"version": self.settings.version, "pid": std::process::id()})),
+        );
+        self.children = Some(children);
+        self.health.update(|s| s.state = DaemonState::Running);
+        info!(self.log, "daemon.started"; "version" => &self.settings.version, "pid" => std::process::id());
+    }
+}
+
+impl Handler<GetChildren> for SystemActor {
+    type Result = Option<Children>;
+
+    fn handle(&mut self, _: GetChildren, _: &mut Context<Self>) -> Self::Result {
+        self.children.clone()
+    }
+}
+
+impl Handler<Reload> for SystemActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reload, _: &mut Context<Self>) {
+        let (Some(hook), Some(children)) = (self.settings.reload.clone(), self.children.as_ref()) else {
+            return;
+        };
+        let event = AuditEvent::new(AuditAction::ConfigChanged).target("daemon", &self.settings.node_id);
+        let event = match hook() {
+            Ok(changes) => {
+                for change in &changes {
+                    info!(self.log, "config.changed"; "key" => &change.key, "applied" => change.applied,
+                          "note" => if change.applied { "in effect now" } else { "takes effect after a restart" });
+                }
+                if changes.is_empty() {
+                    info!(self.log, "config.unchanged");
+                    return;
+                }
+                event.new_value(json!({ "changes": changes }))
+            }
+            Err(reason) => {
+                warn!(self.log, "config.reload_refused"; "error" => &reason,
+                      "note" => "the running configuration stays in effect");
+                event.failed(reason)
+            }
+        };
+        children.audit.do_send(event);
+    }
+}
+
+impl Handler<Shutdown> for SystemActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.health.update(|s| s.state = DaemonState::Stopping);
+        info!(self.log, "daemon.stopping"; "reason" => &msg.reason);
+        let Some(children) = self.children.clone() else {
+            System::current().stop();
+            return;
+        };
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        let node_id = self.settings.node_id.clone();
+        let log = self.log.clone();
+        let reason = msg.reason;
+        let shutdown = async move {
+            children.audit.do_send(
+                AuditEvent::new(AuditAction::DaemonStopped)
+                    .target("daemon", &node_id)
+                    .new_value(json!({"reason": reason})),
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            let flushed = children.audit.send(Flush { timeout: left }).await.unwrap_or(false);
+            if !flushed {
+                warn!(log, "audit.flush_incomplete";
+                      "note" => "queued events stay in the spool and are written at the next start");
+            }
+            let _ = children.db.send(Close).await;
+            info!(log, "daemon.stopped"; "audit_flushed" => flushed);
+        };
+        ctx.wait(shutdown.into_actor(self).map(|_, _, _| System::current().stop()));
+    }
+}

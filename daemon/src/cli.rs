@@ -1,0 +1,65 @@
+//! The command line (clap). Each subcommand maps to one module.
+
+use crate::exit::EXIT_CODES_HELP;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "steep-repl",
+    version,
+    about = "steep-repl: the node daemon of a PostgreSQL 18 replication cluster",
+    long_about = "steep-repl keeps this node's entry in the steep_repl registry true, talks to its \
+                  peers over gRPC with mutual TLS, to local tools over a Unix socket, and to load \
+                  balancers over HTTP health probes.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// Configuration file (default: ~/.config/steep/config.yaml, or
+    /// /etc/steep/config.yaml for root when that one is absent)
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (what the service runs)
+    Run {
+        /// Log at debug level
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Configuration commands
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values (secrets masked)
+    Check,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_accepted_before_or_after_the_subcommand() {
+        let a = Cli::try_parse_from(["steep-repl", "--config", "/x.yaml", "run"]).unwrap();
+        let b = Cli::try_parse_from(["steep-repl", "run", "--config", "/x.yaml", "--debug"]).unwrap();
+        assert_eq!(a.config, b.config);
+        assert!(matches!(b.command, Command::Run { debug: true }));
+    }
+}

@@ -1,0 +1,40 @@
+//! Exit codes: distinct, documented in `--help`, stable for scripts and
+//! monitoring.
+
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// A runtime error (the message says which).
+    Error = 1,
+    /// Bad command line (clap's own code).
+    Usage = 2,
+    /// The daemon is not running, or the service is not installed.
+    NotRunning = 3,
+    /// The daemon answers but reports itself unhealthy.
+    Unhealthy = 4,
+    /// The configuration is missing or invalid.
+    Config = 5,
+    /// Another daemon already runs with this configuration.
+    AlreadyRunning = 6,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The table shown at the end of `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  error (the message says which)
+  2  usage: bad command line
+  3  the daemon is not running, or the service is not installed
+  4  the daemon is unhealthy
+  5  the configuration is missing or invalid
+  6  another steep-repl already runs with this configuration";

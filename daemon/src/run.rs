@@ -1,0 +1,255 @@
+//! `steep-repl run`: load and check everything that can fail before the
+//! daemon starts anything (configuration, password, the instance lock), then
+//! build the actor system and run it until a signal stops it.
+
+use crate::config::{Config, LogLevel, LogTarget, SslMode};
+use crate::exit::Exit;
+use crate::lock::{InstanceLock, LockError};
+use crate::logging::{self, Sink};
+use slog::{info, warn};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use std::path::Path;
+use std::time::Duration;
+use steep_repl_actors::audit::AuditSettings;
+use steep_repl_actors::db::{DbSettings, SelfRegistration};
+use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_actors::system::{ConfigChange, ReloadHook, SystemActor, SystemSettings};
+
+/// How often cached health is refreshed.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// A cached PostgreSQL result older than this counts as unhealthy.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+/// Upper bound of a graceful stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::Config;
+        }
+    };
+    let password = match config.resolve_password() {
+        Ok(password) => password,
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::Config;
+        }
+    };
+    // Before any side effect: one daemon per configuration.
+    let lock = match InstanceLock::acquire(&config.lock_path()) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::AlreadyRunning;
+        }
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::Error;
+        }
+    };
+
+    let level = if debug { slog::Level::Debug } else { slog_level(config.log.level) };
+    let (log, log_guard, level_handle) = logging::build(sink(config.log.target), level, &config.node_id);
+    info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
+
+    let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
+    settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
+    let pg = PostgresHealth::new(&config.postgresql.host, config.postgresql.port, &config.postgresql.database);
+    let snapshot = HealthSnapshot::starting(env!("CARGO_PKG_VERSION"), &config.node_id, &config.node_name, pg);
+    let health = SharedHealth::new(snapshot, STALE_AFTER);
+
+    let system = actix::System::new();
+    let actor_log = log.clone();
+    system.block_on(async move {
+        actix::Actor::start(SystemActor::new(settings, health, actor_log));
+    });
+    let result = system.run();
+    drop(lock);
+    match result {
+        Ok(()) => {
+            info!(log, "daemon.exit"; "code" => 0);
+            drop(log_guard);
+            Exit::Ok
+        }
+        Err(e) => {
+            warn!(log, "daemon.exit"; "error" => %e);
+            drop(log_guard);
+            Exit::Error
+        }
+    }
+}
+
+/// SIGHUP: re-read the same file. A valid new configuration is compared
+/// with the one in effect; the log level applies at once, other changes at
+/// the next restart. An invalid one is refused and the running one stays.
+fn reload_hook(config: Config, level: logging::LevelHandle, debug: bool) -> ReloadHook {
+    let current = std::sync::Mutex::new(config);
+    std::sync::Arc::new(move || {
+        let mut current = current.lock().map_err(|_| "reload state poisoned".to_string())?;
+        let next = Config::load(Some(&current.source)).map_err(|e| e.to_string())?;
+        let mut changes = diff_yaml(&current.to_masked_yaml(), &next.to_masked_yaml());
+        for change in &mut changes {
+            if change.key == "repl.log.level" && !debug {
+                level.set(slog_level(next.log.level));
+                change.applied = true;
+            }
+        }
+        *current = next;
+        Ok(changes)
+    })
+}
+
+/// Key-by-key differences between two masked YAML renderings.
+fn diff_yaml(old: &str, new: &str) -> Vec<ConfigChange> {
+    fn flatten(prefix: &str, value: &serde_yaml_ng::Value, out: &mut std::collections::BTreeMap<String, serde_json::Value>) {
+        match value {
+            serde_yaml_ng::Value::Mapping(map) => {
+                for (k, v) in map {
+                    let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+                    let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    flatten(&path, v, out);
+                }
+            }
+            other => {
+                let json = serde_json::to_value(other).unwrap_or(serde_json::Value::Null);
+                out.insert(prefix.to_string(), json);
+            }
+        }
+    }
+    let parse = |text: &str| {
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+            flatten("", &value, &mut out);
+        }
+        out
+    };
+    let (old, new) = (parse(old), parse(new));
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| ConfigChange {
+            key: k.clone(),
+            old: old.get(k).cloned().unwrap_or(serde_json::Value::Null),
+            new: new.get(k).cloned().unwrap_or(serde_json::Value::Null),
+            applied: false,
+        })
+        .collect()
+}
+
+fn slog_level(level: LogLevel) -> slog::Level {
+    match level {
+        LogLevel::Error => slog::Level::Error,
+        LogLevel::Warn => slog::Level::Warning,
+        LogLevel::Info => slog::Level::Info,
+        LogLevel::Debug => slog::Level::Debug,
+        LogLevel::Trace => slog::Level::Trace,
+    }
+}
+
+fn sink(target: LogTarget) -> Sink {
+    match target {
+        LogTarget::Terminal => Sink::Terminal,
+        LogTarget::Journald => Sink::Journald,
+        LogTarget::Syslog => Sink::Syslog,
+        #[allow(unreachable_patterns)]
+        _ => logging::auto_sink(),
+    }
+}
+
+/// True for hosts that peers cannot use to reach this node.
+fn is_local_host(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn connect_options(config: &Config, password: Option<String>) -> PgConnectOptions {
+    let pg = &config.postgresql;
+    let mut options = PgConnectOptions::new_without_pgpass()
+        .port(pg.port)
+        .username(&pg.user)
+        .database(&pg.database)
+        .application_name("steep-repl")
+        .ssl_mode(match pg.sslmode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Allow => PgSslMode::Allow,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        })
+        // Every change this daemon makes is audited under its own name.
+        .options([("steep_repl.actor", format!("steep-repl@{}", config.node_id))]);
+    options = if pg.host.starts_with('/') { options.socket(&pg.host) } else { options.host(&pg.host) };
+    if let Some(password) = password {
+        options = options.password(&password);
+    }
+    options
+}
+
+fn system_settings(config: &Config, password: Option<String>) -> SystemSettings {
+    let pg = &config.postgresql;
+    let registered_host =
+        if is_local_host(&pg.host) { config.advertise_host.clone() } else { pg.host.clone() };
+    let db = DbSettings {
+        connect: connect_options(config, password),
+        host: pg.host.clone(),
+        port: pg.port,
+        user: pg.user.clone(),
+        database: pg.database.clone(),
+        pool_size: pg.pool_size,
+        connect_timeout: pg.connect_timeout,
+        node: SelfRegistration {
+            node_id: config.node_id.clone(),
+            node_name: config.node_name.clone(),
+            host: registered_host,
+            port: pg.port,
+            priority: config.priority,
+            grpc_host: config.grpc.enabled.then(|| config.advertise_host.clone()),
+            grpc_port: config.grpc.enabled.then_some(config.grpc.port),
+        },
+    };
+    let mut audit = AuditSettings::new(
+        config.audit.spool_path.clone(),
+        config.audit.retention,
+        config.audit.prune_interval,
+    );
+    audit.spool_max_events = config.audit.spool_max_events;
+    SystemSettings {
+        node_id: config.node_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        db,
+        audit,
+        health_interval: HEALTH_INTERVAL,
+        shutdown_timeout: SHUTDOWN_TIMEOUT,
+        reload: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_diff_lists_changed_keys_only() {
+        let old = "repl:\n  node_id: a\n  log:\n    level: info\n  grpc:\n    peers: []\n";
+        let new = "repl:\n  node_id: a\n  log:\n    level: debug\n  grpc:\n    peers: [b:5433]\n";
+        let changes = diff_yaml(old, new);
+        let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["repl.grpc.peers", "repl.log.level"]);
+        assert_eq!(changes[1].old, serde_json::json!("info"));
+        assert_eq!(changes[1].new, serde_json::json!("debug"));
+    }
+
+    #[test]
+    fn loopback_and_socket_hosts_are_not_advertised_to_peers() {
+        for host in ["localhost", "127.0.0.1", "::1", "/var/run/postgresql"] {
+            assert!(is_local_host(host), "{host}");
+        }
+        for host in ["db1.example", "10.0.0.5"] {
+            assert!(!is_local_host(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Real `steep-repl` processes for integration tests.
+//!
+//! Each [`Daemon`] gets its own folder with a generated configuration file,
+//! socket, lock, audit spool and log (stderr), and is driven only through
+//! its public faces: signals, exit codes, its log, and what it writes to
+//! PostgreSQL (later also IPC, HTTP and gRPC).
+
+use crate::pg::{PgServer, SUPERUSER, SUPERUSER_PASSWORD};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The `steep-repl` binary built by `cargo build` (deploy/test.sh builds it
+/// before the tests), or `$STEEP_REPL_BIN`.
+pub fn steep_repl_bin() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("STEEP_REPL_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crate::paths::repo_root().join("target"));
+    let bin = target.join("debug/steep-repl");
+    if !bin.exists() {
+        bail!("{} is missing: run `cargo build` (deploy/test.sh does) before the tests", bin.display());
+    }
+    Ok(bin)
+}
+
+/// What a test daemon connects to and how it is configured.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub node_id: String,
+    pub pg_port: u16,
+    pub pg_password: String,
+    pub pg_database: String,
+    /// Extra YAML lines placed inside `repl:` (indented by the caller by two spaces).
+    pub extra: String,
+}
+
+impl DaemonOptions {
+    /// A daemon for `pg`, with every listener not yet tested turned off.
+    pub fn for_server(node_id: &str, pg: &PgServer) -> Self {
+        DaemonOptions {
+            node_id: node_id.to_string(),
+            pg_port: pg.port,
+            pg_password: SUPERUSER_PASSWORD.to_string(),
+            pg_database: "postgres".to_string(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// A folder holding one daemon's files.
+pub struct DaemonHome {
+    pub dir: TempDir,
+}
+
+impl DaemonHome {
+    pub fn new() -> Result<Self> {
+        Ok(DaemonHome { dir: tempfile::Builder::new().prefix("steep-d-").tempdir()? })
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("ipc.sock")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.path().join("ipc.sock.lock")
+    }
+    pub fn spool_path(&self) -> PathBuf {
+        self.dir.path().join("audit.spool")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// Writes the configuration file for `options`.
+    pub fn write_config(&self, options: &DaemonOptions) -> Result<()> {
+        let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+        let yaml = format!(
+            "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
+             postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
+             grpc:\n    enabled: false\n  http:\n    enabled: false\n  \
+             ipc:\n    path: {sock}\n  audit:\n    spool_path: {spool}\n  \
+             log:\n    level: debug\n    target: terminal\n{extra}",
+            node = quote(&options.node_id),
+            name = quote(&format!("Node {}", options.node_id)),
+            port = options.pg_port,
+            db = quote(&options.pg_database),
+            user = SUPERUSER,
+            pw = quote(&options.pg_password),
+            sock = quote(&self.socket_path().display().to_string()),
+            spool = quote(&self.spool_path().display().to_string()),
+            extra = options.extra,
+        );
+        std::fs::write(self.config_path(), yaml).context("writing the daemon config")
+    }
+}
+
+/// A running daemon process.
+pub struct Daemon {
+    pub home: DaemonHome,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes the config and starts `steep-repl run` in the background.
+    pub fn start(options: &DaemonOptions) -> Result<Daemon> {
+        let home = DaemonHome::new()?;
+        home.write_config(options)?;
+        Daemon::start_in(home)
+    }
+
+    /// Starts (again) with the configuration already in `home`.
+    pub fn start_in(home: DaemonHome) -> Result<Daemon> {
+        let child = spawn_run(&home)?;
+        Ok(Daemon { home, child: Some(child) })
+    }
+
+    /// Starts the daemon again after it exited, keeping its files.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the daemon is still running");
+        }
+        self.child = Some(spawn_run(&self.home)?);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let pid = self.pid().context("the daemon is not running")?;
+        // SAFETY: kill has no memory effects; the pid is our child's.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        if rc != 0 {
+            bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("the daemon is not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// `kill -9`, as a crash.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)?;
+        self.wait_exit(Duration::from_secs(10))?;
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_run(home: &DaemonHome) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.log_path())?;
+    Command::new(steep_repl_bin()?)
+        .arg("run")
+        .arg("--config")
+        .arg(home.config_path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env_remove("JOURNAL_STREAM")
+        .spawn()
+        .context("starting steep-repl run")
+}
+
+/// Runs the CLI to completion: `(exit code, stdout, stderr)`.
+pub fn run_cli(args: &[&str], config: Option<&Path>) -> Result<(i32, String, String)> {
+    let mut cmd = Command::new(steep_repl_bin()?);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let output = cmd.args(args).stdin(Stdio::null()).output()?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
