@@ -12,7 +12,9 @@ pub mod audit_event;
 pub mod backoff;
 pub mod db;
 pub mod health;
+pub mod health_report;
 pub mod health_state;
+pub mod lifecycle;
 pub mod system;
 
 pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

@@ -11,6 +11,7 @@ use crate::audit_event::{AuditAction, AuditEvent};
 use crate::db::{Close, DbActor, DbSettings};
 use crate::health::HealthActor;
 use crate::health_state::{DaemonState, SharedHealth};
+use crate::lifecycle::StopAccepting;
 use actix::prelude::*;
 use serde_json::json;
 use slog::{info, warn, Logger};
@@ -51,6 +52,8 @@ pub struct Children {
     pub db: Addr<DbActor>,
     pub audit: Addr<AuditActor>,
     pub health: Addr<HealthActor>,
+    /// Everything that accepts connections, stopped first at shutdown.
+    pub listeners: Vec<Recipient<StopAccepting>>,
 }
 
 /// Starts the graceful shutdown (also sent by the signal handler).
@@ -97,7 +100,31 @@ impl SystemActor {
         let (db_for_health, interval, health_shared) = (db.clone(), self.settings.health_interval, health.clone());
         let health_actor =
             actix::Supervisor::start(move |_| HealthActor::new(health_shared, db_for_health, interval));
-        Children { db, audit, health: health_actor }
+        let mut children = Children { db, audit, health: health_actor, listeners: Vec::new() };
+        self.start_listeners(&mut children);
+        children
+    }
+
+    /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve.
+    fn start_listeners(&mut self, _children: &mut Children) {}
+
+    /// Marks the daemon running once every enabled listener listens (or
+    /// after a bound, so that a listener that failed to bind is reported by
+    /// health instead of keeping the daemon "starting" forever).
+    fn await_listeners(&self, ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        ctx.run_interval(Duration::from_millis(5), move |act, ctx| {
+            let s = act.health.load();
+            let all_up = s.grpc.ok() && s.ipc.ok() && s.http.ok();
+            if all_up || started.elapsed() > Duration::from_secs(5) || act.stopping {
+                ctx.cancel_future(ctx.handle());
+                if !act.stopping {
+                    act.health.update(|s| s.state = DaemonState::Running);
+                    info!(act.log, "daemon.running"; "listeners_up" => all_up,
+                          "startup_ms" => started.elapsed().as_millis() as u64);
+                }
+            }
+        });
     }
 
     fn watch_signals(&self, ctx: &mut Context<Self>) {
@@ -151,8 +178,8 @@ impl Actor for SystemActor {
                 .new_value(json!({"version": self.settings.version, "pid": std::process::id()})),
         );
         self.children = Some(children);
-        self.health.update(|s| s.state = DaemonState::Running);
         info!(self.log, "daemon.started"; "version" => &self.settings.version, "pid" => std::process::id());
+        self.await_listeners(ctx);
     }
 }
 
@@ -213,6 +240,15 @@ impl Handler<Shutdown> for SystemActor {
         let log = self.log.clone();
         let reason = msg.reason;
         let shutdown = async move {
+            let stops = children
+                .listeners
+                .iter()
+                .map(|listener| listener.send(StopAccepting { deadline }));
+            for stopped in futures_join_all(stops).await {
+                if let Err(e) = stopped {
+                    warn!(log, "listener.stop_failed"; "error" => %e);
+                }
+            }
             children.audit.do_send(
                 AuditEvent::new(AuditAction::DaemonStopped)
                     .target("daemon", &node_id)
@@ -229,4 +265,16 @@ impl Handler<Shutdown> for SystemActor {
         };
         ctx.wait(shutdown.into_actor(self).map(|_, _, _| System::current().stop()));
     }
+}
+
+/// Awaits every answer. `Addr::send` delivers its message when called, so
+/// collecting the requests first makes the listeners stop concurrently even
+/// though the answers are awaited in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let requests: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(requests.len());
+    for request in requests {
+        out.push(request.await);
+    }
+    out
 }
