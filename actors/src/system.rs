@@ -11,6 +11,7 @@ use crate::audit_event::{AuditAction, AuditEvent};
 use crate::db::{Close, DbActor, DbSettings};
 use crate::health::HealthActor;
 use crate::health_state::{DaemonState, SharedHealth};
+use crate::ipc::{IpcActor, IpcSettings};
 use crate::lifecycle::StopAccepting;
 use actix::prelude::*;
 use serde_json::json;
@@ -44,6 +45,8 @@ pub struct SystemSettings {
     pub shutdown_timeout: Duration,
     /// What SIGHUP does; `None` ignores it.
     pub reload: Option<ReloadHook>,
+    /// The local socket; `None` when `ipc.enabled` is false.
+    pub ipc: Option<IpcSettings>,
 }
 
 /// Addresses of the running children.
@@ -106,7 +109,14 @@ impl SystemActor {
     }
 
     /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve.
-    fn start_listeners(&mut self, _children: &mut Children) {}
+    fn start_listeners(&mut self, children: &mut Children) {
+        if let Some(ipc) = self.settings.ipc.clone() {
+            let (db, health) = (children.db.clone(), self.health.clone());
+            let log = self.log.new(slog::o!("actor" => "ipc"));
+            let ipc = actix::Supervisor::start(move |_| IpcActor::new(ipc, db, health, log));
+            children.listeners.push(ipc.recipient());
+        }
+    }
 
     /// Marks the daemon running once every enabled listener listens (or
     /// after a bound, so that a listener that failed to bind is reported by

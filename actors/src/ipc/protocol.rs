@@ -1,0 +1,740 @@
+//! The IPC wire protocol, with no I/O: one JSON document per line in each
+//! direction. A request line is decoded into a typed [`Request`] (or a
+//! [`Rejected`] that names what was wrong), and answers are encoded into a
+//! byte buffer ending in `\n`.
+//!
+//! Request:  `{"id": "1", "method": "nodes.get", "params": {"node_id": "a"}}`
+//! Answer:   `{"id": "1", "result": {...}, "error": null}` or
+//!           `{"id": "1", "result": null, "error": {"code": "NODE_NOT_FOUND", "message": "..."}}`
+//!
+//! `id` is echoed as sent (a string, a number, or null when absent) so that
+//! a client can match answers; `params` may be omitted or null when a method
+//! takes none. Unknown fields are refused rather than ignored, so a typo in
+//! a filter name never silently widens a query.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The longest request line accepted, newline excluded (1 MiB).
+pub const MAX_LINE: usize = 1024 * 1024;
+/// `audit.query` page size when `limit` is absent.
+pub const DEFAULT_AUDIT_LIMIT: u64 = 50;
+/// The largest `audit.query` page.
+pub const MAX_AUDIT_LIMIT: u64 = 1000;
+/// The statuses a registry row can have (the extension's CHECK constraint).
+pub const NODE_STATUSES: [&str; 5] = ["unknown", "healthy", "degraded", "unreachable", "offline"];
+
+/// Why a request failed, as clients branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, a missing or ill-typed field, a line too long.
+    InvalidRequest,
+    MethodNotFound,
+    /// The daemon failed in a way the client cannot fix.
+    InternalError,
+    /// PostgreSQL is down or unusable; the message says why.
+    NotConnected,
+    NodeNotFound,
+    /// Reserved for access checks beyond the socket's file mode.
+    PermissionDenied,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 6] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::MethodNotFound,
+        ErrorCode::InternalError,
+        ErrorCode::NotConnected,
+        ErrorCode::NodeNotFound,
+        ErrorCode::PermissionDenied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::MethodNotFound => "METHOD_NOT_FOUND",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::NotConnected => "NOT_CONNECTED",
+            ErrorCode::NodeNotFound => "NODE_NOT_FOUND",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+        }
+    }
+
+    /// Position in [`ErrorCode::ALL`] (for counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The `error` member of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+}
+
+/// The methods, without their parameters (for counters and messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MethodKind {
+    StatusGet,
+    HealthCheck,
+    NodesList,
+    NodesGet,
+    AuditQuery,
+}
+
+impl MethodKind {
+    pub const ALL: [MethodKind; 5] = [
+        MethodKind::StatusGet,
+        MethodKind::HealthCheck,
+        MethodKind::NodesList,
+        MethodKind::NodesGet,
+        MethodKind::AuditQuery,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::StatusGet => "status.get",
+            MethodKind::HealthCheck => "health.check",
+            MethodKind::NodesList => "nodes.list",
+            MethodKind::NodesGet => "nodes.get",
+            MethodKind::AuditQuery => "audit.query",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<MethodKind> {
+        MethodKind::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// Position in [`MethodKind::ALL`] (for counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The parameter names the method accepts.
+    fn params(self) -> &'static [&'static str] {
+        match self {
+            MethodKind::StatusGet | MethodKind::HealthCheck => &[],
+            MethodKind::NodesList => &["status_filter"],
+            MethodKind::NodesGet => &["node_id"],
+            MethodKind::AuditQuery => &["limit", "offset", "action_filter", "since"],
+        }
+    }
+}
+
+/// `audit.query` parameters, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQueryParams {
+    pub limit: u64,
+    pub offset: u64,
+    /// Exact action names, or prefixes written `node.*`.
+    pub action_filter: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A method with its validated parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    StatusGet,
+    HealthCheck,
+    NodesList { status_filter: Vec<String> },
+    NodesGet { node_id: String },
+    AuditQuery(AuditQueryParams),
+}
+
+impl Method {
+    pub fn kind(&self) -> MethodKind {
+        match self {
+            Method::StatusGet => MethodKind::StatusGet,
+            Method::HealthCheck => MethodKind::HealthCheck,
+            Method::NodesList { .. } => MethodKind::NodesList,
+            Method::NodesGet { .. } => MethodKind::NodesGet,
+            Method::AuditQuery(_) => MethodKind::AuditQuery,
+        }
+    }
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Value,
+    pub method: Method,
+}
+
+/// A request line that cannot be served: what to answer, with the id when
+/// it could be read, and the method when it was known (for counters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub id: Value,
+    pub method: Option<MethodKind>,
+    pub error: ErrorBody,
+}
+
+/// Decodes one request line (without its newline).
+pub fn decode(line: &[u8]) -> Result<Request, Rejected> {
+    let reject = |id: &Value, method, error| Rejected {
+        id: id.clone(),
+        method,
+        error,
+    };
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        reject(
+            &Value::Null,
+            None,
+            ErrorBody::invalid(format!("invalid JSON: {e}")),
+        )
+    })?;
+    let Value::Object(mut object) = value else {
+        let error = ErrorBody::invalid(
+            "a request must be a JSON object with \"id\", \"method\" and \"params\"",
+        );
+        return Err(reject(&Value::Null, None, error));
+    };
+    // The id first, so that every later error can carry it.
+    let id = match object.remove("id") {
+        None => Value::Null,
+        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => id,
+        Some(_) => {
+            let error = ErrorBody::invalid("field \"id\" must be a string, a number or null");
+            return Err(reject(&Value::Null, None, error));
+        }
+    };
+    let name = match object.remove("method") {
+        Some(Value::String(name)) => name,
+        Some(_) => {
+            return Err(reject(
+                &id,
+                None,
+                ErrorBody::invalid("field \"method\" must be a string"),
+            ))
+        }
+        None => {
+            return Err(reject(
+                &id,
+                None,
+                ErrorBody::invalid("missing field \"method\""),
+            ))
+        }
+    };
+    let params = object.remove("params");
+    if let Some(field) = object.keys().next() {
+        let error = ErrorBody::invalid(format!(
+            "unknown field \"{field}\" (a request has \"id\", \"method\" and \"params\")"
+        ));
+        return Err(reject(&id, None, error));
+    }
+    let Some(kind) = MethodKind::from_name(&name) else {
+        let known: Vec<&str> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
+        let error = ErrorBody::new(
+            ErrorCode::MethodNotFound,
+            format!("unknown method \"{name}\" (methods: {})", known.join(", ")),
+        );
+        return Err(reject(&id, None, error));
+    };
+    let params = match params {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            let error = ErrorBody::invalid(format!("field \"params\" of {name} must be an object"));
+            return Err(reject(&id, Some(kind), error));
+        }
+    };
+    match method_from(kind, params) {
+        Ok(method) => Ok(Request { id, method }),
+        Err(error) => Err(reject(&id, Some(kind), error)),
+    }
+}
+
+/// Validates the parameters of `kind`.
+fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, ErrorBody> {
+    let mut params = Params { kind, map: params };
+    params.refuse_unknown()?;
+    Ok(match kind {
+        MethodKind::StatusGet => Method::StatusGet,
+        MethodKind::HealthCheck => Method::HealthCheck,
+        MethodKind::NodesList => {
+            let status_filter = params.strings("status_filter")?.unwrap_or_default();
+            if let Some(bad) = status_filter
+                .iter()
+                .find(|s| !NODE_STATUSES.contains(&s.as_str()))
+            {
+                return Err(ErrorBody::invalid(format!(
+                    "parameter \"status_filter\" of nodes.list has unknown status \"{bad}\" (statuses: {})",
+                    NODE_STATUSES.join(", ")
+                )));
+            }
+            Method::NodesList { status_filter }
+        }
+        MethodKind::NodesGet => {
+            let node_id = params
+                .string("node_id")?
+                .ok_or_else(|| params.missing("node_id"))?;
+            if node_id.is_empty() {
+                return Err(ErrorBody::invalid(
+                    "parameter \"node_id\" of nodes.get must not be empty",
+                ));
+            }
+            Method::NodesGet { node_id }
+        }
+        MethodKind::AuditQuery => {
+            let limit = params
+                .integer("limit", 0, MAX_AUDIT_LIMIT)?
+                .unwrap_or(DEFAULT_AUDIT_LIMIT);
+            // The database takes a signed 64-bit offset.
+            let offset = params.integer("offset", 0, i64::MAX as u64)?.unwrap_or(0);
+            let action_filter = params.strings("action_filter")?.unwrap_or_default();
+            for action in &action_filter {
+                check_action_filter(action)?;
+            }
+            let since = match params.string("since")? {
+                None => None,
+                Some(text) => Some(
+                    DateTime::parse_from_rfc3339(&text)
+                        .map_err(|e| {
+                            ErrorBody::invalid(format!(
+                                "parameter \"since\" of audit.query must be an RFC 3339 timestamp \
+                                 such as 2026-11-26T10:00:00Z (\"{text}\": {e})"
+                            ))
+                        })?
+                        .with_timezone(&Utc),
+                ),
+            };
+            Method::AuditQuery(AuditQueryParams {
+                limit,
+                offset,
+                action_filter,
+                since,
+            })
+        }
+    })
+}
+
+/// An action filter is a name (`node.registered`) or a prefix (`node.*`).
+fn check_action_filter(action: &str) -> Result<(), ErrorBody> {
+    let name = action.strip_suffix(".*").unwrap_or(action);
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if valid {
+        Ok(())
+    } else {
+        Err(ErrorBody::invalid(format!(
+            "parameter \"action_filter\" of audit.query has \"{action}\": expected an action name \
+             such as node.registered, or a prefix such as node.*"
+        )))
+    }
+}
+
+/// The parameters of one call, taken one by one with typed errors that
+/// name the parameter and the method.
+struct Params {
+    kind: MethodKind,
+    map: Map<String, Value>,
+}
+
+impl Params {
+    fn refuse_unknown(&self) -> Result<(), ErrorBody> {
+        let accepted = self.kind.params();
+        match self.map.keys().find(|k| !accepted.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(key) if accepted.is_empty() => Err(ErrorBody::invalid(format!(
+                "unknown parameter \"{key}\": {} takes no parameters",
+                self.kind.as_str()
+            ))),
+            Some(key) => Err(ErrorBody::invalid(format!(
+                "unknown parameter \"{key}\" of {} (parameters: {})",
+                self.kind.as_str(),
+                accepted.join(", ")
+            ))),
+        }
+    }
+
+    fn missing(&self, name: &str) -> ErrorBody {
+        ErrorBody::invalid(format!(
+            "missing parameter \"{name}\" of {}",
+            self.kind.as_str()
+        ))
+    }
+
+    fn ill_typed(&self, name: &str, expected: &str) -> ErrorBody {
+        ErrorBody::invalid(format!(
+            "parameter \"{name}\" of {} must be {expected}",
+            self.kind.as_str()
+        ))
+    }
+
+    /// Absent and null both mean "not given".
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, name: &str) -> Result<Option<String>, ErrorBody> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.ill_typed(name, "a string")),
+        }
+    }
+
+    fn strings(&mut self, name: &str) -> Result<Option<Vec<String>>, ErrorBody> {
+        let Some(value) = self.take(name) else {
+            return Ok(None);
+        };
+        let Value::Array(items) = value else {
+            return Err(self.ill_typed(name, "an array of strings"));
+        };
+        items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                _ => Err(self.ill_typed(name, "an array of strings")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn integer(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ErrorBody> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                _ => Err(self.ill_typed(name, &format!("an integer from {min} to {max}"))),
+            },
+            Some(_) => Err(self.ill_typed(name, &format!("an integer from {min} to {max}"))),
+        }
+    }
+}
+
+/// The answer envelope, borrowed for encoding: exactly one of `result` and
+/// `error` is non-null, and both are always present.
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    id: &'a Value,
+    result: Option<&'a T>,
+    error: Option<&'a ErrorBody>,
+}
+
+/// Appends a success answer and its newline to `out`.
+pub fn encode_result<T: Serialize>(id: &Value, result: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    let envelope = Envelope {
+        id,
+        result: Some(result),
+        error: None,
+    };
+    if let Err(e) = serde_json::to_writer(&mut *out, &envelope) {
+        // Our result types always serialize; should one not, the client
+        // still gets one well-formed line instead of half a document.
+        out.truncate(start);
+        let error = ErrorBody::new(
+            ErrorCode::InternalError,
+            format!("cannot encode the result: {e}"),
+        );
+        return encode_error(id, &error, out);
+    }
+    out.push(b'\n');
+}
+
+/// Appends an error answer and its newline to `out`.
+pub fn encode_error(id: &Value, error: &ErrorBody, out: &mut Vec<u8>) {
+    let envelope: Envelope<'_, ()> = Envelope {
+        id,
+        result: None,
+        error: Some(error),
+    };
+    // An id, a code and a string: serializing cannot fail.
+    serde_json::to_writer(&mut *out, &envelope).unwrap_or_default();
+    out.push(b'\n');
+}
+
+/// An answer as a client reads it. The code stays a string so that a client
+/// keeps working when a newer daemon adds one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Response {
+    pub id: Value,
+    pub result: Option<Value>,
+    pub error: Option<WireError>,
+}
+
+/// The `error` member as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WireError {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok(line: &str) -> Request {
+        decode(line.as_bytes()).unwrap_or_else(|r| panic!("{line} rejected: {r:?}"))
+    }
+
+    fn rejected(line: &str) -> Rejected {
+        match decode(line.as_bytes()) {
+            Ok(request) => panic!("{line} accepted as {request:?}"),
+            Err(r) => r,
+        }
+    }
+
+    #[test]
+    fn every_method_decodes_with_its_parameters() {
+        assert_eq!(
+            ok(r#"{"id":"1","method":"status.get"}"#).method,
+            Method::StatusGet
+        );
+        assert_eq!(
+            ok(r#"{"id":2,"method":"health.check","params":{}}"#).method,
+            Method::HealthCheck
+        );
+        assert_eq!(
+            ok(
+                r#"{"id":3,"method":"nodes.list","params":{"status_filter":["healthy","offline"]}}"#
+            )
+            .method,
+            Method::NodesList {
+                status_filter: vec!["healthy".into(), "offline".into()]
+            }
+        );
+        assert_eq!(
+            ok(r#"{"id":4,"method":"nodes.get","params":{"node_id":"a"}}"#).method,
+            Method::NodesGet {
+                node_id: "a".into()
+            }
+        );
+        let audit = ok(
+            r#"{"id":5,"method":"audit.query","params":{"limit":10,"offset":20,
+            "action_filter":["node.*","daemon.started"],"since":"2026-11-26T11:00:00+01:00"}}"#,
+        );
+        assert_eq!(
+            audit.method,
+            Method::AuditQuery(AuditQueryParams {
+                limit: 10,
+                offset: 20,
+                action_filter: vec!["node.*".into(), "daemon.started".into()],
+                since: Some("2026-11-26T10:00:00Z".parse().unwrap()),
+            })
+        );
+    }
+
+    #[test]
+    fn absent_or_null_parameters_take_their_defaults() {
+        let Method::AuditQuery(q) = ok(r#"{"id":1,"method":"audit.query","params":null}"#).method
+        else {
+            panic!("not an audit query");
+        };
+        assert_eq!(
+            (q.limit, q.offset, q.action_filter.len(), q.since),
+            (50, 0, 0, None)
+        );
+        let Method::AuditQuery(q) =
+            ok(r#"{"method":"audit.query","params":{"since":null,"limit":null}}"#).method
+        else {
+            panic!("not an audit query");
+        };
+        assert_eq!((q.limit, q.since), (50, None));
+        assert_eq!(
+            ok(r#"{"id":1,"method":"nodes.list"}"#).method,
+            Method::NodesList {
+                status_filter: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn the_id_is_echoed_as_sent_and_null_when_absent() {
+        assert_eq!(ok(r#"{"id":"abc","method":"status.get"}"#).id, json!("abc"));
+        assert_eq!(ok(r#"{"id":17,"method":"status.get"}"#).id, json!(17));
+        assert_eq!(ok(r#"{"method":"status.get"}"#).id, Value::Null);
+        assert_eq!(
+            rejected(r#"{"id":[1],"method":"status.get"}"#).error.code,
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn bad_json_and_non_objects_are_invalid_requests_without_an_id() {
+        for line in ["{", "not json", "[1,2]", "\"status.get\"", "\u{FFFD}"] {
+            let r = rejected(line);
+            assert_eq!(
+                (r.error.code, &r.id),
+                (ErrorCode::InvalidRequest, &Value::Null),
+                "{line}"
+            );
+        }
+        assert!(rejected("{").error.message.starts_with("invalid JSON"));
+        assert!(decode(b"\xff\xfe{}").is_err(), "invalid UTF-8 is bad JSON");
+    }
+
+    #[test]
+    fn a_missing_or_ill_typed_field_is_named_and_keeps_the_id() {
+        let r = rejected(r#"{"id":"7","params":{}}"#);
+        assert_eq!(
+            (r.error.code, r.id),
+            (ErrorCode::InvalidRequest, json!("7"))
+        );
+        assert!(
+            r.error.message.contains("\"method\""),
+            "{}",
+            r.error.message
+        );
+
+        let r = rejected(r#"{"id":"8","method":"nodes.get","params":{}}"#);
+        assert_eq!(
+            r.error.message,
+            "missing parameter \"node_id\" of nodes.get"
+        );
+        assert_eq!(r.method, Some(MethodKind::NodesGet));
+
+        let r = rejected(r#"{"id":"9","method":"nodes.get","params":{"node_id":5}}"#);
+        assert_eq!(
+            r.error.message,
+            "parameter \"node_id\" of nodes.get must be a string"
+        );
+
+        let r = rejected(r#"{"id":1,"method":"nodes.list","params":{"status_filter":"healthy"}}"#);
+        assert!(
+            r.error.message.contains("\"status_filter\""),
+            "{}",
+            r.error.message
+        );
+
+        let r = rejected(r#"{"id":1,"method":"nodes.list","params":[1]}"#);
+        assert!(
+            r.error.message.contains("\"params\""),
+            "{}",
+            r.error.message
+        );
+    }
+
+    #[test]
+    fn unknown_methods_fields_and_parameters_are_refused_by_name() {
+        let r = rejected(r#"{"id":1,"method":"nodes.delete"}"#);
+        assert_eq!(r.error.code, ErrorCode::MethodNotFound);
+        assert!(
+            r.error.message.contains("nodes.delete") && r.error.message.contains("audit.query")
+        );
+
+        let r = rejected(r#"{"id":1,"method":"status.get","extra":true}"#);
+        assert!(r.error.message.contains("\"extra\""), "{}", r.error.message);
+
+        let r = rejected(r#"{"id":1,"method":"nodes.list","params":{"status":["healthy"]}}"#);
+        assert_eq!(
+            r.error.message,
+            "unknown parameter \"status\" of nodes.list (parameters: status_filter)"
+        );
+
+        let r = rejected(r#"{"id":1,"method":"status.get","params":{"verbose":true}}"#);
+        assert_eq!(
+            r.error.message,
+            "unknown parameter \"verbose\": status.get takes no parameters"
+        );
+    }
+
+    #[test]
+    fn audit_parameters_are_bounded_and_checked() {
+        for params in [
+            r#"{"limit":1001}"#,
+            r#"{"limit":-1}"#,
+            r#"{"limit":2.5}"#,
+            r#"{"offset":-5}"#,
+            r#"{"since":"yesterday"}"#,
+            r#"{"since":12}"#,
+            r#"{"action_filter":["NODE.*"]}"#,
+            r#"{"action_filter":["*"]}"#,
+            r#"{"action_filter":["node.%"]}"#,
+            r#"{"action_filter":[""]}"#,
+        ] {
+            let line = format!(r#"{{"id":1,"method":"audit.query","params":{params}}}"#);
+            let r = rejected(&line);
+            assert_eq!(r.error.code, ErrorCode::InvalidRequest, "{params}");
+        }
+        let r = rejected(r#"{"id":1,"method":"audit.query","params":{"limit":5000}}"#);
+        assert_eq!(
+            r.error.message,
+            "parameter \"limit\" of audit.query must be an integer from 0 to 1000"
+        );
+        let r = rejected(r#"{"id":1,"method":"audit.query","params":{"since":"yesterday"}}"#);
+        assert!(r.error.message.contains("RFC 3339"), "{}", r.error.message);
+        let r = rejected(r#"{"id":1,"method":"nodes.list","params":{"status_filter":["sick"]}}"#);
+        assert!(r.error.message.contains("\"sick\"") && r.error.message.contains("unreachable"));
+    }
+
+    #[test]
+    fn answers_are_one_line_with_both_members_present() {
+        let mut out = Vec::new();
+        encode_result(&json!("1"), &json!({"nodes": []}), &mut out);
+        encode_error(
+            &json!(2),
+            &ErrorBody::new(ErrorCode::NodeNotFound, "no node \"x\""),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 2);
+        let first: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(
+            first,
+            json!({"id": "1", "result": {"nodes": []}, "error": null})
+        );
+        let second: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(
+            second,
+            json!({"id": 2, "result": null, "error": {"code": "NODE_NOT_FOUND", "message": "no node \"x\""}})
+        );
+        let parsed: Response = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(parsed.error.unwrap().code, "NODE_NOT_FOUND");
+    }
+
+    #[test]
+    fn error_codes_are_spelled_as_documented() {
+        let spelled: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let named: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(spelled, named);
+        assert_eq!(
+            named,
+            [
+                "INVALID_REQUEST",
+                "METHOD_NOT_FOUND",
+                "INTERNAL_ERROR",
+                "NOT_CONNECTED",
+                "NODE_NOT_FOUND",
+                "PERMISSION_DENIED"
+            ]
+        );
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i);
+        }
+        for (i, method) in MethodKind::ALL.iter().enumerate() {
+            assert_eq!(method.index(), i);
+            assert_eq!(MethodKind::from_name(method.as_str()), Some(*method));
+        }
+    }
+}
