@@ -158,6 +158,19 @@ fn sink(target: LogTarget) -> Sink {
     }
 }
 
+/// The service manager's notifier (systemd's NOTIFY_SOCKET), if any.
+fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::service::notify::SystemdNotifier::from_env()
+            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// True for hosts that peers cannot use to reach this node.
 fn is_local_host(host: &str) -> bool {
     host.starts_with('/')
@@ -225,6 +238,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         health_interval: HEALTH_INTERVAL,
         shutdown_timeout: SHUTDOWN_TIMEOUT,
         reload: None,
+        notifier: notifier(),
     }
 }
 
