@@ -88,7 +88,7 @@ pub(crate) fn run_password_command(
     let timed_out = || {
         fail(format!(
             "did not finish within {} and was stopped",
-            humantime::format_duration(timeout)
+            super::values::format_duration(timeout)
         ))
     };
 

@@ -26,7 +26,7 @@ fn opt_path(p: &Option<PathBuf>) -> String {
 }
 
 fn dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    super::values::format_duration(d)
 }
 
 impl Config {

@@ -401,9 +401,9 @@ impl Origins {
     }
 }
 
-/// Durations print as humantime (`1s`, `500ms`, `2years`), which parses back.
+/// Durations print as they are written in the file (`1s`, `500ms`, `2y`).
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
+    s.serialize_str(&super::values::format_duration(*d))
 }
 
 /// File modes print as the octal string people write (`0660`).

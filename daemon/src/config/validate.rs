@@ -20,7 +20,7 @@ fn describe(config: &Config, key: &str, value: &str) -> String {
 }
 
 fn dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    super::values::format_duration(d)
 }
 
 fn inconsistent(config: &Config, message: String) -> ConfigError {

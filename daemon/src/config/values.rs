@@ -71,12 +71,44 @@ pub(crate) const PRUNE: DurationRange = DurationRange {
     example: "1h or 30m",
 };
 
+/// A duration as an operator would write it, and as humantime reads back:
+/// whole years when exact (`2y`), else days down to nanoseconds (`90d`,
+/// `1h 30m`, `500ms`). humantime's own formatter counts months of 30.44
+/// days, which turns `90d` into `2months 29days 2h 52m 48s`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    const YEAR: u64 = 31_557_600;
+    let secs = d.as_secs();
+    let nanos = u64::from(d.subsec_nanos());
+    if secs > 0 && nanos == 0 && secs.is_multiple_of(YEAR) {
+        return format!("{}y", secs / YEAR);
+    }
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (nanos / 1_000_000, "ms"),
+        (nanos / 1_000 % 1_000, "us"),
+        (nanos % 1_000, "ns"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_string()
+    } else {
+        text.join(" ")
+    }
+}
+
 impl DurationRange {
     pub fn expected(&self) -> String {
         format!(
             "a duration from {} to {}, like {}",
-            humantime::format_duration(self.min),
-            humantime::format_duration(self.max),
+            format_duration(self.min),
+            format_duration(self.max),
             self.example
         )
     }
@@ -242,6 +274,22 @@ mod tests {
             HEARTBEAT.expected(),
             "a duration from 10ms to 1h, like 1s or 500ms"
         );
+    }
+
+    #[test]
+    fn durations_print_as_written_and_parse_back() {
+        for (d, text) in [
+            (Duration::from_secs(2 * 31_557_600), "2y"),
+            (Duration::from_secs(90 * 86_400), "90d"),
+            (Duration::from_secs(5400), "1h 30m"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::from_secs(86_400 + 1), "1d 1s"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
     }
 
     #[test]
