@@ -177,7 +177,7 @@ impl Raw {
 /// Where one raw value came from.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum SettingFrom {
-    /// The config file, under this dotted key (without `repl.`).
+    /// The config file (`Settings::source`).
     File,
     Env(String),
 }
