@@ -33,6 +33,9 @@ fn config_check(path: Option<&std::path::Path>) -> Exit {
     match config::Config::load(path) {
         Ok(config) => {
             print!("{}", config.to_masked_yaml());
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             eprintln!("configuration OK ({})", config.source.display());
             Exit::Ok
         }

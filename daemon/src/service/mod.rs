@@ -149,7 +149,7 @@ pub fn install(def: &Definition<'_>) -> Result<(), ServiceError> {
         working_directory: None,
         environment: None,
         autostart: true,
-        restart_policy: RestartPolicy::OnFailure { delay_secs: Some(2) },
+        restart_policy: RestartPolicy::OnFailure { delay_secs: Some(2), max_retries: None, reset_after_secs: None },
     };
     manager(def.user)?
         .install(ctx)
