@@ -207,12 +207,12 @@ impl NodeTlsMaterial {
         let cert_pem = read_file(TlsFile::Certificate, &paths.cert_file)?;
         let key_pem = read_file(TlsFile::PrivateKey, &paths.key_file)?;
         let ca_pem = read_file(TlsFile::CaCertificate, &paths.ca_file)?;
-        Self::from_pem_named(paths, &cert_pem, &key_pem, &ca_pem)
+        Self::from_pem(paths, &cert_pem, &key_pem, &ca_pem)
     }
 
     /// Builds the material from PEM held in memory. `paths` only names the
     /// sources in error messages.
-    pub fn from_pem_named(
+    pub fn from_pem(
         paths: &TlsPaths,
         cert_pem: &[u8],
         key_pem: &[u8],
@@ -327,7 +327,8 @@ impl PeerTransport {
 
     /// The accept side: wraps a bound listener into a stream of connections
     /// for `tonic::transport::Server::serve_with_incoming`; every failed
-    /// handshake is passed to `on_failure` with the peer's address.
+    /// handshake is passed to `on_failure` with the peer's address (from
+    /// the accept loop: keep it quick and non-blocking).
     pub fn incoming<F>(
         &self,
         listener: tokio::net::TcpListener,

@@ -494,7 +494,8 @@ async fn a_plaintext_client_on_the_mtls_port_is_told_apart() {
 #[tokio::test]
 async fn a_stalled_client_does_not_block_a_good_one_and_times_out() {
     let cluster = cluster();
-    let handshake_timeout = Duration::from_millis(1500);
+    // Generous, so a loaded CI machine does not make the good client look slow.
+    let handshake_timeout = Duration::from_secs(3);
     let mut server = TestServer::start(
         &cluster.server,
         IncomingOptions {

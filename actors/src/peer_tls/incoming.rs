@@ -263,6 +263,10 @@ pub struct PeerIncoming {
 impl PeerIncoming {
     /// Wraps a bound listener. `acceptor` is `None` for plaintext. Usually
     /// built through `PeerTransport::incoming`.
+    ///
+    /// `on_failure` runs inside the accept loop's poll, once per refused
+    /// connection: it must be quick and must not block (log, send on a
+    /// channel, `do_send` to an actor).
     pub fn new<F>(
         listener: TcpListener,
         acceptor: Option<TlsAcceptor>,
