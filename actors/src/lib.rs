@@ -3,7 +3,8 @@
 //! `SystemActor` (root, shutdown) supervises `DbActor` (the only owner of
 //! the PostgreSQL pool), `AuditActor` (durable spool + batched inserts) and
 //! `HealthActor` (keeps the cached health fresh); the listeners read the
-//! cached health directly. Each actor lives in its own module with its
+//! cached health directly. Building blocks the actors share (peer transport
+//! security) live beside them. Each actor lives in its own module with its
 //! messages beside it. This crate knows nothing of the CLI, the config file
 //! or service managers: the daemon builds the settings and wires it.
 
@@ -15,6 +16,7 @@ pub mod health;
 pub mod health_report;
 pub mod health_state;
 pub mod lifecycle;
+pub mod peer_tls;
 pub mod system;
 
 pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::keys::{self, KEYS};
 use super::load::load_with;
+use super::error::ConfigError;
 use super::paths::Host;
+use super::secret::{Secret, MASK};
 use super::*;
 
 const MIN: &str = "repl:\n  node_id: a\n  grpc:\n    tls:\n      insecure: true\n";
