@@ -14,6 +14,7 @@ use std::time::Duration;
 use steep_repl_actors::audit::AuditSettings;
 use steep_repl_actors::db::{DbSettings, SelfRegistration};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_actors::ipc::IpcSettings;
 use steep_repl_actors::system::{ConfigChange, ReloadHook, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.
@@ -246,7 +247,14 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         shutdown_timeout: SHUTDOWN_TIMEOUT,
         reload: None,
         notifier: notifier(),
+        ipc: ipc_settings(config),
     }
+}
+
+/// The local socket, unless `ipc.enabled` is false.
+fn ipc_settings(config: &Config) -> Option<IpcSettings> {
+    let ipc = &config.ipc;
+    ipc.enabled.then(|| IpcSettings::new(&ipc.path, ipc.mode, ipc.group.clone()))
 }
 
 #[cfg(test)]
