@@ -30,6 +30,7 @@ use actix::prelude::*;
 use connection::Shutdown;
 use dispatch::Dispatcher;
 use interprocess::local_socket::tokio::{prelude::*, Stream};
+use listener::OpenFiles;
 use protocol::{encode_error, ErrorBody, ErrorCode};
 use serde::Serialize;
 use slog::{debug, error, info, warn, Logger};
@@ -47,6 +48,9 @@ pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (typically out of file descriptors), so the
 /// loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Descriptors kept for everything but IPC clients (pool, spool, logs,
+/// other listeners).
+const FD_HEADROOM: u64 = 256;
 /// How long a turned-away client is given to take its error line.
 const TURN_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -209,6 +213,19 @@ impl IpcActor {
         }
         let settings = &self.settings;
         let path = settings.path.clone();
+        // Every connection is a descriptor; keep room for the rest of the daemon.
+        let wanted = settings.max_connections as u64 + FD_HEADROOM;
+        match listener::ensure_open_files(wanted) {
+            Ok(OpenFiles::Enough) => {}
+            Ok(OpenFiles::Raised(from, to)) => {
+                info!(self.log, "ipc.open_files_raised"; "from" => from, "to" => to)
+            }
+            Ok(OpenFiles::Capped(to)) => {
+                warn!(self.log, "ipc.open_files_capped"; "limit" => to, "wanted" => wanted,
+                "note" => "the hard limit is lower; clients may be refused before max_connections")
+            }
+            Err(e) => warn!(self.log, "ipc.open_files_unknown"; "error" => %e),
+        }
         let bound = match listener::bind(&path, settings.mode, settings.group.as_deref()) {
             Ok(bound) => bound,
             Err(e) => {

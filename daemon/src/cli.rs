@@ -1,6 +1,7 @@
 //! The command line (clap). Each subcommand maps to one module.
 
 use crate::exit::EXIT_CODES_HELP;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -61,11 +62,62 @@ pub enum Command {
         #[arg(long)]
         user: bool,
     },
+    /// Daemon state: pid, uptime, PostgreSQL, gRPC, node, cluster (over IPC)
+    Status {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Local health over IPC (exit 4 when unhealthy), or a peer's with --remote
+    Health {
+        /// A peer's health over gRPC (mTLS), e.g. db2:5433
+        #[arg(long, value_name = "HOST:PORT")]
+        remote: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The node registry (over IPC)
+    Nodes {
+        /// Only nodes with these statuses (unknown, healthy, degraded, unreachable, offline)
+        #[arg(long, value_name = "S,...", value_delimiter = ',')]
+        status: Vec<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The audit trail, newest first (over IPC)
+    Audit {
+        /// Entries per page (0 to 1000)
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u64,
+        /// Entries to skip (for the next page)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: u64,
+        /// Only entries at or after T: an RFC 3339 time, or a span back from now (90m, 2d)
+        #[arg(long, value_name = "T", value_parser = crate::inspect::parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Only these actions: names (node.registered) or prefixes (node.*)
+        #[arg(long, value_name = "A,...", value_delimiter = ',')]
+        action: Vec<String>,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// How `status`, `health` and `nodes` show their result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct Output {
+    /// Print the result as one JSON document
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh in place every SECS seconds (default 2) until Ctrl-C
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +134,56 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_takes_an_optional_interval() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Status { output }
+            | Command::Nodes { output, .. }
+            | Command::Health { output, .. } => output,
+            other => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(parse(&["steep-repl", "status"]).watch, None);
+        assert_eq!(parse(&["steep-repl", "status", "--watch"]).watch, Some(2));
+        assert_eq!(
+            parse(&["steep-repl", "nodes", "--watch", "5", "--json"]),
+            Output {
+                json: true,
+                watch: Some(5)
+            }
+        );
+        assert!(Cli::try_parse_from(["steep-repl", "health", "--watch", "0"]).is_err());
+    }
+
+    #[test]
+    fn lists_are_comma_separated() {
+        let cli =
+            Cli::try_parse_from(["steep-repl", "nodes", "--status", "healthy,degraded"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Nodes { status, .. } if status == ["healthy", "degraded"])
+        );
+        let cli = Cli::try_parse_from([
+            "steep-repl",
+            "audit",
+            "--action",
+            "node.*,daemon.started",
+            "--since",
+            "1h",
+        ])
+        .unwrap();
+        let Command::Audit {
+            action,
+            since,
+            limit,
+            ..
+        } = cli.command
+        else {
+            panic!("not audit")
+        };
+        assert_eq!((action.len(), limit), (2, 50));
+        assert!(since.is_some_and(|t| t < Utc::now()));
+        assert!(Cli::try_parse_from(["steep-repl", "audit", "--since", "yesterday-ish"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod certs;
 mod cli;
 mod config;
 mod exit;
+mod inspect;
+mod ipc_client;
 mod lock;
 mod logging;
 mod run;
@@ -22,6 +24,25 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Run { debug } => run::run(cli.config.as_deref(), debug),
         Command::Config { command: ConfigCommand::Check } => config_check(cli.config.as_deref()),
+        Command::Status { output } => {
+            inspect::status(cli.config.as_deref(), output.json, output.watch)
+        }
+        Command::Health { remote, output } => inspect::health(
+            cli.config.as_deref(),
+            remote.as_deref(),
+            output.json,
+            output.watch,
+        ),
+        Command::Nodes { status, output } => {
+            inspect::nodes(cli.config.as_deref(), &status, output.json, output.watch)
+        }
+        Command::Audit {
+            limit,
+            offset,
+            since,
+            action,
+            json,
+        } => inspect::audit(cli.config.as_deref(), limit, offset, since, &action, json),
         Command::Install { user, print } => service_cmd::install(cli.config.as_deref(), user, print),
         Command::Uninstall { user } => service_cmd::uninstall(user),
         Command::Start { user } => service_cmd::drive("start", user),

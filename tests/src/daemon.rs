@@ -2,9 +2,10 @@
 //!
 //! Each [`Daemon`] gets its own folder with a generated configuration file,
 //! socket, lock, audit spool and log (stderr), and is driven only through
-//! its public faces: signals, exit codes, its log, and what it writes to
-//! PostgreSQL (later also IPC, HTTP and gRPC).
+//! its public faces: signals, exit codes, its log, its IPC socket, and what
+//! it writes to PostgreSQL (later also HTTP and gRPC).
 
+use crate::ipc::IpcClient;
 use crate::pg::{PgServer, SUPERUSER, SUPERUSER_PASSWORD};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct DaemonOptions {
     pub pg_database: String,
     /// Extra YAML lines placed inside `repl:` (indented by the caller by two spaces).
     pub extra: String,
+    /// Extra YAML lines placed inside `repl.ipc:` (indented by the caller by four spaces).
+    pub ipc_extra: String,
 }
 
 impl DaemonOptions {
@@ -48,6 +51,7 @@ impl DaemonOptions {
             pg_password: SUPERUSER_PASSWORD.to_string(),
             pg_database: "postgres".to_string(),
             extra: String::new(),
+            ipc_extra: String::new(),
         }
     }
 }
@@ -84,7 +88,7 @@ impl DaemonHome {
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
              postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
              grpc:\n    enabled: false\n  http:\n    enabled: false\n  \
-             ipc:\n    path: {sock}\n  audit:\n    spool_path: {spool}\n  \
+             ipc:\n    path: {sock}\n{ipc_extra}  audit:\n    spool_path: {spool}\n  \
              log:\n    level: debug\n    target: terminal\n{extra}",
             node = quote(&options.node_id),
             name = quote(&format!("Node {}", options.node_id)),
@@ -95,6 +99,7 @@ impl DaemonHome {
             sock = quote(&self.socket_path().display().to_string()),
             spool = quote(&self.spool_path().display().to_string()),
             extra = options.extra,
+            ipc_extra = options.ipc_extra,
         );
         std::fs::write(self.config_path(), yaml).context("writing the daemon config")
     }
@@ -147,6 +152,44 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 bail!("the daemon did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// A new connection to the daemon's IPC socket.
+    pub fn ipc(&self) -> Result<IpcClient> {
+        IpcClient::connect(&self.home.socket_path())
+    }
+
+    /// Waits until the IPC socket answers `status.get`, then returns that connection.
+    pub fn wait_for_ipc(&self, timeout: Duration) -> Result<IpcClient> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut client) = self.ipc() {
+                if client.call("status.get", serde_json::json!({})).is_ok() {
+                    return Ok(client);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("IPC did not answer within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until `health.check` reports PostgreSQL usable (connected,
+    /// extension present, fresh); returns an IPC connection.
+    pub fn wait_for_postgresql(&self, timeout: Duration) -> Result<IpcClient> {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.wait_for_ipc(timeout)?;
+        loop {
+            let health = client.call("health.check", serde_json::json!({}))?;
+            if health["components"]["postgresql"]["healthy"] == true {
+                return Ok(client);
+            }
+            if Instant::now() > deadline {
+                bail!("PostgreSQL never became usable: {health}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(25));
         }

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod ext;
+pub mod ipc;
 pub mod paths;
 pub mod pg;
 pub mod ports;

@@ -1,0 +1,238 @@
+//! The read-only commands (`status`, `health`, `nodes`, `audit`) run as
+//! an operator runs them, against real daemons and against none.
+
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use steep_repl_tests::daemon::{run_cli, steep_repl_bin, Daemon, DaemonHome, DaemonOptions};
+use steep_repl_tests::ext::server_with_extension;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn json(stdout: &str) -> Value {
+    serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{stdout}"))
+}
+
+#[tokio::test]
+async fn json_output_parses_and_carries_the_documented_fields() {
+    let (_pg, _conn) = server_with_extension().await.unwrap();
+    let daemon = Daemon::start(&DaemonOptions::for_server("node-a", &_pg)).unwrap();
+    daemon.wait_for_postgresql(WAIT).unwrap();
+    let config = daemon.home.config_path();
+
+    let (code, out, err) = run_cli(&["status", "--json"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let status = json(&out);
+    for field in [
+        "state",
+        "pid",
+        "uptime_seconds",
+        "start_time",
+        "version",
+        "postgresql",
+        "grpc",
+        "node",
+    ] {
+        assert!(!status[field].is_null(), "status lacks {field}: {status}");
+    }
+    assert_eq!(status["pid"], serde_json::json!(daemon.pid().unwrap()));
+    assert_eq!(status["postgresql"]["connected"], true);
+    assert_eq!(status["node"]["node_id"], "node-a");
+
+    let (code, out, err) = run_cli(&["health", "--json"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let health = json(&out);
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(
+        health["components"]["postgresql"]["healthy"], true,
+        "{health}"
+    );
+    assert!(
+        health["components"]["postgresql"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("18."),
+        "{health}"
+    );
+
+    let (code, out, err) =
+        run_cli(&["nodes", "--json", "--status", "healthy"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let nodes = json(&out);
+    assert_eq!(nodes["nodes"][0]["node_id"], "node-a");
+    assert_eq!(nodes["nodes"][0]["status"], "healthy");
+
+    let (code, out, err) = run_cli(
+        &[
+            "audit", "--json", "--action", "daemon.*", "--limit", "5", "--since", "1h",
+        ],
+        Some(&config),
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let audit = json(&out);
+    assert!(
+        audit["total"].is_u64() && audit["has_more"].is_boolean(),
+        "{audit}"
+    );
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["action"].as_str().unwrap().starts_with("daemon.")));
+}
+
+#[tokio::test]
+async fn tables_show_the_node_and_its_state() {
+    let (pg, _conn) = server_with_extension().await.unwrap();
+    let daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
+    daemon.wait_for_postgresql(WAIT).unwrap();
+    let config = daemon.home.config_path();
+
+    let (code, out, err) = run_cli(&["nodes"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NODE_ID") && lines[0].contains("STATUS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("node-a ") && lines[1].contains("healthy"),
+        "{out}"
+    );
+
+    let (code, out, _) = run_cli(&["nodes", "--status", "offline"], Some(&config)).unwrap();
+    assert_eq!((code, out.as_str()), (0, "no nodes\n"));
+
+    let (code, out, err) = run_cli(&["status"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("node-a")
+            && out.contains("running")
+            && out.contains("connected, PostgreSQL 18"),
+        "{out}"
+    );
+
+    let (code, out, _) = run_cli(&["health"], Some(&config)).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("postgresql") && l.contains("yes")),
+        "{out}"
+    );
+
+    let (code, out, err) =
+        run_cli(&["audit", "--action", "daemon.started"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("daemon.started") && out.contains("steep-repl@node-a"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn health_exits_4_when_the_node_is_unhealthy() {
+    let (mut pg, _conn) = server_with_extension().await.unwrap();
+    let daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
+    daemon.wait_for_postgresql(WAIT).unwrap();
+    pg.stop().unwrap();
+    daemon
+        .wait_for_log("postgresql.connection_lost", WAIT)
+        .unwrap();
+    let config = daemon.home.config_path();
+    let (code, out, _) = run_cli(&["health"], Some(&config)).unwrap();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("unhealthy"), "{out}");
+    let (code, _, err) = run_cli(&["nodes"], Some(&config)).unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("PostgreSQL is not available"), "{err}");
+}
+
+#[test]
+fn status_without_a_daemon_says_so_and_exits_3() {
+    let home = DaemonHome::new().unwrap();
+    home.write_config(&DaemonOptions {
+        node_id: "node-a".into(),
+        pg_port: 1,
+        pg_password: "x".into(),
+        pg_database: "postgres".into(),
+        extra: String::new(),
+        ipc_extra: String::new(),
+    })
+    .unwrap();
+    let config = home.config_path();
+    let socket = home.socket_path().display().to_string();
+
+    let (code, out, err) = run_cli(&["status"], Some(&config)).unwrap();
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("the daemon is not running") && err.contains(&socket),
+        "{err}"
+    );
+    assert!(err.contains("service manager:"), "{err}");
+
+    let (code, out, _) = run_cli(&["status", "--json"], Some(&config)).unwrap();
+    assert_eq!(code, 3);
+    assert_eq!(json(&out)["state"], "not_running");
+
+    // A socket file left behind by a crash is not a running daemon either.
+    drop(std::os::unix::net::UnixListener::bind(home.socket_path()).unwrap());
+    let (code, _, err) = run_cli(&["health"], Some(&config)).unwrap();
+    assert_eq!(code, 3);
+    assert!(err.contains("nothing answers"), "{err}");
+
+    let (code, _, err) = run_cli(&["health", "--remote", "db2:5433"], Some(&config)).unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("not yet available"), "{err}");
+}
+
+#[test]
+fn an_unloadable_configuration_falls_back_to_the_default_socket_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let (code, _, err) = run_cli(&["nodes"], Some(&missing)).unwrap();
+    assert!(
+        err.contains("cannot load the configuration") && err.contains("/tmp/steep-repl.sock"),
+        "{err}"
+    );
+    // Nothing normally runs on the default socket on a test machine.
+    assert!(code == 3 || code == 0, "exit {code}: {err}");
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    let (code, out, _) = run_cli(&["--help"], None).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("3  the daemon is not running") && out.contains("4  the daemon is unhealthy"),
+        "{out}"
+    );
+    for command in ["status", "health", "nodes", "audit"] {
+        assert!(out.contains(command), "--help lacks {command}");
+    }
+}
+
+#[tokio::test]
+async fn watch_redraws_in_place_until_interrupted() {
+    let (pg, _conn) = server_with_extension().await.unwrap();
+    let daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
+    daemon.wait_for_ipc(WAIT).unwrap();
+    let child = Command::new(steep_repl_bin().unwrap())
+        .arg("--config")
+        .arg(daemon.home.config_path())
+        .args(["status", "--watch", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    let frames = out.matches("\x1b[2J\x1b[H").count();
+    assert!(frames >= 2, "{frames} frames:\n{out}");
+    assert!(out.matches("node-a").count() >= 2, "{out}");
+}
