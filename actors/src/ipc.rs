@@ -51,6 +51,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Descriptors kept for everything but IPC clients (pool, spool, logs,
 /// other listeners).
 const FD_HEADROOM: u64 = 256;
+/// At most one warning per this period about clients over the limit.
+const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long a turned-away client is given to take its error line.
 const TURN_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -293,6 +295,7 @@ async fn accept_loop(
 ) {
     let mut shutdown = Shutdown::new(stop.clone());
     let max = slots.available_permits();
+    let (mut last_warning, mut rejected_since_warning) = (None, 0u64);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -309,7 +312,15 @@ async fn accept_loop(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             dispatcher.metrics.connection_rejected();
-            warn!(log, "ipc.connection_rejected"; "reason" => "connection limit reached", "limit" => max);
+            rejected_since_warning += 1;
+            // One line per burst, not one per client: a client retrying in
+            // a loop must not flood the log.
+            if last_warning.is_none_or(|at: Instant| at.elapsed() >= REJECTION_LOG_EVERY) {
+                warn!(log, "ipc.connection_rejected"; "reason" => "connection limit reached",
+                      "limit" => max, "rejected" => rejected_since_warning);
+                last_warning = Some(Instant::now());
+                rejected_since_warning = 0;
+            }
             actix::spawn(turn_away(stream, max));
             continue;
         };

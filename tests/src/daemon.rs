@@ -258,6 +258,8 @@ fn spawn_run(home: &DaemonHome) -> Result<Child> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .env_remove("JOURNAL_STREAM")
+        // Ours, not the daemon's: it reads every STEEP_REPL_* as a setting.
+        .env_remove("STEEP_REPL_BIN")
         .spawn()
         .context("starting steep-repl run")
 }
@@ -265,6 +267,7 @@ fn spawn_run(home: &DaemonHome) -> Result<Child> {
 /// Runs the CLI to completion: `(exit code, stdout, stderr)`.
 pub fn run_cli(args: &[&str], config: Option<&Path>) -> Result<(i32, String, String)> {
     let mut cmd = Command::new(steep_repl_bin()?);
+    cmd.env_remove("STEEP_REPL_BIN");
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }

@@ -222,6 +222,7 @@ async fn watch_redraws_in_place_until_interrupted() {
         .arg("--config")
         .arg(daemon.home.config_path())
         .args(["status", "--watch", "1"])
+        .env_remove("STEEP_REPL_BIN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
