@@ -23,7 +23,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
         Command::Run { debug } => run::run(cli.config.as_deref(), debug),
-        Command::Config { command: ConfigCommand::Check } => config_check(cli.config.as_deref()),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(cli.config.as_deref()),
         Command::Status { output } => {
             inspect::status(cli.config.as_deref(), output.json, output.watch)
         }
@@ -43,7 +45,9 @@ fn main() -> ExitCode {
             action,
             json,
         } => inspect::audit(cli.config.as_deref(), limit, offset, since, &action, json),
-        Command::Install { user, print } => service_cmd::install(cli.config.as_deref(), user, print),
+        Command::Install { user, print } => {
+            service_cmd::install(cli.config.as_deref(), user, print)
+        }
         Command::Uninstall { user } => service_cmd::uninstall(user),
         Command::Start { user } => service_cmd::drive("start", user),
         Command::Stop { user } => service_cmd::drive("stop", user),

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The `steep-repl` binary built by `cargo build` (deploy/test.sh builds it
-/// before the tests), or `$STEEP_REPL_BIN`.
+/// before the tests), or `$STEEP_DAEMON_BIN`.
 pub fn steep_repl_bin() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("STEEP_REPL_BIN") {
+    if let Ok(path) = std::env::var("STEEP_DAEMON_BIN") {
         return Ok(PathBuf::from(path));
     }
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -24,7 +24,10 @@ pub fn steep_repl_bin() -> Result<PathBuf> {
         .unwrap_or_else(|_| crate::paths::repo_root().join("target"));
     let bin = target.join("debug/steep-repl");
     if !bin.exists() {
-        bail!("{} is missing: run `cargo build` (deploy/test.sh does) before the tests", bin.display());
+        bail!(
+            "{} is missing: run `cargo build` (deploy/test.sh does) before the tests",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -63,7 +66,9 @@ pub struct DaemonHome {
 
 impl DaemonHome {
     pub fn new() -> Result<Self> {
-        Ok(DaemonHome { dir: tempfile::Builder::new().prefix("steep-d-").tempdir()? })
+        Ok(DaemonHome {
+            dir: tempfile::Builder::new().prefix("steep-d-").tempdir()?,
+        })
     }
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
@@ -101,7 +106,13 @@ impl DaemonHome {
             extra = options.extra,
             ipc_extra = options.ipc_extra,
         );
-        std::fs::write(self.config_path(), yaml).context("writing the daemon config")
+        std::fs::write(self.config_path(), yaml).context("writing the daemon config")?;
+        // It holds a password: private, as the daemon recommends.
+        std::fs::set_permissions(
+            self.config_path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .context("chmod of the daemon config")
     }
 }
 
@@ -122,7 +133,10 @@ impl Daemon {
     /// Starts (again) with the configuration already in `home`.
     pub fn start_in(home: DaemonHome) -> Result<Daemon> {
         let child = spawn_run(&home)?;
-        Ok(Daemon { home, child: Some(child) })
+        Ok(Daemon {
+            home,
+            child: Some(child),
+        })
     }
 
     /// Starts the daemon again after it exited, keeping its files.
@@ -151,7 +165,10 @@ impl Daemon {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the daemon did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "the daemon did not log {needle:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -172,7 +189,10 @@ impl Daemon {
                 }
             }
             if Instant::now() > deadline {
-                bail!("IPC did not answer within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "IPC did not answer within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -189,7 +209,10 @@ impl Daemon {
                 return Ok(client);
             }
             if Instant::now() > deadline {
-                bail!("PostgreSQL never became usable: {health}; log:\n{}", self.log());
+                bail!(
+                    "PostgreSQL never became usable: {health}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -201,7 +224,10 @@ impl Daemon {
         // SAFETY: kill has no memory effects; the pid is our child's.
         let rc = unsafe { libc::kill(pid as i32, signal) };
         if rc != 0 {
-            bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "kill({pid}, {signal}) failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -216,7 +242,10 @@ impl Daemon {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("the daemon did not exit within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "the daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
