@@ -43,6 +43,7 @@ fn db(health: &SharedHealth) -> Addr<DbActor> {
         database: "postgres".into(),
         pool_size: 1,
         connect_timeout: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(200),
         node: SelfRegistration {
             node_id: "a".into(),
             node_name: "Node A".into(),
