@@ -12,11 +12,14 @@ pub mod audit;
 pub mod audit_event;
 pub mod backoff;
 pub mod db;
+pub mod grpc;
 pub mod health;
 pub mod health_report;
 pub mod health_state;
 pub mod lifecycle;
+pub mod peer_status;
 pub mod peer_tls;
+pub mod proc_stats;
 pub mod system;
 
 pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

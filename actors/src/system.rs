@@ -10,7 +10,7 @@ use crate::audit::{AuditActor, AuditSettings, Flush};
 use crate::audit_event::{AuditAction, AuditEvent};
 use crate::db::{Close, DbActor, DbSettings};
 use crate::health::HealthActor;
-use crate::health_state::{DaemonState, SharedHealth};
+use crate::health_state::{DaemonState, ListenerHealth, SharedHealth};
 use crate::lifecycle::StopAccepting;
 use actix::prelude::*;
 use serde_json::json;
@@ -57,6 +57,8 @@ pub struct SystemSettings {
     pub reload: Option<ReloadHook>,
     /// The service manager to keep informed, when there is one.
     pub notifier: Option<std::sync::Arc<dyn ServiceNotifier>>,
+    /// The peer side (gRPC server and heartbeats), when enabled.
+    pub grpc: Option<crate::grpc::GrpcSettings>,
 }
 
 /// Addresses of the running children.
@@ -142,7 +144,23 @@ impl SystemActor {
     }
 
     /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve.
-    fn start_listeners(&mut self, _children: &mut Children) {}
+    fn start_listeners(&mut self, children: &mut Children) {
+        if let Some(grpc) = self.settings.grpc.clone() {
+            let (port, tls) = (grpc.port, grpc.transport.is_tls());
+            self.health.update(|s| {
+                s.grpc = ListenerHealth::pending(Some(port), format!("port {port}"), tls)
+            });
+            let actor = crate::grpc::GrpcPeerActor::new(
+                grpc,
+                self.health.clone(),
+                children.db.clone(),
+                children.audit.clone(),
+                self.log.new(slog::o!("actor" => "grpc")),
+            )
+            .start();
+            children.listeners.push(actor.recipient());
+        }
+    }
 
     /// Marks the daemon running once every enabled listener listens (or
     /// after a bound, so that a listener that failed to bind is reported by

@@ -61,10 +61,46 @@ pub enum Command {
         #[arg(long)]
         user: bool,
     },
+    /// Create the cluster CA and node certificates for mutual TLS
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Create the cluster CA (ca.crt, ca.key); never overwrites
+    Init {
+        /// Folder for the files (default: tls/ beside the configuration file)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Name written into the CA certificate
+        #[arg(long, default_value = "steep-repl")]
+        cluster_name: String,
+        /// Validity in days
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Create NODE_ID.crt and NODE_ID.key signed by the cluster CA (server and client use)
+    Issue {
+        /// The node_id the certificate speaks for (its CN)
+        node_id: String,
+        /// A name or address peers use to reach this node (repeatable); every
+        /// host used in other nodes' grpc.peers must be listed
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Folder holding ca.crt/ca.key, where the node files are written
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Validity in days
+        #[arg(long, default_value_t = 825)]
+        days: u32,
     },
 }
 

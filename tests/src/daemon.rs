@@ -40,6 +40,8 @@ pub struct DaemonOptions {
     pub pg_database: String,
     /// Extra YAML lines placed inside `repl:` (indented by the caller by two spaces).
     pub extra: String,
+    /// The body of the `grpc:` section (lines indented by four spaces).
+    pub grpc: String,
 }
 
 impl DaemonOptions {
@@ -51,6 +53,7 @@ impl DaemonOptions {
             pg_password: SUPERUSER_PASSWORD.to_string(),
             pg_database: "postgres".to_string(),
             extra: String::new(),
+            grpc: "    enabled: false\n".to_string(),
         }
     }
 }
@@ -88,7 +91,7 @@ impl DaemonHome {
         let yaml = format!(
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
              postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
-             grpc:\n    enabled: false\n  http:\n    enabled: false\n  \
+             grpc:\n{grpc}  http:\n    enabled: false\n  \
              ipc:\n    path: {sock}\n  audit:\n    spool_path: {spool}\n  \
              log:\n    level: debug\n    target: terminal\n{extra}",
             node = quote(&options.node_id),
@@ -100,6 +103,7 @@ impl DaemonHome {
             sock = quote(&self.socket_path().display().to_string()),
             spool = quote(&self.spool_path().display().to_string()),
             extra = options.extra,
+            grpc = options.grpc,
         );
         std::fs::write(self.config_path(), yaml).context("writing the daemon config")?;
         // It holds a password: private, as the daemon recommends.
