@@ -518,10 +518,7 @@ impl GrpcPeerActor {
                 node_id,
                 postgresql_ok,
             } => {
-                if node_id == own_id {
-                    duplicate = true;
-                    None
-                } else if known_ids.contains(&node_id) {
+                if node_id == own_id || known_ids.contains(&node_id) {
                     duplicate = true;
                     None
                 } else {

@@ -18,12 +18,17 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most (a scan from many addresses stays bounded).
 const MAX_TRACKED: usize = 4096;
 
+/// A refusing address and the kind of failure.
+type FailureKey = (IpAddr, &'static str);
+/// When that key was last reported, and failures held back since.
+type FailureWindow = (Instant, u64);
+
 pub struct AuthFailures {
     audit: Addr<AuditActor>,
     log: Logger,
     /// Per address and kind of failure: when it was last reported, and
     /// failures held back since.
-    seen: Mutex<HashMap<(IpAddr, &'static str), (Instant, u64)>>,
+    seen: Mutex<HashMap<FailureKey, FailureWindow>>,
 }
 
 impl AuthFailures {
