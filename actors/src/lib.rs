@@ -2,9 +2,9 @@
 //!
 //! `SystemActor` (root, shutdown) supervises `DbActor` (the only owner of
 //! the PostgreSQL pool), `AuditActor` (durable spool + batched inserts) and
-//! `HealthActor` (keeps the cached health fresh); the listeners read the
-//! cached health directly. Each actor lives in its own module with its
-//! messages beside it. This crate knows nothing of the CLI, the config file
+//! `HealthActor` (keeps the cached health fresh); the listeners (`HttpActor`:
+//! `/health`, `/ready`, `/live`, `/metrics`) read the cached health
+//! directly. Each actor lives in its own module with its messages beside it. This crate knows nothing of the CLI, the config file
 //! or service managers: the daemon builds the settings and wires it.
 
 pub mod audit;
@@ -14,6 +14,7 @@ pub mod db;
 pub mod health;
 pub mod health_report;
 pub mod health_state;
+pub mod http;
 pub mod lifecycle;
 pub mod system;
 

@@ -44,6 +44,8 @@ pub struct SystemSettings {
     pub shutdown_timeout: Duration,
     /// What SIGHUP does; `None` ignores it.
     pub reload: Option<ReloadHook>,
+    /// The HTTP probes and metrics; `None` when `http.enabled` is false.
+    pub http: Option<crate::http::HttpSettings>,
 }
 
 /// Addresses of the running children.
@@ -106,7 +108,13 @@ impl SystemActor {
     }
 
     /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve.
-    fn start_listeners(&mut self, _children: &mut Children) {}
+    fn start_listeners(&mut self, children: &mut Children) {
+        if let Some(http) = self.settings.http.clone() {
+            let (health, interval) = (self.health.clone(), self.settings.health_interval);
+            let http = crate::http::start(http, health, interval, &self.log);
+            children.listeners.push(http);
+        }
+    }
 
     /// Marks the daemon running once every enabled listener listens (or
     /// after a bound, so that a listener that failed to bind is reported by
