@@ -3,10 +3,13 @@
 //! Every refresh interval it marks the daemon's loop as turning (what
 //! `/live` reads) and asks the DbActor for a PostgreSQL ping, whose result
 //! lands in the shared snapshot. Probes never come here: they read the
-//! snapshot directly (see `health_state`).
+//! snapshot directly (see `health_state`). The same tick feeds the service
+//! manager's watchdog.
 
 use crate::db::{DbActor, Ping};
 use crate::health_state::SharedHealth;
+use crate::system::ServiceNotifier;
+use std::sync::Arc;
 use actix::prelude::*;
 use std::time::Duration;
 
@@ -14,11 +17,17 @@ pub struct HealthActor {
     health: SharedHealth,
     db: Addr<DbActor>,
     interval: Duration,
+    notifier: Option<Arc<dyn ServiceNotifier>>,
 }
 
 impl HealthActor {
-    pub fn new(health: SharedHealth, db: Addr<DbActor>, interval: Duration) -> Self {
-        HealthActor { health, db, interval }
+    pub fn new(
+        health: SharedHealth,
+        db: Addr<DbActor>,
+        interval: Duration,
+        notifier: Option<Arc<dyn ServiceNotifier>>,
+    ) -> Self {
+        HealthActor { health, db, interval, notifier }
     }
 }
 
@@ -29,6 +38,11 @@ impl Actor for HealthActor {
         self.health.touch_loop();
         ctx.run_interval(self.interval, |act, _| {
             act.health.touch_loop();
+            // The watchdog is fed from the same loop /live watches: if the
+            // actor thread is stuck, systemd restarts the daemon.
+            if let Some(notifier) = &act.notifier {
+                notifier.watchdog();
+            }
             act.db.do_send(Ping);
         });
     }

@@ -31,6 +31,17 @@ pub struct ConfigChange {
 /// configuration was refused (the running one stays).
 pub type ReloadHook = std::sync::Arc<dyn Fn() -> Result<Vec<ConfigChange>, String> + Send + Sync>;
 
+/// Tells the service manager how the daemon is doing (systemd's sd_notify:
+/// READY, STOPPING, WATCHDOG). The daemon provides the platform one.
+pub trait ServiceNotifier: Send + Sync {
+    /// Fully started: listeners up.
+    fn ready(&self);
+    /// Graceful stop begun.
+    fn stopping(&self);
+    /// The main loop turned (called every health interval).
+    fn watchdog(&self);
+}
+
 /// Everything the actor tree needs, built by the daemon from its config.
 #[derive(Clone)]
 pub struct SystemSettings {
@@ -44,6 +55,8 @@ pub struct SystemSettings {
     pub shutdown_timeout: Duration,
     /// What SIGHUP does; `None` ignores it.
     pub reload: Option<ReloadHook>,
+    /// The service manager to keep informed, when there is one.
+    pub notifier: Option<std::sync::Arc<dyn ServiceNotifier>>,
     /// The HTTP probes and metrics; `None` when `http.enabled` is false.
     pub http: Option<crate::http::HttpSettings>,
 }
@@ -100,8 +113,10 @@ impl SystemActor {
         });
 
         let (db_for_health, interval, health_shared) = (db.clone(), self.settings.health_interval, health.clone());
-        let health_actor =
-            actix::Supervisor::start(move |_| HealthActor::new(health_shared, db_for_health, interval));
+        let notifier = self.settings.notifier.clone();
+        let health_actor = actix::Supervisor::start(move |_| {
+            HealthActor::new(health_shared, db_for_health, interval, notifier)
+        });
         let mut children = Children { db, audit, health: health_actor, listeners: Vec::new() };
         self.start_listeners(&mut children);
         children
@@ -128,6 +143,9 @@ impl SystemActor {
                 ctx.cancel_future(ctx.handle());
                 if !act.stopping {
                     act.health.update(|s| s.state = DaemonState::Running);
+                    if let Some(notifier) = &act.settings.notifier {
+                        notifier.ready();
+                    }
                     info!(act.log, "daemon.running"; "listeners_up" => all_up,
                           "startup_ms" => started.elapsed().as_millis() as u64);
                 }
@@ -238,6 +256,9 @@ impl Handler<Shutdown> for SystemActor {
         }
         self.stopping = true;
         self.health.update(|s| s.state = DaemonState::Stopping);
+        if let Some(notifier) = &self.settings.notifier {
+            notifier.stopping();
+        }
         info!(self.log, "daemon.stopping"; "reason" => &msg.reason);
         let Some(children) = self.children.clone() else {
             System::current().stop();

@@ -32,6 +32,35 @@ pub enum Command {
         #[arg(long)]
         debug: bool,
     },
+    /// Register the daemon as a system service (or --user service) that starts at boot
+    Install {
+        /// Per-user service instead of a system one
+        #[arg(long)]
+        user: bool,
+        /// Print the service definition instead of installing it
+        #[arg(long)]
+        print: bool,
+    },
+    /// Remove the service registration (configuration and data are kept)
+    Uninstall {
+        #[arg(long)]
+        user: bool,
+    },
+    /// Start the installed service
+    Start {
+        #[arg(long)]
+        user: bool,
+    },
+    /// Stop the installed service
+    Stop {
+        #[arg(long)]
+        user: bool,
+    },
+    /// Restart the installed service
+    Restart {
+        #[arg(long)]
+        user: bool,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]

@@ -88,12 +88,12 @@ pub struct LogGuard {
 /// journald socket, no /dev/log) falls back to the terminal and says so on
 /// the first line, so the daemon never runs blind.
 pub fn build(sink: Sink, level: Level, node_id: &str) -> (Logger, LogGuard, LevelHandle) {
-    let values = o!("node_id" => node_id.to_string());
+    let values = || o!("node_id" => node_id.to_string());
     let handle = LevelHandle::new(level);
-    let (logger, guard, fallback) = match open(sink, &handle, values.clone()) {
+    let (logger, guard, fallback) = match open(sink, &handle, values()) {
         Ok((logger, guard)) => (logger, guard, None),
         Err(reason) => {
-            let (logger, guard) = terminal(&handle, values);
+            let (logger, guard) = terminal(&handle, values());
             (logger, guard, Some(reason))
         }
     };
@@ -114,7 +114,7 @@ fn open(sink: Sink, level: &LevelHandle, values: slog::OwnedKV<impl slog::SendSy
             {
                 return Err("no systemd journal on this machine".to_string());
             }
-            let drain = slog_journald::JournaldDrain.ignore_res();
+            let drain = slog_journald::JournaldDrain::default().ignore_res();
             Ok(wrap_async(drain, level, values))
         }
         #[cfg(target_os = "linux")]

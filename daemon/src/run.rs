@@ -8,11 +8,13 @@ use crate::lock::{InstanceLock, LockError};
 use crate::logging::{self, Sink};
 use slog::{info, warn};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use steep_repl_actors::audit::AuditSettings;
 use steep_repl_actors::db::{DbSettings, SelfRegistration};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::system::{ConfigChange, ReloadHook, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.
@@ -49,13 +51,26 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
             return Exit::Error;
         }
     };
+    // Also before the actor system: a port in use stops the start here, with
+    // the address named, instead of a daemon that runs without its probes.
+    let http = match bind_http(&config) {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::Error;
+        }
+    };
 
     let level = if debug { slog::Level::Debug } else { slog_level(config.log.level) };
     let (log, log_guard, level_handle) = logging::build(sink(config.log.target), level, &config.node_id);
     info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
+    for warning in config.warnings() {
+        warn!(log, "config.warning"; "warning" => warning);
+    }
 
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
     settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
+    settings.http = http;
     let pg = PostgresHealth::new(&config.postgresql.host, config.postgresql.port, &config.postgresql.database);
     let snapshot = HealthSnapshot::starting(env!("CARGO_PKG_VERSION"), &config.node_id, &config.node_name, pg);
     let health = SharedHealth::new(snapshot, STALE_AFTER);
@@ -89,7 +104,7 @@ fn reload_hook(config: Config, level: logging::LevelHandle, debug: bool) -> Relo
     std::sync::Arc::new(move || {
         let mut current = current.lock().map_err(|_| "reload state poisoned".to_string())?;
         let next = Config::load(Some(&current.source)).map_err(|e| e.to_string())?;
-        let mut changes = diff_yaml(&current.to_masked_yaml(), &next.to_masked_yaml());
+        let mut changes = diff_config(&current, &next);
         for change in &mut changes {
             if change.key == "repl.log.level" && !debug {
                 level.set(slog_level(next.log.level));
@@ -101,31 +116,32 @@ fn reload_hook(config: Config, level: logging::LevelHandle, debug: bool) -> Relo
     })
 }
 
-/// Key-by-key differences between two masked YAML renderings.
-fn diff_yaml(old: &str, new: &str) -> Vec<ConfigChange> {
-    fn flatten(prefix: &str, value: &serde_yaml_ng::Value, out: &mut std::collections::BTreeMap<String, serde_json::Value>) {
+/// Key-by-key differences between two configurations, secrets masked
+/// (the serialized form masks them). Where each value came from is not a
+/// change of the configuration itself.
+fn diff_config(old: &Config, new: &Config) -> Vec<ConfigChange> {
+    fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
         match value {
-            serde_yaml_ng::Value::Mapping(map) => {
+            serde_json::Value::Object(map) => {
                 for (k, v) in map {
-                    let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
-                    let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    if prefix.is_empty() && (k == "origins" || k == "source") {
+                        continue;
+                    }
+                    let path = if prefix.is_empty() { format!("repl.{k}") } else { format!("{prefix}.{k}") };
                     flatten(&path, v, out);
                 }
             }
             other => {
-                let json = serde_json::to_value(other).unwrap_or(serde_json::Value::Null);
-                out.insert(prefix.to_string(), json);
+                out.insert(prefix.to_string(), other.clone());
             }
         }
     }
-    let parse = |text: &str| {
-        let mut out = std::collections::BTreeMap::new();
-        if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
-            flatten("", &value, &mut out);
-        }
+    let flat = |c: &Config| {
+        let mut out = BTreeMap::new();
+        flatten("", &serde_json::to_value(c).unwrap_or_default(), &mut out);
         out
     };
-    let (old, new) = (parse(old), parse(new));
+    let (old, new) = (flat(old), flat(new));
     let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     keys.into_iter()
         .filter(|k| old.get(*k) != new.get(*k))
@@ -153,8 +169,23 @@ fn sink(target: LogTarget) -> Sink {
         LogTarget::Terminal => Sink::Terminal,
         LogTarget::Journald => Sink::Journald,
         LogTarget::Syslog => Sink::Syslog,
-        #[allow(unreachable_patterns)]
-        _ => logging::auto_sink(),
+        // Native Event Log / os_log drains are not built yet: their service
+        // managers capture stderr.
+        LogTarget::EventLog | LogTarget::OsLog => Sink::Terminal,
+        LogTarget::Auto => logging::auto_sink(),
+    }
+}
+
+/// The service manager's notifier (systemd's NOTIFY_SOCKET), if any.
+fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::service::notify::SystemdNotifier::from_env()
+            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
@@ -225,7 +256,20 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         health_interval: HEALTH_INTERVAL,
         shutdown_timeout: SHUTDOWN_TIMEOUT,
         reload: None,
+        notifier: notifier(),
+        // Bound by `bind_http` in `run`, before the actor system starts.
+        http: None,
     }
+}
+
+/// Binds the HTTP port when `http.enabled`; `None` opens no port at all.
+fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
+    if !config.http.enabled {
+        return Ok(None);
+    }
+    let (bind, port) = (config.http.bind, config.http.port);
+    let listener = HttpListener::bind(std::net::SocketAddr::new(bind, port))?;
+    Ok(Some(HttpSettings { bind, port, listener: Some(listener) }))
 }
 
 #[cfg(test)]
@@ -234,9 +278,18 @@ mod tests {
 
     #[test]
     fn a_reload_diff_lists_changed_keys_only() {
-        let old = "repl:\n  node_id: a\n  log:\n    level: info\n  grpc:\n    peers: []\n";
-        let new = "repl:\n  node_id: a\n  log:\n    level: debug\n  grpc:\n    peers: [b:5433]\n";
-        let changes = diff_yaml(old, new);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let env = std::collections::HashMap::new();
+        std::fs::write(&path, "repl:\n  node_id: a\n  grpc: {tls: {insecure: true}}\n").unwrap();
+        let old = Config::load_from(&path, &env).unwrap();
+        std::fs::write(
+            &path,
+            "repl:\n  node_id: a\n  log: {level: debug}\n  grpc: {tls: {insecure: true}, peers: [\"b:5433\"]}\n",
+        )
+        .unwrap();
+        let new = Config::load_from(&path, &env).unwrap();
+        let changes = diff_config(&old, &new);
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["repl.grpc.peers", "repl.log.level"]);
         assert_eq!(changes[1].old, serde_json::json!("info"));

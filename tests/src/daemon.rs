@@ -37,6 +37,10 @@ pub struct DaemonOptions {
     pub pg_database: String,
     /// Extra YAML lines placed inside `repl:` (indented by the caller by two spaces).
     pub extra: String,
+    /// `http.port` (on 127.0.0.1) written to the config, if any.
+    pub http_port: Option<u16>,
+    /// `http.enabled`.
+    pub http_enabled: bool,
 }
 
 impl DaemonOptions {
@@ -48,7 +52,21 @@ impl DaemonOptions {
             pg_password: SUPERUSER_PASSWORD.to_string(),
             pg_database: "postgres".to_string(),
             extra: String::new(),
+            http_port: None,
+            http_enabled: false,
         }
+    }
+
+    /// Turns HTTP on, on a free loopback port.
+    pub fn with_http(mut self) -> Self {
+        self.http_port = Some(crate::ports::free_port());
+        self.http_enabled = true;
+        self
+    }
+
+    /// Where the daemon answers HTTP, when it does.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_port.map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 }
 
@@ -83,7 +101,7 @@ impl DaemonHome {
         let yaml = format!(
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
              postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
-             grpc:\n    enabled: false\n  http:\n    enabled: false\n  \
+             grpc:\n    enabled: false\n  {http}\n  \
              ipc:\n    path: {sock}\n  audit:\n    spool_path: {spool}\n  \
              log:\n    level: debug\n    target: terminal\n{extra}",
             node = quote(&options.node_id),
@@ -95,6 +113,13 @@ impl DaemonHome {
             sock = quote(&self.socket_path().display().to_string()),
             spool = quote(&self.spool_path().display().to_string()),
             extra = options.extra,
+            http = match options.http_port {
+                Some(port) => format!(
+                    "http:\n    enabled: {}\n    bind: 127.0.0.1\n    port: {port}",
+                    options.http_enabled
+                ),
+                None => format!("http:\n    enabled: {}", options.http_enabled),
+            },
         );
         std::fs::write(self.config_path(), yaml).context("writing the daemon config")
     }

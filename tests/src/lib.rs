@@ -8,6 +8,8 @@
 
 pub mod daemon;
 pub mod ext;
+pub mod haproxy;
+pub mod http;
 pub mod paths;
 pub mod pg;
 pub mod ports;

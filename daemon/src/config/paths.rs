@@ -1,0 +1,337 @@
+//! Where things are on this machine: the default and system config file
+//! paths, the state directory for the audit spool, and the machine facts the
+//! defaults depend on (`Host`: environment, root or not, home, hostname, OS
+//! user, working directory). Loading takes a `Host` so tests can describe
+//! any machine without touching the real one. Platform code stays thin and
+//! behind `cfg`.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+/// The facts about the running process that defaults depend on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Host {
+    /// The environment (only UTF-8 values).
+    pub env: HashMap<String, String>,
+    /// Effective uid 0 (Unix). Decides the system-wide config and state paths.
+    pub is_root: bool,
+    /// The user's home directory when `HOME` (or `USERPROFILE`) is unset.
+    pub home_fallback: Option<PathBuf>,
+    /// The machine's host name, the default `advertise_host`.
+    pub hostname: Option<String>,
+    /// The OS user name, the default PostgreSQL user (as libpq does).
+    pub os_user: Option<String>,
+    /// Relative paths from the environment are taken from here.
+    pub cwd: PathBuf,
+}
+
+impl Host {
+    /// This process, with `env` as its environment.
+    pub fn current(env: HashMap<String, String>) -> Host {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let mut host = Host {
+            env,
+            is_root: false,
+            home_fallback: std::env::home_dir(),
+            hostname: None,
+            os_user: None,
+            cwd,
+        };
+        platform::fill(&mut host);
+        host
+    }
+
+    /// An environment variable, treating an empty value as unset.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// An absolute directory from an environment variable (XDG says
+    /// relative values are to be ignored).
+    fn abs_dir_var(&self, name: &str) -> Option<PathBuf> {
+        self.var(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    }
+
+    pub fn home(&self) -> Option<PathBuf> {
+        let var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
+        self.abs_dir_var(var).or_else(|| self.home_fallback.clone())
+    }
+}
+
+/// `path` made absolute against `base`, without touching the filesystem
+/// (symlinks stay as written) and without `.` components.
+pub(crate) fn absolute(path: &Path, base: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+/// The system-wide config file: what a system service runs with.
+pub fn system_config_path() -> PathBuf {
+    system_config_path_for(&Host::current(HashMap::new()))
+}
+
+/// The config file used without `--config`: the user's file; for root, the
+/// system file when the user's does not exist.
+pub fn default_config_path() -> PathBuf {
+    let env = std::env::vars()
+        .filter(|(k, _)| platform::PATH_VARS.contains(&k.as_str()))
+        .collect();
+    default_config_candidates(&Host::current(env)).0
+}
+
+/// The chosen default path, and the paths looked at before it (for the
+/// "not found" message).
+pub(crate) fn default_config_candidates(host: &Host) -> (PathBuf, Vec<PathBuf>) {
+    let system = system_config_path_for(host);
+    match platform::user_config_dir(host) {
+        None => (system, Vec::new()),
+        Some(dir) => {
+            let user = dir.join("steep").join("config.yaml");
+            if host.is_root && !user.exists() {
+                (system, vec![user])
+            } else {
+                (user, Vec::new())
+            }
+        }
+    }
+}
+
+pub(crate) fn system_config_path_for(host: &Host) -> PathBuf {
+    platform::system_config_dir(host)
+        .join("steep")
+        .join("config.yaml")
+}
+
+/// The default audit spool: `<state dir>/steep-repl/audit-<node_id>.spool`.
+/// `Err` says why no state directory can be chosen here.
+pub(crate) fn default_spool_path(host: &Host, node_id: &str) -> Result<PathBuf, String> {
+    let dir = platform::state_dir(host)?;
+    Ok(dir
+        .join("steep-repl")
+        .join(format!("audit-{node_id}.spool")))
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+mod platform {
+    use super::Host;
+    use std::path::PathBuf;
+
+    pub const PATH_VARS: &[&str] = &["HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"];
+
+    pub fn fill(host: &mut Host) {
+        super::unix::fill(host);
+    }
+
+    pub fn user_config_dir(host: &Host) -> Option<PathBuf> {
+        host.abs_dir_var("XDG_CONFIG_HOME")
+            .or_else(|| host.home().map(|h| h.join(".config")))
+    }
+
+    pub fn system_config_dir(_host: &Host) -> PathBuf {
+        PathBuf::from("/etc")
+    }
+
+    pub fn state_dir(host: &Host) -> Result<PathBuf, String> {
+        if host.is_root {
+            return Ok(PathBuf::from("/var/lib"));
+        }
+        host.abs_dir_var("XDG_STATE_HOME")
+            .or_else(|| host.home().map(|h| h.join(".local").join("state")))
+            .ok_or_else(|| "neither XDG_STATE_HOME nor HOME is set".to_string())
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    use super::Host;
+    use std::path::PathBuf;
+
+    pub const PATH_VARS: &[&str] = &["HOME"];
+
+    pub fn fill(host: &mut Host) {
+        super::unix::fill(host);
+    }
+
+    pub fn user_config_dir(host: &Host) -> Option<PathBuf> {
+        host.home()
+            .map(|h| h.join("Library").join("Application Support"))
+    }
+
+    pub fn system_config_dir(_host: &Host) -> PathBuf {
+        PathBuf::from("/Library/Application Support")
+    }
+
+    pub fn state_dir(host: &Host) -> Result<PathBuf, String> {
+        if host.is_root {
+            return Ok(PathBuf::from("/Library/Application Support"));
+        }
+        user_config_dir(host).ok_or_else(|| "HOME is not set".to_string())
+    }
+}
+
+#[cfg(windows)]
+mod platform {
+    use super::Host;
+    use std::path::PathBuf;
+
+    pub const PATH_VARS: &[&str] = &["USERPROFILE", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA"];
+
+    pub fn fill(host: &mut Host) {
+        host.hostname = host.var("COMPUTERNAME").map(str::to_string);
+        host.os_user = host.var("USERNAME").map(str::to_string);
+    }
+
+    pub fn user_config_dir(host: &Host) -> Option<PathBuf> {
+        host.abs_dir_var("APPDATA")
+            .or_else(|| host.home().map(|h| h.join("AppData").join("Roaming")))
+    }
+
+    pub fn system_config_dir(host: &Host) -> PathBuf {
+        host.abs_dir_var("PROGRAMDATA")
+            .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+    }
+
+    pub fn state_dir(host: &Host) -> Result<PathBuf, String> {
+        host.abs_dir_var("LOCALAPPDATA")
+            .or_else(|| host.home().map(|h| h.join("AppData").join("Local")))
+            .ok_or_else(|| "neither LOCALAPPDATA nor USERPROFILE is set".to_string())
+    }
+}
+
+#[cfg(unix)]
+mod unix {
+    use super::Host;
+    use nix::unistd::{geteuid, gethostname, User};
+
+    pub fn fill(host: &mut Host) {
+        let uid = geteuid();
+        host.is_root = uid.is_root();
+        host.hostname = gethostname().ok().and_then(|h| h.into_string().ok());
+        // libpq asks the password database; containers running under an
+        // arbitrary uid have no entry there, so fall back to $USER.
+        host.os_user = User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .or_else(|| host.var("USER").map(str::to_string));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(vars: &[(&str, &str)], is_root: bool) -> Host {
+        Host {
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            is_root,
+            home_fallback: None,
+            hostname: Some("box".into()),
+            os_user: Some("me".into()),
+            cwd: PathBuf::from("/work"),
+        }
+    }
+
+    #[test]
+    fn absolute_joins_relative_paths_and_drops_dots() {
+        assert_eq!(
+            absolute(Path::new("./a/./b.yaml"), Path::new("/etc/steep")),
+            PathBuf::from("/etc/steep/a/b.yaml")
+        );
+        assert_eq!(
+            absolute(Path::new("/x/y"), Path::new("/etc")),
+            PathBuf::from("/x/y")
+        );
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn user_config_follows_xdg_config_home_then_home() {
+        let h = host(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/cfg")], false);
+        assert_eq!(
+            default_config_candidates(&h).0,
+            PathBuf::from("/cfg/steep/config.yaml")
+        );
+        let h = host(
+            &[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "relative")],
+            false,
+        );
+        assert_eq!(
+            default_config_candidates(&h).0,
+            PathBuf::from("/home/u/.config/steep/config.yaml")
+        );
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn root_without_a_user_file_uses_etc() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap();
+        let h = host(&[("HOME", home)], true);
+        let (path, tried) = default_config_candidates(&h);
+        assert_eq!(path, PathBuf::from("/etc/steep/config.yaml"));
+        assert_eq!(tried, vec![dir.path().join(".config/steep/config.yaml")]);
+
+        std::fs::create_dir_all(dir.path().join(".config/steep")).unwrap();
+        std::fs::write(dir.path().join(".config/steep/config.yaml"), "repl: {}").unwrap();
+        let (path, tried) = default_config_candidates(&h);
+        assert_eq!(path, dir.path().join(".config/steep/config.yaml"));
+        assert!(tried.is_empty());
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn a_user_without_a_file_still_defaults_to_the_user_path() {
+        let h = host(&[("HOME", "/nonexistent-home")], false);
+        assert_eq!(
+            default_config_candidates(&h).0,
+            PathBuf::from("/nonexistent-home/.config/steep/config.yaml")
+        );
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn spool_lives_in_the_state_dir() {
+        let h = host(&[("HOME", "/home/u")], false);
+        assert_eq!(
+            default_spool_path(&h, "n1").unwrap(),
+            PathBuf::from("/home/u/.local/state/steep-repl/audit-n1.spool")
+        );
+        let h = host(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/st")], false);
+        assert_eq!(
+            default_spool_path(&h, "n1").unwrap(),
+            PathBuf::from("/st/steep-repl/audit-n1.spool")
+        );
+        let h = host(&[("HOME", "/root"), ("XDG_STATE_HOME", "/st")], true);
+        assert_eq!(
+            default_spool_path(&h, "n1").unwrap(),
+            PathBuf::from("/var/lib/steep-repl/audit-n1.spool")
+        );
+        let h = host(&[], false);
+        assert!(default_spool_path(&h, "n1").is_err());
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn system_config_is_in_etc() {
+        assert_eq!(
+            system_config_path(),
+            PathBuf::from("/etc/steep/config.yaml")
+        );
+    }
+}

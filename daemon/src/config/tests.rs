@@ -1,0 +1,1042 @@
+//! End-to-end tests of loading: a real file (tempfile), an injected
+//! environment and machine facts (`Host`), never the process's own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::keys::{self, KEYS};
+use super::load::load_with;
+use super::paths::Host;
+use super::*;
+
+const MIN: &str = "repl:\n  node_id: a\n  grpc:\n    tls:\n      insecure: true\n";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn file(text: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    Fixture { dir, path }
+}
+
+/// A made-up machine: user `u` with home `/home/u`, host name `box1`.
+fn host(vars: &[(&str, &str)]) -> Host {
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("HOME".into(), "/home/u".into());
+    for (k, v) in vars {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Host {
+        env,
+        is_root: false,
+        home_fallback: None,
+        hostname: Some("box1".into()),
+        os_user: Some("u".into()),
+        cwd: PathBuf::from("/work/cwd"),
+    }
+}
+
+fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let f = file(text);
+    load_with(&f.path, &host(vars), None)
+}
+
+fn ok(text: &str, vars: &[(&str, &str)]) -> Config {
+    load(text, vars).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The error message, with the temp file's path replaced by `/x.yaml`.
+fn err(text: &str, vars: &[(&str, &str)]) -> String {
+    let f = file(text);
+    let e = load_with(&f.path, &host(vars), None).expect_err("should fail");
+    e.to_string()
+        .replace(&f.path.display().to_string(), "/x.yaml")
+}
+
+fn with_repl(body: &str) -> String {
+    format!("repl:\n  node_id: a\n  grpc:\n    tls:\n      insecure: true\n{body}")
+}
+
+// ---------------------------------------------------------------- defaults
+
+// Unix paths and Linux defaults (XDG, /var/lib, journald/syslog).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_minimal_file_gets_every_default() {
+    let f = file(MIN);
+    let c = load_with(&f.path, &host(&[]), None).unwrap();
+    assert_eq!(c.source, f.path);
+    assert_eq!(c.node_id, "a");
+    assert_eq!(c.node_name, "a");
+    assert_eq!(c.priority, 50);
+    assert_eq!(c.advertise_host, "box1");
+
+    let pg = &c.postgresql;
+    assert_eq!(pg.host, "localhost");
+    assert_eq!(pg.port, 5432);
+    assert_eq!(pg.database, "postgres");
+    assert_eq!(pg.user, "u");
+    assert_eq!(pg.password, None);
+    assert_eq!(pg.password_command, None);
+    assert_eq!(pg.sslmode, SslMode::Prefer);
+    assert_eq!(pg.pool_size, 10);
+    assert_eq!(pg.connect_timeout, Duration::from_secs(5));
+
+    let g = &c.grpc;
+    assert!(g.enabled);
+    assert_eq!(g.bind.to_string(), "0.0.0.0");
+    assert_eq!(g.port, 5433);
+    assert!(g.peers.is_empty());
+    assert_eq!(
+        g.tls,
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            insecure: true
+        }
+    );
+    assert_eq!(g.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(g.degraded_rtt, Duration::from_millis(500));
+    assert_eq!(g.unreachable_after, Duration::from_secs(3));
+
+    assert!(c.http.enabled);
+    assert_eq!(c.http.bind.to_string(), "0.0.0.0");
+    assert_eq!(c.http.port, 8080);
+
+    assert!(c.ipc.enabled);
+    assert_eq!(c.ipc.path, PathBuf::from("/tmp/steep-repl.sock"));
+    assert_eq!(c.ipc.mode, 0o660);
+    assert_eq!(c.ipc.group, None);
+
+    assert_eq!(c.audit.retention, Duration::from_secs(2 * 31_557_600));
+    assert_eq!(c.audit.prune_interval, Duration::from_secs(3600));
+    assert_eq!(
+        c.audit.spool_path,
+        PathBuf::from("/home/u/.local/state/steep-repl/audit-a.spool")
+    );
+    assert_eq!(c.audit.spool_max_events, 1_000_000);
+
+    assert_eq!(c.log.level, LogLevel::Info);
+    assert_eq!(c.log.target, LogTarget::Auto);
+
+    assert_eq!(c.lock_path(), PathBuf::from("/tmp/steep-repl.sock.lock"));
+    assert_eq!(*c.origins.get("node_id"), ValueOrigin::File);
+    assert_eq!(*c.origins.get("grpc.port"), ValueOrigin::Default);
+}
+
+// Unix paths and Linux defaults (XDG, /var/lib, journald/syslog).
+#[cfg(target_os = "linux")]
+#[test]
+fn tls_paths_relative_to_the_file_are_made_absolute() {
+    let c = ok(
+        "repl:\n  node_id: a\n  grpc:\n    tls:\n      cert_file: certs/a.crt\n      key_file: ./certs/a.key\n      ca_file: /etc/steep/ca.crt\n",
+        &[],
+    );
+    let t = &c.grpc.tls;
+    let dir = c.source.parent().unwrap();
+    assert_eq!(
+        t.cert_file.as_deref(),
+        Some(dir.join("certs/a.crt").as_path())
+    );
+    assert_eq!(
+        t.key_file.as_deref(),
+        Some(dir.join("certs/a.key").as_path())
+    );
+    assert_eq!(t.ca_file.as_deref(), Some(Path::new("/etc/steep/ca.crt")));
+    assert!(!t.insecure);
+}
+
+#[test]
+fn a_relative_config_path_is_taken_from_the_working_directory() {
+    let f = file(MIN);
+    let mut h = host(&[]);
+    h.cwd = f.dir.path().to_path_buf();
+    let c = load_with(Path::new("./config.yaml"), &h, None).unwrap();
+    assert_eq!(c.source, f.path);
+}
+
+// Unix paths and Linux defaults (XDG, /var/lib, journald/syslog).
+#[cfg(target_os = "linux")]
+#[test]
+fn root_gets_its_spool_in_var_lib() {
+    let f = file(MIN);
+    let mut h = host(&[]);
+    h.is_root = true;
+    let c = load_with(&f.path, &h, None).unwrap();
+    assert_eq!(
+        c.audit.spool_path,
+        PathBuf::from("/var/lib/steep-repl/audit-a.spool")
+    );
+}
+
+#[test]
+fn other_top_level_sections_are_ignored() {
+    let c = ok(
+        "steep:\n  theme: dark\n  anything: [1, {x: y}]\ndefaults: &d\n  port: 1\nrepl:\n  node_id: a\n  grpc:\n    tls: {insecure: true}\nlater: *d\n",
+        &[],
+    );
+    assert_eq!(c.node_id, "a");
+}
+
+#[test]
+fn an_empty_repl_section_is_filled_from_the_environment() {
+    let c = ok(
+        "repl:\n",
+        &[
+            ("STEEP_REPL_NODE_ID", "env-node"),
+            ("STEEP_REPL_GRPC__TLS__INSECURE", "yes"),
+        ],
+    );
+    assert_eq!(c.node_id, "env-node");
+    assert!(c.grpc.tls.insecure);
+}
+
+// -------------------------------------------------------------- precedence
+
+const FULL: &str = "\
+repl:
+  node_id: n1
+  node_name: Node One
+  priority: 80
+  advertise_host: db1.example.com
+  postgresql:
+    host: pg.file
+    port: 6000
+    database: filedb
+    user: fileuser
+    password: filepw
+    sslmode: require
+    pool_size: 20
+    connect_timeout: 2s
+  grpc:
+    bind: 10.0.0.1
+    port: 7000
+    peers: [db2.example.com:7000, '[fd00::3]:7000']
+    tls:
+      cert_file: /c/n1.crt
+      key_file: /c/n1.key
+      ca_file: /c/ca.crt
+    heartbeat_interval: 2s
+    degraded_rtt: 1s
+    unreachable_after: 10s
+  http:
+    enabled: false
+    bind: 127.0.0.1
+    port: 9000
+  ipc:
+    enabled: false
+    path: /run/steep/s.sock
+    mode: '0600'
+    group: steep
+  audit:
+    retention: 90d
+    prune_interval: 30m
+    spool_path: spool/audit.spool
+    spool_max_events: 5_000
+  log:
+    level: debug
+    target: terminal
+";
+
+// Unix paths and Linux defaults (XDG, /var/lib, journald/syslog).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_file_overrides_every_default() {
+    let c = ok(FULL, &[]);
+    assert_eq!(c.node_name, "Node One");
+    assert_eq!(c.priority, 80);
+    assert_eq!(c.advertise_host, "db1.example.com");
+    assert_eq!(c.postgresql.host, "pg.file");
+    assert_eq!(c.postgresql.port, 6000);
+    assert_eq!(c.postgresql.database, "filedb");
+    assert_eq!(c.postgresql.user, "fileuser");
+    assert_eq!(c.postgresql.password.as_ref().unwrap().expose(), "filepw");
+    assert_eq!(c.postgresql.sslmode, SslMode::Require);
+    assert_eq!(c.postgresql.pool_size, 20);
+    assert_eq!(c.postgresql.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.grpc.bind.to_string(), "10.0.0.1");
+    assert_eq!(c.grpc.port, 7000);
+    let peers: Vec<String> = c.grpc.peers.iter().map(|p| p.to_string()).collect();
+    assert_eq!(peers, ["db2.example.com:7000", "[fd00::3]:7000"]);
+    assert_eq!(c.grpc.peers[1].host, "fd00::3");
+    assert_eq!(c.grpc.heartbeat_interval, Duration::from_secs(2));
+    assert_eq!(c.grpc.degraded_rtt, Duration::from_secs(1));
+    assert_eq!(c.grpc.unreachable_after, Duration::from_secs(10));
+    assert!(!c.http.enabled);
+    assert_eq!(c.http.port, 9000);
+    assert!(!c.ipc.enabled);
+    assert_eq!(c.ipc.path, PathBuf::from("/run/steep/s.sock"));
+    assert_eq!(c.ipc.mode, 0o600);
+    assert_eq!(c.ipc.group.as_deref(), Some("steep"));
+    assert_eq!(c.lock_path(), PathBuf::from("/run/steep/s.sock.lock"));
+    assert_eq!(c.audit.retention, Duration::from_secs(90 * 86_400));
+    assert_eq!(c.audit.prune_interval, Duration::from_secs(1800));
+    assert_eq!(
+        c.audit.spool_path,
+        c.source.parent().unwrap().join("spool/audit.spool")
+    );
+    assert_eq!(c.audit.spool_max_events, 5000);
+    assert_eq!(c.log.level, LogLevel::Debug);
+    assert_eq!(c.log.target, LogTarget::Terminal);
+}
+
+#[test]
+fn libpq_variables_override_the_file() {
+    let c = ok(
+        FULL,
+        &[
+            ("PGHOST", "/var/run/postgresql"),
+            ("PGPORT", "6432"),
+            ("PGDATABASE", "envdb"),
+            ("PGUSER", "envuser"),
+            ("PGPASSWORD", "envpw"),
+            ("PGSSLMODE", "verify-full"),
+        ],
+    );
+    let pg = &c.postgresql;
+    assert_eq!(pg.host, "/var/run/postgresql");
+    assert_eq!(pg.port, 6432);
+    assert_eq!(pg.database, "envdb");
+    assert_eq!(pg.user, "envuser");
+    assert_eq!(pg.password.as_ref().unwrap().expose(), "envpw");
+    assert_eq!(pg.sslmode, SslMode::VerifyFull);
+    assert_eq!(
+        *c.origins.get("postgresql.port"),
+        ValueOrigin::Env("PGPORT".into())
+    );
+}
+
+#[test]
+fn steep_variables_override_libpq_variables_and_the_file() {
+    let c = ok(
+        FULL,
+        &[
+            ("PGHOST", "pq.host"),
+            ("PGPORT", "6432"),
+            ("STEEP_REPL_POSTGRESQL__HOST", "steep.host"),
+            ("STEEP_REPL_NODE_ID", "n9"),
+            ("STEEP_REPL_GRPC__TLS__CERT_FILE", "/env/n9.crt"),
+            ("STEEP_REPL_GRPC__PEERS", "a:5433, b:5433"),
+        ],
+    );
+    assert_eq!(c.postgresql.host, "steep.host");
+    assert_eq!(c.postgresql.port, 6432, "PGPORT still beats the file");
+    assert_eq!(c.node_id, "n9");
+    assert_eq!(c.node_name, "Node One");
+    assert_eq!(
+        c.grpc.tls.cert_file.as_deref(),
+        Some(Path::new("/env/n9.crt"))
+    );
+    let peers: Vec<String> = c.grpc.peers.iter().map(|p| p.to_string()).collect();
+    assert_eq!(peers, ["a:5433", "b:5433"]);
+}
+
+#[test]
+fn empty_libpq_variables_count_as_unset() {
+    let c = ok(FULL, &[("PGHOST", ""), ("PGPASSWORD", "")]);
+    assert_eq!(c.postgresql.host, "pg.file");
+    assert_eq!(c.postgresql.password.as_ref().unwrap().expose(), "filepw");
+}
+
+#[test]
+fn empty_steep_variables_clear_optional_keys() {
+    let c = ok(
+        FULL,
+        &[
+            ("STEEP_REPL_GRPC__PEERS", ""),
+            ("STEEP_REPL_IPC__GROUP", ""),
+            ("STEEP_REPL_GRPC__TLS__INSECURE", "true"),
+            ("STEEP_REPL_GRPC__TLS__CA_FILE", ""),
+        ],
+    );
+    assert!(c.grpc.peers.is_empty());
+    assert_eq!(c.ipc.group, None);
+    assert_eq!(c.grpc.tls.ca_file, None);
+}
+
+// Unix paths and Linux defaults (XDG, /var/lib, journald/syslog).
+#[cfg(target_os = "linux")]
+#[test]
+fn relative_paths_from_the_environment_use_the_working_directory() {
+    let c = ok(MIN, &[("STEEP_REPL_AUDIT__SPOOL_PATH", "data/a.spool")]);
+    assert_eq!(c.audit.spool_path, PathBuf::from("/work/cwd/data/a.spool"));
+}
+
+#[test]
+fn booleans_from_the_environment_take_yes_no_one_zero() {
+    for (text, want) in [
+        ("true", true),
+        ("yes", true),
+        ("1", true),
+        ("false", false),
+        ("NO", false),
+        ("0", false),
+    ] {
+        let c = ok(MIN, &[("STEEP_REPL_HTTP__ENABLED", text)]);
+        assert_eq!(c.http.enabled, want, "{text}");
+    }
+}
+
+#[test]
+fn a_peer_list_may_also_be_one_comma_separated_string_in_the_file() {
+    let c = ok(
+        "repl:\n  node_id: a\n  grpc:\n    peers: 'a:1, [::1]:2'\n    tls: {insecure: true}\n",
+        &[],
+    );
+    let peers: Vec<String> = c.grpc.peers.iter().map(|p| p.to_string()).collect();
+    assert_eq!(peers, ["a:1", "[::1]:2"]);
+}
+
+// Unix paths and Linux defaults (XDG, /var/lib, journald/syslog).
+#[cfg(target_os = "linux")]
+#[test]
+fn every_key_can_be_set_from_its_environment_variable() {
+    let values: &[(&str, &str)] = &[
+        ("node_id", "envnode"),
+        ("node_name", "Env Node"),
+        ("priority", "99"),
+        ("advertise_host", "10.1.2.3"),
+        ("postgresql.host", "pghost"),
+        ("postgresql.port", "5555"),
+        ("postgresql.database", "db"),
+        ("postgresql.user", "usr"),
+        ("postgresql.password", "pw"),
+        ("postgresql.password_command", ""),
+        ("postgresql.sslmode", "disable"),
+        ("postgresql.pool_size", "3"),
+        ("postgresql.connect_timeout", "750ms"),
+        ("grpc.enabled", "no"),
+        ("grpc.bind", "::"),
+        ("grpc.port", "6001"),
+        ("grpc.peers", "x:1,[::1]:2"),
+        ("grpc.tls.cert_file", "/t/c"),
+        ("grpc.tls.key_file", "/t/k"),
+        ("grpc.tls.ca_file", "/t/ca"),
+        ("grpc.tls.insecure", "0"),
+        ("grpc.heartbeat_interval", "250ms"),
+        ("grpc.degraded_rtt", "100ms"),
+        ("grpc.unreachable_after", "2s"),
+        ("http.enabled", "1"),
+        ("http.bind", "127.0.0.1"),
+        ("http.port", "6002"),
+        ("ipc.enabled", "false"),
+        ("ipc.path", "/run/x.sock"),
+        ("ipc.mode", "0640"),
+        ("ipc.group", "wheel"),
+        ("audit.retention", "30d"),
+        ("audit.prune_interval", "10m"),
+        ("audit.spool_path", "/s/a.spool"),
+        ("audit.spool_max_events", "42"),
+        ("log.level", "trace"),
+        ("log.target", "syslog"),
+    ];
+    let covered: Vec<&str> = values.iter().map(|(k, _)| *k).collect();
+    assert_eq!(covered, KEYS, "keep this table in step with keys::KEYS");
+
+    let vars: Vec<(String, String)> = values
+        .iter()
+        .map(|(k, v)| (keys::env_var_for(k), v.to_string()))
+        .collect();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let c = ok("repl: {}\n", &vars);
+
+    assert_eq!(c.node_id, "envnode");
+    assert_eq!(c.node_name, "Env Node");
+    assert_eq!(c.priority, 99);
+    assert_eq!(c.advertise_host, "10.1.2.3");
+    assert_eq!(c.postgresql.host, "pghost");
+    assert_eq!(c.postgresql.port, 5555);
+    assert_eq!(c.postgresql.database, "db");
+    assert_eq!(c.postgresql.user, "usr");
+    assert_eq!(c.postgresql.password.as_ref().unwrap().expose(), "pw");
+    assert_eq!(c.postgresql.password_command, None);
+    assert_eq!(c.postgresql.sslmode, SslMode::Disable);
+    assert_eq!(c.postgresql.pool_size, 3);
+    assert_eq!(c.postgresql.connect_timeout, Duration::from_millis(750));
+    assert!(!c.grpc.enabled);
+    assert_eq!(c.grpc.bind.to_string(), "::");
+    assert_eq!(c.grpc.port, 6001);
+    assert_eq!(c.grpc.peers.len(), 2);
+    assert_eq!(c.grpc.tls.cert_file.as_deref(), Some(Path::new("/t/c")));
+    assert_eq!(c.grpc.tls.key_file.as_deref(), Some(Path::new("/t/k")));
+    assert_eq!(c.grpc.tls.ca_file.as_deref(), Some(Path::new("/t/ca")));
+    assert!(!c.grpc.tls.insecure);
+    assert_eq!(c.grpc.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(c.grpc.degraded_rtt, Duration::from_millis(100));
+    assert_eq!(c.grpc.unreachable_after, Duration::from_secs(2));
+    assert!(c.http.enabled);
+    assert_eq!(c.http.bind.to_string(), "127.0.0.1");
+    assert_eq!(c.http.port, 6002);
+    assert!(!c.ipc.enabled);
+    assert_eq!(c.ipc.path, PathBuf::from("/run/x.sock"));
+    assert_eq!(c.ipc.mode, 0o640);
+    assert_eq!(c.ipc.group.as_deref(), Some("wheel"));
+    assert_eq!(c.audit.retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.audit.prune_interval, Duration::from_secs(600));
+    assert_eq!(c.audit.spool_path, PathBuf::from("/s/a.spool"));
+    assert_eq!(c.audit.spool_max_events, 42);
+    assert_eq!(c.log.level, LogLevel::Trace);
+    assert_eq!(c.log.target, LogTarget::Syslog);
+
+    for key in KEYS {
+        assert_eq!(
+            *c.origins.get(key),
+            ValueOrigin::Env(keys::env_var_for(key)),
+            "{key}"
+        );
+    }
+}
+
+// ---------------------------------------------------------- password pair
+
+#[test]
+fn password_and_password_command_together_are_refused() {
+    assert_eq!(
+        err(
+            &with_repl("  postgresql:\n    password: x\n    password_command: echo y\n"),
+            &[]
+        ),
+        "/x.yaml: repl.postgresql.password and repl.postgresql.password_command: both are set; keep one of them"
+    );
+    assert_eq!(
+        err(
+            MIN,
+            &[
+                ("STEEP_REPL_POSTGRESQL__PASSWORD", "x"),
+                ("STEEP_REPL_POSTGRESQL__PASSWORD_COMMAND", "echo y"),
+            ]
+        ),
+        "STEEP_REPL_POSTGRESQL__PASSWORD and STEEP_REPL_POSTGRESQL__PASSWORD_COMMAND: both are set; keep one of them"
+    );
+}
+
+#[test]
+fn a_higher_layer_password_source_replaces_both_lower_ones() {
+    let file_cmd = with_repl("  postgresql:\n    password_command: echo from-file\n");
+    let c = ok(&file_cmd, &[("PGPASSWORD", "from-env")]);
+    assert_eq!(c.postgresql.password.as_ref().unwrap().expose(), "from-env");
+    assert_eq!(c.postgresql.password_command, None);
+
+    let file_pw = with_repl("  postgresql:\n    password: from-file\n");
+    let c = ok(
+        &file_pw,
+        &[("STEEP_REPL_POSTGRESQL__PASSWORD_COMMAND", "echo from-cmd")],
+    );
+    assert_eq!(c.postgresql.password, None);
+    assert_eq!(
+        c.postgresql.password_command.as_deref(),
+        Some("echo from-cmd")
+    );
+}
+
+// ------------------------------------------------------------ file errors
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.yaml");
+    let e = load_with(&path, &host(&[]), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: config file not found", path.display())
+    );
+    let e = load_with(&path, &host(&[]), Some(&[])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: config file not found (the default path; --config FILE names another)",
+            path.display()
+        )
+    );
+    let user = PathBuf::from("/root/.config/steep/config.yaml");
+    let e = load_with(&path, &host(&[]), Some(std::slice::from_ref(&user))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: config file not found (nor /root/.config/steep/config.yaml; --config FILE names another)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_with(dir.path(), &host(&[]), None).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.starts_with(&format!(
+            "{}: cannot read the config file: ",
+            dir.path().display()
+        )),
+        "{m}"
+    );
+}
+
+#[test]
+fn malformed_yaml_gives_the_line_and_column() {
+    let m = err("repl:\n  node_id: a\n   port: 1\n", &[]);
+    assert!(m.starts_with("/x.yaml: line 3 column "), "{m}");
+    let m = err("repl:\n  node_id: [a\n", &[]);
+    assert!(m.starts_with("/x.yaml: line "), "{m}");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_says_where() {
+    let f = file("");
+    std::fs::write(&f.path, b"repl:\n  node_id: \xff\n").unwrap();
+    let e = load_with(&f.path, &host(&[]), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: line 2: the config file is not valid UTF-8 text",
+            f.path.display()
+        )
+    );
+}
+
+#[test]
+fn a_file_without_repl_says_so() {
+    let want = "/x.yaml: no `repl:` section; steep-repl reads its settings from a top-level `repl:` key (for example `repl: {node_id: node1}`)";
+    assert_eq!(err("steep:\n  theme: dark\n", &[]), want);
+    assert_eq!(err("", &[]), want);
+    assert_eq!(err("- a\n- b\n", &[]), want);
+}
+
+#[test]
+fn sections_must_be_mappings() {
+    assert_eq!(
+        err("repl: 5\n", &[]),
+        "/x.yaml: repl: expected a section of keys (node_id, node_name, priority, advertise_host, postgresql, grpc, http, ipc, audit, log), got 5"
+    );
+    assert_eq!(
+        err(&with_repl("  http: [a]\n"), &[]),
+        "/x.yaml: repl.http: expected a section of keys (enabled, bind, port), got a list"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_a_suggestion() {
+    assert_eq!(
+        err(&with_repl("  http:\n    prot: 1\n"), &[]),
+        "/x.yaml: unknown key repl.http.prot (did you mean port?)"
+    );
+    assert_eq!(
+        err("repl:\n  node_id: a\n  grpc:\n    prot: 1\n", &[]),
+        "/x.yaml: unknown key repl.grpc.prot (did you mean port?)"
+    );
+    assert_eq!(
+        err(&with_repl("  cert_file: x\n"), &[]),
+        "/x.yaml: unknown key repl.cert_file (did you mean repl.grpc.tls.cert_file?)"
+    );
+    assert_eq!(
+        err(&with_repl("  zzzzzz: 1\n"), &[]),
+        "/x.yaml: unknown key repl.zzzzzz"
+    );
+}
+
+#[test]
+fn a_key_set_twice_is_refused() {
+    assert_eq!(
+        err("repl:\n  node_id: a\n  node_id: b\n", &[]),
+        "/x.yaml: line 3: repl.node_id is set twice (first on line 2)"
+    );
+    assert_eq!(
+        err("repl:\n  node_id: a\nrepl:\n  node_id: b\n", &[]),
+        "/x.yaml: line 3: repl is set twice (first on line 1)"
+    );
+}
+
+#[test]
+fn node_id_is_required() {
+    assert_eq!(
+        err("repl:\n  grpc:\n    tls:\n      insecure: true\n", &[]),
+        "/x.yaml: repl.node_id is required (set it under repl: in the file, or with STEEP_REPL_NODE_ID)"
+    );
+}
+
+// ----------------------------------------------------------- value errors
+
+#[test]
+fn a_bad_port_in_the_file_is_shown_as_written() {
+    assert_eq!(
+        err(
+            "repl:\n  node_id: a\n  grpc:\n    port: 70000\n    tls: {insecure: true}\n",
+            &[]
+        ),
+        "/x.yaml: repl.grpc.port: expected a port number 1-65535, got 70000"
+    );
+    assert_eq!(
+        err(&with_repl("  http:\n    port: abc\n"), &[]),
+        "/x.yaml: repl.http.port: expected a port number 1-65535, got \"abc\""
+    );
+    assert_eq!(
+        err(&with_repl("  http:\n    port: 0\n"), &[]),
+        "/x.yaml: repl.http.port: expected a port number 1-65535, got 0"
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_environment_names_the_variable() {
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__PORT", "abc")]),
+        "STEEP_REPL_GRPC__PORT: expected a port number 1-65535, got \"abc\""
+    );
+    assert_eq!(
+        err(MIN, &[("PGPORT", "70000")]),
+        "PGPORT: expected a port number 1-65535, got \"70000\""
+    );
+    assert_eq!(
+        err(MIN, &[("PGSSLMODE", "verify_full")]),
+        "PGSSLMODE: expected one of disable, allow, prefer, require, verify-ca, verify-full, got \"verify_full\""
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_HTTP__ENABLED", "maybe")]),
+        "STEEP_REPL_HTTP__ENABLED: expected true or false (yes/no and 1/0 work too), got \"maybe\""
+    );
+}
+
+#[test]
+fn unknown_environment_variables_are_named_with_a_suggestion() {
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC_PORT", "1")]),
+        "STEEP_REPL_GRPC_PORT: unknown setting (did you mean STEEP_REPL_GRPC__PORT?)"
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__PROT", "1")]),
+        "STEEP_REPL_GRPC__PROT: unknown setting (did you mean STEEP_REPL_GRPC__PORT?)"
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_WHATEVER_THIS_IS", "1")]),
+        "STEEP_REPL_WHATEVER_THIS_IS: unknown setting"
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__TLS", "1")]),
+        "STEEP_REPL_GRPC__TLS: repl.grpc.tls is a section, not a value; set one of its keys, for example STEEP_REPL_GRPC__TLS__CERT_FILE"
+    );
+    // The CLI's own variable is not a setting.
+    ok(MIN, &[("STEEP_REPL_CONFIG", "/elsewhere.yaml")]);
+}
+
+#[test]
+fn node_ids_are_checked() {
+    assert_eq!(
+        err("repl:\n  node_id: 'a b'\n", &[]),
+        "/x.yaml: repl.node_id: expected a node id of 1-63 characters from A-Z, a-z, 0-9, '.', '_' and '-', got \"a b\""
+    );
+}
+
+#[test]
+fn durations_must_be_positive_and_in_range() {
+    assert_eq!(
+        err(&with_repl("  audit:\n    prune_interval: 0s\n"), &[]),
+        "/x.yaml: repl.audit.prune_interval: expected a duration from 1s to 30d, like 1h or 30m, got \"0s\""
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__HEARTBEAT_INTERVAL", "-1s")]),
+        "STEEP_REPL_GRPC__HEARTBEAT_INTERVAL: expected a duration from 10ms to 1h, like 1s or 500ms, got \"-1s\""
+    );
+    assert_eq!(
+        err(&with_repl("  audit:\n    retention: 12h\n"), &[]),
+        "/x.yaml: repl.audit.retention: expected a duration from 1d to 100y, like 90d or 2y, got \"12h\""
+    );
+    let c = ok(
+        &with_repl("  audit:\n    retention: 1d\n    prune_interval: 1h 30m\n"),
+        &[],
+    );
+    assert_eq!(c.audit.prune_interval, Duration::from_secs(5400));
+}
+
+#[test]
+fn ipc_mode_is_an_octal_permission() {
+    let c = ok(&with_repl("  ipc:\n    mode: 0600\n"), &[]);
+    assert_eq!(c.ipc.mode, 0o600);
+    assert_eq!(
+        err(&with_repl("  ipc:\n    mode: 1777\n"), &[]),
+        "/x.yaml: repl.ipc.mode: expected an octal permission like 0660 (at most 0777), got 1777"
+    );
+    assert_eq!(
+        err(&with_repl("  ipc:\n    mode: 0o1000\n"), &[]),
+        "/x.yaml: repl.ipc.mode: expected an octal permission like 0660 (at most 0777), got \"0o1000\""
+    );
+}
+
+#[test]
+fn a_bad_peer_names_the_item() {
+    assert_eq!(
+        err(
+            "repl:\n  node_id: a\n  grpc:\n    peers: [a:1, 'fd00::1:5433']\n    tls: {insecure: true}\n",
+            &[]
+        ),
+        "/x.yaml: repl.grpc.peers (item 2): expected HOST:PORT, like node2.example.com:5433 or [fd00::2]:5433, got \"fd00::1:5433\""
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__PEERS", "a:1,b")]),
+        "STEEP_REPL_GRPC__PEERS (item 2): expected HOST:PORT, like node2.example.com:5433 or [fd00::2]:5433, got \"b\""
+    );
+    assert_eq!(
+        err(
+            "repl:\n  node_id: a\n  grpc:\n    peers: {a: 1}\n    tls: {insecure: true}\n",
+            &[]
+        ),
+        "/x.yaml: repl.grpc.peers: expected a list of HOST:PORT addresses, got a mapping"
+    );
+}
+
+#[test]
+fn a_list_where_one_value_belongs_is_refused() {
+    assert_eq!(
+        err(&with_repl("  priority: [1, 2]\n"), &[]),
+        "/x.yaml: repl.priority: expected a priority 1-100, got a list"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn log_targets_of_other_platforms_are_refused() {
+    assert_eq!(
+        err(&with_repl("  log:\n    target: eventlog\n"), &[]),
+        "/x.yaml: repl.log.target: expected one of auto, terminal, journald, syslog, got \"eventlog\""
+    );
+}
+
+// ------------------------------------------------------ cross-field rules
+
+#[test]
+fn unreachable_after_must_exceed_the_heartbeat_interval() {
+    assert_eq!(
+        err(
+            "repl:\n  node_id: a\n  grpc:\n    heartbeat_interval: 5s\n    tls: {insecure: true}\n",
+            &[]
+        ),
+        "/x.yaml: repl.grpc.unreachable_after (3s, the default) must be longer than repl.grpc.heartbeat_interval (5s), or a healthy peer would look unreachable between two heartbeats"
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__UNREACHABLE_AFTER", "1s")]),
+        "/x.yaml: repl.grpc.unreachable_after (1s, from STEEP_REPL_GRPC__UNREACHABLE_AFTER) must be longer than repl.grpc.heartbeat_interval (1s, the default), or a healthy peer would look unreachable between two heartbeats"
+    );
+}
+
+#[test]
+fn degraded_rtt_must_be_below_unreachable_after() {
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__DEGRADED_RTT", "3s")]),
+        "/x.yaml: repl.grpc.degraded_rtt (3s, from STEEP_REPL_GRPC__DEGRADED_RTT) must be shorter than repl.grpc.unreachable_after (3s, the default)"
+    );
+}
+
+#[test]
+fn mutual_tls_needs_all_three_files() {
+    assert_eq!(
+        err("repl:\n  node_id: n1\n", &[]),
+        "/x.yaml: gRPC uses mutual TLS, but repl.grpc.tls.cert_file, repl.grpc.tls.key_file and repl.grpc.tls.ca_file are not set; create the files with `steep-repl tls init` (the cluster CA) and `steep-repl tls issue n1` (this node's certificate and key), or set repl.grpc.tls.insecure: true for plaintext gRPC"
+    );
+    let m = err(
+        "repl:\n  node_id: n1\n  grpc:\n    tls:\n      cert_file: a\n      key_file: b\n",
+        &[],
+    );
+    assert!(
+        m.starts_with("/x.yaml: gRPC uses mutual TLS, but repl.grpc.tls.ca_file is not set; "),
+        "{m}"
+    );
+    // Not needed when gRPC is off.
+    ok("repl:\n  node_id: n1\n  grpc:\n    enabled: false\n", &[]);
+}
+
+#[test]
+fn grpc_and_http_may_not_share_a_port_on_overlapping_binds() {
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_HTTP__PORT", "5433")]),
+        "/x.yaml: repl.grpc.port (5433, the default) and repl.http.port (5433, from STEEP_REPL_HTTP__PORT) would listen on the same port (binds 0.0.0.0 and 0.0.0.0); give them different ports"
+    );
+    ok(
+        MIN,
+        &[
+            ("STEEP_REPL_HTTP__PORT", "5433"),
+            ("STEEP_REPL_HTTP__BIND", "127.0.0.1"),
+            ("STEEP_REPL_GRPC__BIND", "10.0.0.1"),
+        ],
+    );
+    ok(
+        MIN,
+        &[
+            ("STEEP_REPL_HTTP__PORT", "5433"),
+            ("STEEP_REPL_HTTP__ENABLED", "false"),
+        ],
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_ipc_socket_path_must_fit_a_unix_socket_address() {
+    let long = format!("/tmp/{}.sock", "s".repeat(110));
+    let m = err(MIN, &[("STEEP_REPL_IPC__PATH", &long)]);
+    assert_eq!(
+        m,
+        format!("STEEP_REPL_IPC__PATH: expected a socket path of at most 107 bytes, got {long} (120 bytes)")
+    );
+    // Only the socket is bound by that limit.
+    ok(
+        MIN,
+        &[
+            ("STEEP_REPL_IPC__PATH", &long),
+            ("STEEP_REPL_IPC__ENABLED", "no"),
+        ],
+    );
+}
+
+// ------------------------------------------------------------ secrets
+
+#[test]
+fn secrets_stay_out_of_debug_yaml_and_errors() {
+    let c = ok(
+        &with_repl("  postgresql:\n    password: hunter2-file\n"),
+        &[],
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert!(!format!("{c:#?}").contains("hunter2"));
+    assert!(!serde_json::to_string(&c).unwrap().contains("hunter2"));
+    let yaml = c.to_masked_yaml();
+    assert!(!yaml.contains("hunter2"), "{yaml}");
+    assert!(yaml.contains("    password: \"********\"\n"), "{yaml}");
+
+    let c = ok(MIN, &[("PGPASSWORD", "hunter2-env")]);
+    let yaml = c.to_masked_yaml();
+    assert!(!yaml.contains("hunter2"));
+    assert!(
+        yaml.contains("    password: \"********\"  # from PGPASSWORD\n"),
+        "{yaml}"
+    );
+
+    let m = err(
+        &with_repl("  postgresql:\n    password: [hunter2-list]\n"),
+        &[],
+    );
+    assert_eq!(
+        m,
+        "/x.yaml: repl.postgresql.password: expected a password, got a list"
+    );
+    // A later error in the same file does not echo the password either.
+    let m = err(
+        &with_repl("  postgresql:\n    password: hunter2-file\n    port: x\n"),
+        &[],
+    );
+    assert!(!m.contains("hunter2"), "{m}");
+}
+
+#[test]
+fn masked_yaml_lists_every_key_and_marks_where_values_came_from() {
+    let c = ok(&with_repl("  priority: 7\n"), &[("PGHOST", "db.local")]);
+    let yaml = c.to_masked_yaml();
+    for key in KEYS {
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(
+            yaml.contains(&format!("{leaf}: ")),
+            "{key} missing in\n{yaml}"
+        );
+    }
+    assert!(yaml.starts_with("# steep-repl effective configuration, loaded from "));
+    assert!(
+        yaml.contains("\nrepl:\n  node_id: \"a\"\n  node_name: \"a\"  # default\n  priority: 7\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("\n  postgresql:\n    host: \"db.local\"  # from PGHOST\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("\n    tls:\n      cert_file: null  # default\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("\n      insecure: true\n    heartbeat_interval: 1s  # default\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("    mode: \"0660\"  # default\n"), "{yaml}");
+    assert!(yaml.contains("    retention: 2y  # default\n"), "{yaml}");
+}
+
+#[test]
+fn masked_yaml_loads_back_into_the_same_configuration() {
+    let original = ok(FULL, &[("STEEP_REPL_HTTP__ENABLED", "true")]);
+    let printed = original.to_masked_yaml();
+    let f = file(&printed);
+    let again = load_with(&f.path, &host(&[]), None).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    let mut expected = original.clone();
+    expected.source = again.source.clone();
+    expected.origins = again.origins.clone();
+    expected.postgresql.password = Some(Secret::new(MASK));
+    assert_eq!(again, expected, "{printed}");
+}
+
+// ------------------------------------------------------- resolve_password
+
+#[cfg(unix)]
+#[test]
+fn resolve_password_uses_the_password_or_runs_the_command() {
+    let c = ok(&with_repl("  postgresql:\n    password: direct\n"), &[]);
+    assert_eq!(c.resolve_password().unwrap().unwrap().expose(), "direct");
+
+    let c = ok(
+        &with_repl("  postgresql:\n    password_command: sh -c 'echo \"p w\"'\n"),
+        &[],
+    );
+    assert_eq!(c.resolve_password().unwrap().unwrap().expose(), "p w");
+
+    let c = ok(MIN, &[]);
+    assert_eq!(c.resolve_password().unwrap(), None);
+
+    let c = ok(
+        MIN,
+        &[("STEEP_REPL_POSTGRESQL__PASSWORD_COMMAND", "sh -c 'exit 3'")],
+    );
+    assert_eq!(
+        c.resolve_password().unwrap_err().to_string(),
+        "STEEP_REPL_POSTGRESQL__PASSWORD_COMMAND: password command `sh -c 'exit 3'` exited with status 3 and printed nothing on stderr"
+    );
+}
+
+#[test]
+fn an_unsplittable_password_command_is_refused_at_load() {
+    assert_eq!(
+        err(&with_repl("  postgresql:\n    password_command: \"pass show 'db\"\n"), &[]),
+        "/x.yaml: repl.postgresql.password_command: expected a command line with balanced quotes, like `pass show postgres/steep`, got \"pass show 'db\""
+    );
+}
+
+// ------------------------------------------------------------- warnings
+
+#[cfg(unix)]
+#[test]
+fn warnings_cover_plaintext_grpc_and_a_readable_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = file(&with_repl("  postgresql:\n    password: pw\n"));
+    std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = load_with(&f.path, &host(&[]), None).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].starts_with("repl.grpc.tls.insecure is true"));
+    assert!(w[1].contains("(mode 0644)"), "{w:?}");
+    std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(c.warnings().len(), 1);
+}
+
+// ------------------------------------------------------------- public API
+
+#[test]
+fn load_from_takes_the_environment_as_a_map() {
+    let f = file("repl:\n  grpc:\n    tls:\n      insecure: true\n");
+    let env: HashMap<String, String> = [("STEEP_REPL_NODE_ID".to_string(), "m1".to_string())]
+        .into_iter()
+        .collect();
+    let c = Config::load_from(&f.path, &env).unwrap();
+    assert_eq!(c.node_id, "m1");
+    assert!(!c.advertise_host.is_empty());
+    assert!(!c.postgresql.user.is_empty());
+}

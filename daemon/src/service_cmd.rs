@@ -1,0 +1,116 @@
+//! `install`, `uninstall`, `start`, `stop`, `restart`: the service commands
+//! of the CLI, with one-line actionable errors.
+
+use crate::config::{self, Config};
+use crate::exit::Exit;
+use crate::service::{self, Definition, ServiceError};
+use std::path::{Path, PathBuf};
+
+/// The configuration file a service uses: `--config` made absolute, else
+/// the per-user or the system default.
+fn service_config_path(explicit: Option<&Path>, user: bool) -> PathBuf {
+    match explicit {
+        Some(path) => service::absolute(path),
+        None if user => config::default_config_path(),
+        None => config::system_config_path(),
+    }
+}
+
+fn fail(e: ServiceError) -> Exit {
+    eprintln!("steep-repl: {e}");
+    match e {
+        ServiceError::NotInstalled(_) => Exit::NotRunning,
+        _ => Exit::Error,
+    }
+}
+
+pub fn install(explicit: Option<&Path>, user: bool, print: bool) -> Exit {
+    let config_path = service_config_path(explicit, user);
+    let binary = match service::own_binary() {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let mut wrote_config = false;
+    if !config_path.exists() && !print {
+        if !user && !is_admin() {
+            return fail(ServiceError::NeedsRoot { verb: "install" });
+        }
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        let text = service::default_config_text(&service::generated_node_id(), dir);
+        match service::write_default_config(&config_path, &text) {
+            Ok(wrote) => wrote_config = wrote,
+            Err(e) => return fail(e),
+        }
+    }
+    // The definition names the node and keeps the socket reachable; when the
+    // file cannot be loaded yet (e.g. certificates not created), fall back to
+    // the defaults rather than refusing to install.
+    let loaded = Config::load(Some(&config_path));
+    let (node_id, ipc_path) = match &loaded {
+        Ok(c) => (c.node_id.clone(), c.ipc.path.clone()),
+        Err(_) => ("unconfigured".to_string(), PathBuf::from("/tmp/steep-repl.sock")),
+    };
+    let def = Definition { binary: &binary, config: &config_path, node_id: &node_id, ipc_path: &ipc_path, user };
+    if print {
+        print!("{}", service::definition(&def));
+        return Exit::Ok;
+    }
+    if let Err(e) = service::install(&def) {
+        return fail(e);
+    }
+    let scope = if user { " --user" } else { "" };
+    if wrote_config {
+        println!("wrote a default configuration to {} (node_id {node_id})", config_path.display());
+    }
+    println!("installed the steep-repl service{scope}: it starts at boot and restarts on failure");
+    if let Err(e) = loaded {
+        println!("note: the configuration does not load yet: {e}");
+        println!("      fix it (steep-repl config check --config {}), then: steep-repl start{scope}", config_path.display());
+    } else {
+        println!("start it now with: steep-repl start{scope}");
+    }
+    Exit::Ok
+}
+
+pub fn uninstall(user: bool) -> Exit {
+    match service::uninstall(user) {
+        Ok(()) => {
+            println!("uninstalled the steep-repl service (the configuration and data are kept)");
+            Exit::Ok
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn drive(action: &str, user: bool) -> Exit {
+    let result = match action {
+        "start" => service::start(user),
+        "stop" => service::stop(user),
+        _ => service::restart(user),
+    };
+    match result {
+        Ok(()) => {
+            println!("steep-repl service: {action} requested ({})", service::status(user));
+            Exit::Ok
+        }
+        Err(e) => {
+            if service::status(user) == service::ServiceState::NotInstalled {
+                let scope = if user { " --user" } else { "" };
+                eprintln!("steep-repl: the service is not installed: run `steep-repl install{scope}` first");
+                return Exit::NotRunning;
+            }
+            fail(e)
+        }
+    }
+}
+
+fn is_admin() -> bool {
+    #[cfg(unix)]
+    {
+        nix::unistd::geteuid().is_root()
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
+}
