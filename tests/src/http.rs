@@ -78,15 +78,27 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
 /// Polls `GET path` until it answers `status` (connection errors count as
 /// "not yet"); returns that response.
 pub fn wait_for_status(addr: SocketAddr, path: &str, status: u16, timeout: Duration) -> Result<Response> {
+    wait_for(addr, path, &format!("status {status}"), timeout, |res| res.status == status)
+}
+
+/// Polls `GET path` until `accept` takes the response; `what` names the
+/// expectation in the error.
+pub fn wait_for(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    timeout: Duration,
+    accept: impl Fn(&Response) -> bool,
+) -> Result<Response> {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match get(addr, path) {
-            Ok(res) if res.status == status => return Ok(res),
+            Ok(res) if accept(&res) => return Ok(res),
             Ok(res) => format!("{} {}", res.status, res.text()),
             Err(e) => format!("{e:#}"),
         };
         if Instant::now() > deadline {
-            bail!("GET {path} on {addr} did not answer {status} within {timeout:?}; last: {last}");
+            bail!("GET {path} on {addr} did not answer with {what} within {timeout:?}; last: {last}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

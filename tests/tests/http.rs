@@ -12,7 +12,7 @@ use std::time::Duration;
 use steep_repl_tests::daemon::{Daemon, DaemonOptions};
 use steep_repl_tests::ext::server_with_extension;
 use steep_repl_tests::haproxy::{Backend, Haproxy};
-use steep_repl_tests::http::{get, parse_prometheus, request, wait_for_status};
+use steep_repl_tests::http::{get, parse_prometheus, request, wait_for, wait_for_status};
 use steep_repl_tests::pg::PgServer;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -76,7 +76,12 @@ async fn a_healthy_node_answers_health_200_with_every_component() {
     let (pg, _conn) = server_with_extension().await.unwrap();
     let (_daemon, addr) = healthy_daemon("node-a", &pg);
 
-    let res = get(addr, "/health").unwrap();
+    // The latency appears with the first background ping, within an interval.
+    let res = wait_for(addr, "/health", "a PostgreSQL latency", WAIT, |res| {
+        res.json().is_ok_and(|body| body["components"]["postgresql"]["latency_ms"].is_f64())
+    })
+    .unwrap();
+    assert_eq!(res.status, 200);
     assert_eq!(res.header("content-type"), Some("application/json"));
     assert_eq!(res.header("cache-control"), Some("no-store"));
     let body = res.json().unwrap();
@@ -144,11 +149,14 @@ async fn ready_says_why_while_the_extension_is_missing() {
     let daemon = Daemon::start(&options).unwrap();
     daemon.wait_for_log("CREATE EXTENSION", WAIT).unwrap();
 
-    let ready = wait_for_status(addr, "/ready", 503, WAIT).unwrap();
-    let body = ready.json().unwrap();
-    assert_eq!(body["ready"], false);
-    let reason = body["reason"].as_str().unwrap();
-    assert!(reason.contains("CREATE EXTENSION steep_repl"), "{reason}");
+    // Until the daemon has connected the reason is the connection; then it
+    // must say what to run.
+    let ready = wait_for(addr, "/ready", "the missing extension as the reason", WAIT, |res| {
+        res.json().is_ok_and(|body| body["reason"].as_str().is_some_and(|r| r.contains("CREATE EXTENSION steep_repl")))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", daemon.log()));
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json().unwrap()["ready"], false);
     assert_eq!(get(addr, "/health").unwrap().status, 503);
     assert_eq!(get(addr, "/live").unwrap().status, 200);
 }
@@ -277,6 +285,11 @@ async fn metrics_parse_as_prometheus_text_and_name_every_family() {
     for _ in 0..3 {
         get(addr, "/health").unwrap();
     }
+    // The latency gauge appears with the first background ping.
+    wait_for(addr, "/metrics", "a PostgreSQL latency sample", WAIT, |res| {
+        res.text().lines().any(|l| l.starts_with("steep_repl_postgresql_latency_seconds "))
+    })
+    .unwrap();
 
     let res = get(addr, "/metrics").unwrap();
     assert_eq!(res.status, 200);
