@@ -109,12 +109,22 @@ pub struct AuditActor {
     last_error: Option<String>,
     /// PostgreSQL was unavailable at the last attempt (logged once per outage).
     waiting_for_db: bool,
+    /// The DbActor reported a connection at least once: before that there is
+    /// no point in trying (and no outage to report).
+    db_seen: bool,
     last_drop_log: Option<Instant>,
-    flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Waiting `Flush` requests: told true when the queue empties, false
+    /// when PostgreSQL is unavailable (the events stay in the spool).
+    flush_waiters: Vec<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl AuditActor {
-    pub fn new(settings: AuditSettings, db: Addr<DbActor>, health: SharedHealth, log: Logger) -> Self {
+    pub fn new(
+        settings: AuditSettings,
+        db: Addr<DbActor>,
+        health: SharedHealth,
+        log: Logger,
+    ) -> Self {
         AuditActor {
             settings,
             db,
@@ -131,6 +141,7 @@ impl AuditActor {
             prunes: 0,
             last_error: None,
             waiting_for_db: false,
+            db_seen: false,
             last_drop_log: None,
             flush_waiters: Vec::new(),
         }
@@ -165,14 +176,20 @@ impl AuditActor {
     }
 
     fn record(&mut self, events: Vec<AuditEvent>, ctx: &mut Context<Self>) {
-        let room = self.settings.spool_max_events.saturating_sub(self.pending.len() as u64) as usize;
+        let room = self
+            .settings
+            .spool_max_events
+            .saturating_sub(self.pending.len() as u64) as usize;
         let mut events = events;
         if events.len() > room {
             let dropped = events.len() - room;
             events.truncate(room);
             self.dropped_total += dropped as u64;
             let now = Instant::now();
-            if self.last_drop_log.is_none_or(|at| now.duration_since(at) > Duration::from_secs(10)) {
+            if self
+                .last_drop_log
+                .is_none_or(|at| now.duration_since(at) > Duration::from_secs(10))
+            {
                 error!(self.log, "audit.spool_full";
                        "dropped" => dropped, "dropped_total" => self.dropped_total,
                        "limit" => self.settings.spool_max_events,
@@ -193,7 +210,7 @@ impl AuditActor {
             }
         }
         self.pending.extend(events);
-        if self.in_flight == 0 && self.pending.len() >= self.settings.batch_size {
+        if self.db_seen && self.in_flight == 0 && self.pending.len() >= self.settings.batch_size {
             ctx.notify(SendBatch);
         }
     }
@@ -215,7 +232,7 @@ impl AuditActor {
         }
         if self.pending.is_empty() {
             for waiter in self.flush_waiters.drain(..) {
-                let _ = waiter.send(());
+                let _ = waiter.send(true);
             }
         } else {
             ctx.notify(SendBatch);
@@ -251,9 +268,10 @@ impl Actor for AuditActor {
             }
         }
         self.publish();
-        self.db.do_send(SubscribeConnected(ctx.address().recipient()));
+        self.db
+            .do_send(SubscribeConnected(ctx.address().recipient()));
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
-            if act.in_flight == 0 && !act.pending.is_empty() {
+            if act.db_seen && act.in_flight == 0 && !act.pending.is_empty() {
                 ctx.notify(SendBatch);
             }
             act.publish();
@@ -281,7 +299,8 @@ impl Actor for AuditActor {
 impl actix::Supervised for AuditActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         warn!(self.log, "actor.restarting"; "actor" => "audit");
-        self.health.update(|s| *s.restarts.entry("audit".to_string()).or_insert(0) += 1);
+        self.health
+            .update(|s| *s.restarts.entry("audit".to_string()).or_insert(0) += 1);
     }
 }
 
@@ -305,6 +324,7 @@ impl Handler<DbConnected> for AuditActor {
     type Result = ();
 
     fn handle(&mut self, _: DbConnected, ctx: &mut Context<Self>) {
+        self.db_seen = true;
         if self.waiting_for_db && !self.pending.is_empty() {
             info!(self.log, "audit.replaying"; "events" => self.pending.len());
         }
@@ -321,11 +341,17 @@ impl Handler<SendBatch> for AuditActor {
         if self.in_flight > 0 || self.pending.is_empty() {
             return;
         }
-        let size = if self.isolate > 0 { 1 } else { self.settings.batch_size.min(self.pending.len()) };
+        let size = if self.isolate > 0 {
+            1
+        } else {
+            self.settings.batch_size.min(self.pending.len())
+        };
         let batch: Vec<AuditEvent> = self.pending.iter().take(size).cloned().collect();
         self.in_flight = size;
         self.db
-            .send(InsertAuditBatch { events: Arc::new(batch) })
+            .send(InsertAuditBatch {
+                events: Arc::new(batch),
+            })
             .into_actor(self)
             .map(move |result, act, ctx| {
                 act.in_flight = 0;
@@ -339,6 +365,9 @@ impl Handler<SendBatch> for AuditActor {
                         act.after_write(size, ctx);
                     }
                     Ok(Err(DbError::NotConnected(reason))) => {
+                        for waiter in act.flush_waiters.drain(..) {
+                            let _ = waiter.send(false);
+                        }
                         if !act.waiting_for_db {
                             info!(act.log, "audit.spooling"; "reason" => reason,
                                   "queued" => act.pending.len());
@@ -376,17 +405,21 @@ impl Handler<Flush> for AuditActor {
     type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(spool) = self.spool.as_ref() {
+            let _ = spool.sync();
+        }
         if self.pending.is_empty() {
             return Box::pin(fut::ready(true));
         }
-        if let Some(spool) = self.spool.as_ref() {
-            let _ = spool.sync();
+        if !self.db_seen {
+            // Never connected: nothing can be written now; the spool keeps it.
+            return Box::pin(fut::ready(false));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.flush_waiters.push(tx);
         ctx.notify(SendBatch);
         Box::pin(
-            async move { tokio::time::timeout(msg.timeout, rx).await.is_ok() }
+            async move { matches!(tokio::time::timeout(msg.timeout, rx).await, Ok(Ok(true))) }
                 .into_actor(self)
                 .map(|done, act, _| done || act.pending.is_empty()),
         )

@@ -80,7 +80,9 @@ mod tests {
     #[test]
     fn the_reconnect_schedule_doubles_from_100ms_and_caps_at_5s() {
         let mut backoff = Backoff::reconnect().without_jitter();
-        let delays: Vec<u64> = (0..9).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         assert_eq!(backoff.attempts(), 9);
     }
@@ -91,7 +93,10 @@ mod tests {
         for _ in 0..200 {
             let nominal = backoff.nominal();
             let delay = backoff.next_delay();
-            assert!(delay >= nominal / 2 && delay <= nominal, "{delay:?} for {nominal:?}");
+            assert!(
+                delay >= nominal / 2 && delay <= nominal,
+                "{delay:?} for {nominal:?}"
+            );
         }
     }
 
@@ -107,7 +112,8 @@ mod tests {
 
     #[test]
     fn many_attempts_do_not_overflow() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).without_jitter();
+        let mut backoff =
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).without_jitter();
         for _ in 0..100 {
             backoff.next_delay();
         }

@@ -45,6 +45,10 @@ pub struct DbSettings {
     pub database: String,
     pub pool_size: u32,
     pub connect_timeout: Duration,
+    /// Bound of one health ping. Short: a pool facing a dead server keeps
+    /// retrying until its acquire timeout, and a lost server must be noticed
+    /// within a couple of refresh intervals.
+    pub ping_timeout: Duration,
     /// This node's row in the registry.
     pub node: SelfRegistration,
 }
@@ -130,6 +134,21 @@ pub struct SubscribeConnected(pub Recipient<DbConnected>);
 #[rtype(result = "()")]
 pub struct DbConnected;
 
+/// The DbActor's observable state.
+#[derive(Message)]
+#[rtype(result = "DbStatus")]
+pub struct GetDbStatus;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DbStatus {
+    pub phase: DbPhase,
+    /// Connection attempts since start.
+    pub attempts: u64,
+    /// Times the connection was lost after being usable.
+    pub losses: u64,
+    pub last_error: Option<String>,
+}
+
 /// Closes the pool for shutdown; no reconnects afterwards.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -149,10 +168,22 @@ struct Connect;
 /// The outcome of one connection attempt.
 enum Attempt {
     /// Usable: supported version, extension present, node registered.
-    Ready { pool: PgPool, version: String, extension: String },
-    Unsupported { version: String },
-    ExtensionMissing { version: String, available: bool },
-    Failed { reason: String, knockable: bool },
+    Ready {
+        pool: PgPool,
+        version: String,
+        extension: String,
+    },
+    Unsupported {
+        version: String,
+    },
+    ExtensionMissing {
+        version: String,
+        available: bool,
+    },
+    Failed {
+        reason: String,
+        knockable: bool,
+    },
 }
 
 pub struct DbActor {
@@ -172,6 +203,9 @@ pub struct DbActor {
     last_logged: Option<(String, Instant)>,
     failures_since_log: u32,
     subscribers: Vec<Recipient<DbConnected>>,
+    attempts: u64,
+    losses: u64,
+    last_error: Option<String>,
 }
 
 impl DbActor {
@@ -192,6 +226,9 @@ impl DbActor {
             last_logged: None,
             failures_since_log: 0,
             subscribers: Vec::new(),
+            attempts: 0,
+            losses: 0,
+            last_error: None,
         }
     }
 
@@ -218,7 +255,15 @@ impl DbActor {
         self.failures_since_log = 0;
     }
 
-    fn publish(&self, phase: DbPhase, error: Option<String>, update: impl Fn(&mut crate::health_state::PostgresHealth)) {
+    fn publish(
+        &mut self,
+        phase: DbPhase,
+        error: Option<String>,
+        update: impl Fn(&mut crate::health_state::PostgresHealth),
+    ) {
+        if error.is_some() {
+            self.last_error = error.clone();
+        }
         self.health.update(|s| {
             s.postgresql.phase = phase;
             s.postgresql.error = error.clone();
@@ -239,6 +284,7 @@ impl DbActor {
             return;
         }
         warn!(self.log, "postgresql.connection_lost"; "error" => &reason);
+        self.losses += 1;
         if let Some(pool) = self.pool.take() {
             actix::spawn(async move { pool.close().await });
         }
@@ -315,7 +361,12 @@ struct OwnedTarget {
 
 impl OwnedTarget {
     fn as_target(&self) -> Target<'_> {
-        Target { host: &self.host, port: self.port, user: &self.user, database: &self.database }
+        Target {
+            host: &self.host,
+            port: self.port,
+            user: &self.user,
+            database: &self.database,
+        }
     }
 }
 
@@ -331,7 +382,10 @@ async fn attempt(settings: Arc<DbSettings>) -> Attempt {
         let knockable = matches!(&e, sqlx::Error::Io(io) if matches!(io.kind(),
             std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut))
             || matches!(e, sqlx::Error::PoolTimedOut);
-        Attempt::Failed { reason: describe_connect_error(&e, &target.as_target()), knockable }
+        Attempt::Failed {
+            reason: describe_connect_error(&e, &target.as_target()),
+            knockable,
+        }
     };
     let connected = tokio::time::timeout(
         settings.connect_timeout,
@@ -393,7 +447,11 @@ async fn attempt(settings: Arc<DbSettings>) -> Attempt {
         .min_connections(1)
         .acquire_timeout(settings.connect_timeout)
         .connect_lazy_with(settings.connect.clone());
-    Attempt::Ready { pool, version, extension }
+    Attempt::Ready {
+        pool,
+        version,
+        extension,
+    }
 }
 
 impl Actor for DbActor {
@@ -412,7 +470,8 @@ impl Actor for DbActor {
             let addr = format!("{}:{}", act.settings.host, act.settings.port);
             let knock = async move {
                 matches!(
-                    tokio::time::timeout(KNOCK_INTERVAL, tokio::net::TcpStream::connect(addr)).await,
+                    tokio::time::timeout(KNOCK_INTERVAL, tokio::net::TcpStream::connect(addr))
+                        .await,
                     Ok(Ok(_))
                 )
             };
@@ -436,6 +495,7 @@ impl Handler<Connect> for DbActor {
             return;
         }
         self.attempt_in_flight = true;
+        self.attempts += 1;
         let settings = self.settings.clone();
         ctx.spawn(attempt(settings).into_actor(self).map(|outcome, act, ctx| {
             act.attempt_in_flight = false;
@@ -529,6 +589,19 @@ impl Handler<Connect> for DbActor {
     }
 }
 
+impl Handler<GetDbStatus> for DbActor {
+    type Result = MessageResult<GetDbStatus>;
+
+    fn handle(&mut self, _: GetDbStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DbStatus {
+            phase: self.phase,
+            attempts: self.attempts,
+            losses: self.losses,
+            last_error: self.last_error.clone(),
+        })
+    }
+}
+
 impl Handler<Ping> for DbActor {
     type Result = ();
 
@@ -536,14 +609,20 @@ impl Handler<Ping> for DbActor {
         let Ok(pool) = self.pool_or_error() else {
             return;
         };
-        let timeout = self.settings.connect_timeout;
+        let timeout = self.settings.ping_timeout;
         let target = self.target_owned();
         let ping = async move {
             let started = Instant::now();
             match tokio::time::timeout(timeout, sqlx::query(PING).execute(&pool)).await {
                 Ok(Ok(_)) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err((is_connection_error(&e), describe_connect_error(&e, &target.as_target()))),
-                Err(_) => Err((true, format!("ping timed out after {}s", timeout.as_secs_f64()))),
+                Ok(Err(e)) => Err((
+                    is_connection_error(&e),
+                    describe_connect_error(&e, &target.as_target()),
+                )),
+                Err(_) => Err((
+                    true,
+                    format!("ping timed out after {}s", timeout.as_secs_f64()),
+                )),
             }
         };
         ctx.spawn(ping.into_actor(self).map(|result, act, ctx| match result {
@@ -623,7 +702,11 @@ impl Handler<QueryAudit> for DbActor {
                 .fetch_one(&pool)
                 .await?;
             let has_more = msg.offset + (entries.len() as i64) < total;
-            Ok(AuditPage { entries, total, has_more })
+            Ok(AuditPage {
+                entries,
+                total,
+                has_more,
+            })
         })
     }
 }
@@ -640,13 +723,43 @@ impl Handler<InsertAuditBatch> for DbActor {
                 .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
                 .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
                 .bind(events.iter().map(|e| e.action.clone()).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.target_type.clone()).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.target_id.clone()).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| json(&e.old_value)).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| json(&e.new_value)).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.client_ip.map(|ip| ip.to_string())).collect::<Vec<_>>())
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.target_type.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.target_id.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| json(&e.old_value))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| json(&e.new_value))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.client_ip.map(|ip| ip.to_string()))
+                        .collect::<Vec<_>>(),
+                )
                 .bind(events.iter().map(|e| e.success).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.error_message.clone()).collect::<Vec<_>>())
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.error_message.clone())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(actor)
                 .execute(&pool)
                 .await?;
@@ -677,7 +790,11 @@ impl Handler<Close> for DbActor {
             ctx.cancel_future(handle);
         }
         self.phase = DbPhase::Stopped;
-        self.publish(DbPhase::Stopped, Some("daemon is stopping".to_string()), |_| {});
+        self.publish(
+            DbPhase::Stopped,
+            Some("daemon is stopping".to_string()),
+            |_| {},
+        );
         let pool = self.pool.take();
         Box::pin(async move {
             if let Some(pool) = pool {

@@ -9,8 +9,8 @@
 use crate::db::{DbActor, Ping};
 use crate::health_state::SharedHealth;
 use crate::system::ServiceNotifier;
-use std::sync::Arc;
 use actix::prelude::*;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct HealthActor {
@@ -27,7 +27,12 @@ impl HealthActor {
         interval: Duration,
         notifier: Option<Arc<dyn ServiceNotifier>>,
     ) -> Self {
-        HealthActor { health, db, interval, notifier }
+        HealthActor {
+            health,
+            db,
+            interval,
+            notifier,
+        }
     }
 }
 
@@ -50,6 +55,7 @@ impl Actor for HealthActor {
 
 impl actix::Supervised for HealthActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.health.update(|s| *s.restarts.entry("health".to_string()).or_insert(0) += 1);
+        self.health
+            .update(|s| *s.restarts.entry("health".to_string()).or_insert(0) += 1);
     }
 }

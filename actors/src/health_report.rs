@@ -90,7 +90,11 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
     let audit = &s.audit;
     let audit_report = ComponentReport {
         healthy: audit.last_error.is_none(),
-        status: if audit.queue_depth == 0 { "idle".to_string() } else { "queued".to_string() },
+        status: if audit.queue_depth == 0 {
+            "idle".to_string()
+        } else {
+            "queued".to_string()
+        },
         version: None,
         port: None,
         latency_ms: None,
@@ -103,7 +107,11 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
     components.insert("http", listener_report(&s.http));
     components.insert("audit", audit_report);
     HealthReport {
-        status: if s.is_healthy(now, stale_after) { "healthy" } else { "unhealthy" },
+        status: if s.is_healthy(now, stale_after) {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
         components,
         node: NodeReport {
             node_id: s.node.node_id.clone(),
@@ -165,7 +173,11 @@ pub fn status_report(s: &HealthSnapshot, now: Instant) -> StatusReport {
             host: s.postgresql.host.clone(),
             port: s.postgresql.port,
         },
-        grpc: GrpcStatus { listening: s.grpc.listening, port: s.grpc.port, tls_enabled: s.grpc.tls },
+        grpc: GrpcStatus {
+            listening: s.grpc.listening,
+            port: s.grpc.port,
+            tls_enabled: s.grpc.tls,
+        },
         node: NodeStatusReport {
             node_id: s.node.node_id.clone(),
             node_name: s.node.node_name.clone(),
@@ -182,7 +194,12 @@ mod tests {
     use serde_json::json;
 
     fn snapshot() -> HealthSnapshot {
-        let mut s = HealthSnapshot::starting("0.1.0", "a", "Node A", PostgresHealth::new("db", 5432, "postgres"));
+        let mut s = HealthSnapshot::starting(
+            "0.1.0",
+            "a",
+            "Node A",
+            PostgresHealth::new("db", 5432, "postgres"),
+        );
         s.state = DaemonState::Running;
         s
     }
@@ -196,9 +213,15 @@ mod tests {
         assert_eq!(body["status"], "unhealthy");
         assert_eq!(body["components"]["postgresql"]["healthy"], false);
         assert_eq!(body["components"]["postgresql"]["status"], "connecting");
-        assert_eq!(body["components"]["postgresql"]["error"], "connection refused by db:5432");
+        assert_eq!(
+            body["components"]["postgresql"]["error"],
+            "connection refused by db:5432"
+        );
         assert_eq!(body["components"]["grpc"]["status"], "disabled");
-        assert_eq!(body["node"], json!({"node_id": "a", "node_name": "Node A", "is_coordinator": false}));
+        assert_eq!(
+            body["node"],
+            json!({"node_id": "a", "node_name": "Node A", "is_coordinator": false})
+        );
         assert_eq!(body["version"], "0.1.0");
     }
 
@@ -214,19 +237,42 @@ mod tests {
         assert_eq!(body["status"], "healthy");
         assert_eq!(body["components"]["postgresql"]["version"], "18.6");
         assert_eq!(body["components"]["postgresql"]["latency_ms"], 0.42);
-        assert_eq!(body["components"]["postgresql"]["error"], serde_json::Value::Null);
+        assert_eq!(
+            body["components"]["postgresql"]["error"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]
     fn status_uses_the_documented_field_names_and_formats() {
         let s = snapshot();
         let body = serde_json::to_value(status_report(&s, Instant::now())).unwrap();
-        let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort();
-        assert_eq!(keys, ["grpc", "node", "pid", "postgresql", "start_time", "state", "uptime_seconds", "version"]);
+        assert_eq!(
+            keys,
+            [
+                "grpc",
+                "node",
+                "pid",
+                "postgresql",
+                "start_time",
+                "state",
+                "uptime_seconds",
+                "version"
+            ]
+        );
         assert_eq!(body["state"], "running");
         assert_eq!(body["postgresql"]["version"], serde_json::Value::Null);
-        assert_eq!(body["grpc"], json!({"listening": false, "port": null, "tls_enabled": false}));
+        assert_eq!(
+            body["grpc"],
+            json!({"listening": false, "port": null, "tls_enabled": false})
+        );
         assert_eq!(body["node"]["cluster_size"], 1);
         let start = body["start_time"].as_str().unwrap();
         assert!(start.ends_with('Z') && start.len() == 20, "{start}");

@@ -339,7 +339,12 @@ mod tests {
     use super::*;
 
     fn snapshot() -> HealthSnapshot {
-        HealthSnapshot::starting("0.1.0", "a", "A", PostgresHealth::new("localhost", 5432, "postgres"))
+        HealthSnapshot::starting(
+            "0.1.0",
+            "a",
+            "A",
+            PostgresHealth::new("localhost", 5432, "postgres"),
+        )
     }
 
     fn connected(mut s: HealthSnapshot, at: Instant) -> HealthSnapshot {
@@ -356,7 +361,11 @@ mod tests {
     fn a_fresh_connected_postgres_with_listeners_up_is_healthy_and_ready() {
         let now = Instant::now();
         let mut s = connected(snapshot(), now);
-        s.ipc = ListenerHealth { enabled: true, listening: true, ..Default::default() };
+        s.ipc = ListenerHealth {
+            enabled: true,
+            listening: true,
+            ..Default::default()
+        };
         assert!(s.is_healthy(now, STALE));
         assert_eq!(s.readiness(now, STALE), Ok(()));
     }
@@ -387,13 +396,22 @@ mod tests {
     fn readiness_names_the_reason() {
         let now = Instant::now();
         let mut s = snapshot();
-        assert_eq!(s.readiness(now, STALE), Err("daemon is starting".to_string()));
+        assert_eq!(
+            s.readiness(now, STALE),
+            Err("daemon is starting".to_string())
+        );
         s.state = DaemonState::Running;
         s.postgresql.error = Some("connection refused".to_string());
-        assert_eq!(s.readiness(now, STALE), Err("connection refused".to_string()));
+        assert_eq!(
+            s.readiness(now, STALE),
+            Err("connection refused".to_string())
+        );
         let mut s = connected(snapshot(), now);
         s.postgresql.registered = false;
-        assert_eq!(s.readiness(now, STALE), Err("this node is not registered yet".to_string()));
+        assert_eq!(
+            s.readiness(now, STALE),
+            Err("this node is not registered yet".to_string())
+        );
     }
 
     #[test]

@@ -98,12 +98,27 @@ pub struct SystemActor {
 
 impl SystemActor {
     pub fn new(settings: SystemSettings, health: SharedHealth, log: Logger) -> Self {
-        SystemActor { settings, health, log, children: None, stopping: false }
+        SystemActor {
+            settings,
+            health,
+            log,
+            children: None,
+            stopping: false,
+        }
     }
 
     fn start_children(&mut self) -> Children {
-        let (db_settings, health, log) = (self.settings.db.clone(), self.health.clone(), self.log.clone());
-        let db = DbActor::new(db_settings, health.clone(), log.new(slog::o!("actor" => "db"))).start();
+        let (db_settings, health, log) = (
+            self.settings.db.clone(),
+            self.health.clone(),
+            self.log.clone(),
+        );
+        let db = DbActor::new(
+            db_settings,
+            health.clone(),
+            log.new(slog::o!("actor" => "db")),
+        )
+        .start();
 
         let (audit_settings, db_for_audit) = (self.settings.audit.clone(), db.clone());
         let audit_log = log.new(slog::o!("actor" => "audit"));
@@ -112,12 +127,18 @@ impl SystemActor {
             AuditActor::new(audit_settings, db_for_audit, audit_health, audit_log)
         });
 
-        let (db_for_health, interval, health_shared) = (db.clone(), self.settings.health_interval, health.clone());
+        let (db_for_health, interval, health_shared) =
+            (db.clone(), self.settings.health_interval, health.clone());
         let notifier = self.settings.notifier.clone();
         let health_actor = actix::Supervisor::start(move |_| {
             HealthActor::new(health_shared, db_for_health, interval, notifier)
         });
-        let mut children = Children { db, audit, health: health_actor, listeners: Vec::new() };
+        let mut children = Children {
+            db,
+            audit,
+            health: health_actor,
+            listeners: Vec::new(),
+        };
         self.start_listeners(&mut children);
         children
     }
@@ -177,14 +198,18 @@ impl SystemActor {
                             continue;
                         }
                     };
-                    me.do_send(Shutdown { reason: name.to_string() });
+                    me.do_send(Shutdown {
+                        reason: name.to_string(),
+                    });
                     break;
                 }
             }
             #[cfg(not(unix))]
             {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    me.do_send(Shutdown { reason: "Ctrl-C".to_string() });
+                    me.do_send(Shutdown {
+                        reason: "Ctrl-C".to_string(),
+                    });
                 }
                 let _ = log;
             }
@@ -221,10 +246,12 @@ impl Handler<Reload> for SystemActor {
     type Result = ();
 
     fn handle(&mut self, _: Reload, _: &mut Context<Self>) {
-        let (Some(hook), Some(children)) = (self.settings.reload.clone(), self.children.as_ref()) else {
+        let (Some(hook), Some(children)) = (self.settings.reload.clone(), self.children.as_ref())
+        else {
             return;
         };
-        let event = AuditEvent::new(AuditAction::ConfigChanged).target("daemon", &self.settings.node_id);
+        let event =
+            AuditEvent::new(AuditAction::ConfigChanged).target("daemon", &self.settings.node_id);
         let event = match hook() {
             Ok(changes) => {
                 for change in &changes {
@@ -284,7 +311,11 @@ impl Handler<Shutdown> for SystemActor {
                     .new_value(json!({"reason": reason})),
             );
             let left = deadline.saturating_duration_since(Instant::now());
-            let flushed = children.audit.send(Flush { timeout: left }).await.unwrap_or(false);
+            let flushed = children
+                .audit
+                .send(Flush { timeout: left })
+                .await
+                .unwrap_or(false);
             if !flushed {
                 warn!(log, "audit.flush_incomplete";
                       "note" => "queued events stay in the spool and are written at the next start");
@@ -292,14 +323,20 @@ impl Handler<Shutdown> for SystemActor {
             let _ = children.db.send(Close).await;
             info!(log, "daemon.stopped"; "audit_flushed" => flushed);
         };
-        ctx.wait(shutdown.into_actor(self).map(|_, _, _| System::current().stop()));
+        ctx.wait(
+            shutdown
+                .into_actor(self)
+                .map(|_, _, _| System::current().stop()),
+        );
     }
 }
 
 /// Awaits every answer. `Addr::send` delivers its message when called, so
 /// collecting the requests first makes the listeners stop concurrently even
 /// though the answers are awaited in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let requests: Vec<_> = futures.collect();
     let mut out = Vec::with_capacity(requests.len());
     for request in requests {

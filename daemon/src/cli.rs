@@ -87,7 +87,8 @@ mod tests {
     #[test]
     fn config_is_accepted_before_or_after_the_subcommand() {
         let a = Cli::try_parse_from(["steep-repl", "--config", "/x.yaml", "run"]).unwrap();
-        let b = Cli::try_parse_from(["steep-repl", "run", "--config", "/x.yaml", "--debug"]).unwrap();
+        let b =
+            Cli::try_parse_from(["steep-repl", "run", "--config", "/x.yaml", "--debug"]).unwrap();
         assert_eq!(a.config, b.config);
         assert!(matches!(b.command, Command::Run { debug: true }));
     }

@@ -15,9 +15,15 @@ pub enum LockError {
             .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Held { path: PathBuf, pid: Option<u32> },
     #[error("cannot create the lock file {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot lock {path}: {source}")]
-    Lock { path: PathBuf, source: std::io::Error },
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The held lock. Dropping it removes the file and releases the lock.
@@ -31,8 +37,10 @@ impl InstanceLock {
     /// Takes the lock at `path`, or says who holds it.
     pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| LockError::Create { path: path.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| LockError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         // A holder may unlink the file between our open and our lock; then we
         // would hold a lock on a file nobody else sees. Retry until the locked
@@ -44,14 +52,27 @@ impl InstanceLock {
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .map_err(|source| LockError::Create { path: path.to_path_buf(), source })?;
+                .map_err(|source| LockError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             let mut file = match platform::try_lock(file) {
                 Ok(Some(held)) => held,
                 Ok(None) => {
-                    let pid = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok());
-                    return Err(LockError::Held { path: path.to_path_buf(), pid });
+                    let pid = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok());
+                    return Err(LockError::Held {
+                        path: path.to_path_buf(),
+                        pid,
+                    });
                 }
-                Err(source) => return Err(LockError::Lock { path: path.to_path_buf(), source }),
+                Err(source) => {
+                    return Err(LockError::Lock {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
             };
             if !platform::same_file(&file, path) {
                 continue;
@@ -62,8 +83,14 @@ impl InstanceLock {
                 .and_then(|_| file.seek(SeekFrom::Start(0)))
                 .and_then(|_| file.write_all(pid.as_bytes()))
                 .and_then(|_| file.sync_data());
-            write.map_err(|source| LockError::Lock { path: path.to_path_buf(), source })?;
-            return Ok(InstanceLock { path: path.to_path_buf(), file: Some(file) });
+            write.map_err(|source| LockError::Lock {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            return Ok(InstanceLock {
+                path: path.to_path_buf(),
+                file: Some(file),
+            });
         }
         Err(LockError::Lock {
             path: path.to_path_buf(),
@@ -161,6 +188,9 @@ mod tests {
         let path = dir.path().join("stale.lock");
         std::fs::write(&path, "999999").unwrap();
         let lock = InstanceLock::acquire(&path).unwrap();
-        assert_eq!(std::fs::read_to_string(lock.path()).unwrap(), std::process::id().to_string());
+        assert_eq!(
+            std::fs::read_to_string(lock.path()).unwrap(),
+            std::process::id().to_string()
+        );
     }
 }

@@ -40,7 +40,11 @@ impl<D: Drain> Drain for DynamicLevel<D> {
     type Ok = Option<D::Ok>;
     type Err = D::Err;
 
-    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<Self::Ok, Self::Err> {
+    fn log(
+        &self,
+        record: &slog::Record,
+        values: &slog::OwnedKVList,
+    ) -> Result<Self::Ok, Self::Err> {
         if record.level().is_at_least(self.level.get()) {
             self.drain.log(record, values).map(Some)
         } else {
@@ -104,7 +108,11 @@ pub fn build(sink: Sink, level: Level, node_id: &str) -> (Logger, LogGuard, Leve
     (logger, guard, handle)
 }
 
-fn open(sink: Sink, level: &LevelHandle, values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>) -> Result<(Logger, LogGuard), String> {
+fn open(
+    sink: Sink,
+    level: &LevelHandle,
+    values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
+) -> Result<(Logger, LogGuard), String> {
     match sink {
         Sink::Terminal => Ok(terminal(level, values)),
         #[cfg(target_os = "linux")]
@@ -129,7 +137,10 @@ fn open(sink: Sink, level: &LevelHandle, values: slog::OwnedKV<impl slog::SendSy
     }
 }
 
-fn terminal(level: &LevelHandle, values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>) -> (Logger, LogGuard) {
+fn terminal(
+    level: &LevelHandle,
+    values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
+) -> (Logger, LogGuard) {
     if std::io::stderr().is_terminal() {
         let decorator = slog_term::TermDecorator::new().stderr().build();
         let drain = slog_term::FullFormat::new(decorator).build().fuse();
@@ -141,7 +152,11 @@ fn terminal(level: &LevelHandle, values: slog::OwnedKV<impl slog::SendSyncRefUnw
     }
 }
 
-fn wrap_async<D>(drain: D, level: &LevelHandle, values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>) -> (Logger, LogGuard)
+fn wrap_async<D>(
+    drain: D,
+    level: &LevelHandle,
+    values: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
+) -> (Logger, LogGuard)
 where
     D: Drain<Ok = (), Err = slog::Never> + Send + 'static,
 {
@@ -151,8 +166,17 @@ where
         .overflow_strategy(slog_async::OverflowStrategy::Block)
         .thread_name("steep-repl-log".to_string())
         .build_with_guard();
-    let drain = DynamicLevel { drain, level: level.clone() }.fuse();
-    (Logger::root(drain, values), LogGuard { _async: Some(guard) })
+    let drain = DynamicLevel {
+        drain,
+        level: level.clone(),
+    }
+    .fuse();
+    (
+        Logger::root(drain, values),
+        LogGuard {
+            _async: Some(guard),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! steep-repl: the node daemon and its command line.
 
+// Used by the `tls` commands (wired with the peers work).
+#[allow(dead_code)]
+mod certs;
 mod cli;
 mod config;
 mod exit;
@@ -18,8 +21,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
         Command::Run { debug } => run::run(cli.config.as_deref(), debug),
-        Command::Config { command: ConfigCommand::Check } => config_check(cli.config.as_deref()),
-        Command::Install { user, print } => service_cmd::install(cli.config.as_deref(), user, print),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(cli.config.as_deref()),
+        Command::Install { user, print } => {
+            service_cmd::install(cli.config.as_deref(), user, print)
+        }
         Command::Uninstall { user } => service_cmd::uninstall(user),
         Command::Start { user } => service_cmd::drive("start", user),
         Command::Stop { user } => service_cmd::drive("stop", user),

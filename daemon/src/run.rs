@@ -61,8 +61,13 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
         }
     };
 
-    let level = if debug { slog::Level::Debug } else { slog_level(config.log.level) };
-    let (log, log_guard, level_handle) = logging::build(sink(config.log.target), level, &config.node_id);
+    let level = if debug {
+        slog::Level::Debug
+    } else {
+        slog_level(config.log.level)
+    };
+    let (log, log_guard, level_handle) =
+        logging::build(sink(config.log.target), level, &config.node_id);
     info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
     for warning in config.warnings() {
         warn!(log, "config.warning"; "warning" => warning);
@@ -71,8 +76,17 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
     settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
     settings.http = http;
-    let pg = PostgresHealth::new(&config.postgresql.host, config.postgresql.port, &config.postgresql.database);
-    let snapshot = HealthSnapshot::starting(env!("CARGO_PKG_VERSION"), &config.node_id, &config.node_name, pg);
+    let pg = PostgresHealth::new(
+        &config.postgresql.host,
+        config.postgresql.port,
+        &config.postgresql.database,
+    );
+    let snapshot = HealthSnapshot::starting(
+        env!("CARGO_PKG_VERSION"),
+        &config.node_id,
+        &config.node_name,
+        pg,
+    );
     let health = SharedHealth::new(snapshot, STALE_AFTER);
 
     let system = actix::System::new();
@@ -102,7 +116,9 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
 fn reload_hook(config: Config, level: logging::LevelHandle, debug: bool) -> ReloadHook {
     let current = std::sync::Mutex::new(config);
     std::sync::Arc::new(move || {
-        let mut current = current.lock().map_err(|_| "reload state poisoned".to_string())?;
+        let mut current = current
+            .lock()
+            .map_err(|_| "reload state poisoned".to_string())?;
         let next = Config::load(Some(&current.source)).map_err(|e| e.to_string())?;
         let mut changes = diff_config(&current, &next);
         for change in &mut changes {
@@ -120,14 +136,22 @@ fn reload_hook(config: Config, level: logging::LevelHandle, debug: bool) -> Relo
 /// (the serialized form masks them). Where each value came from is not a
 /// change of the configuration itself.
 fn diff_config(old: &Config, new: &Config) -> Vec<ConfigChange> {
-    fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    fn flatten(
+        prefix: &str,
+        value: &serde_json::Value,
+        out: &mut BTreeMap<String, serde_json::Value>,
+    ) {
         match value {
             serde_json::Value::Object(map) => {
                 for (k, v) in map {
                     if prefix.is_empty() && (k == "origins" || k == "source") {
                         continue;
                     }
-                    let path = if prefix.is_empty() { format!("repl.{k}") } else { format!("{prefix}.{k}") };
+                    let path = if prefix.is_empty() {
+                        format!("repl.{k}")
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     flatten(&path, v, out);
                 }
             }
@@ -180,8 +204,9 @@ fn sink(target: LogTarget) -> Sink {
 fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>> {
     #[cfg(target_os = "linux")]
     {
-        crate::service::notify::SystemdNotifier::from_env()
-            .map(|n| std::sync::Arc::new(n) as std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>)
+        crate::service::notify::SystemdNotifier::from_env().map(|n| {
+            std::sync::Arc::new(n) as std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>
+        })
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -193,7 +218,9 @@ fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNot
 fn is_local_host(host: &str) -> bool {
     host.starts_with('/')
         || host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn connect_options(config: &Config, password: Option<String>) -> PgConnectOptions {
@@ -213,7 +240,11 @@ fn connect_options(config: &Config, password: Option<String>) -> PgConnectOption
         })
         // Every change this daemon makes is audited under its own name.
         .options([("steep_repl.actor", format!("steep-repl@{}", config.node_id))]);
-    options = if pg.host.starts_with('/') { options.socket(&pg.host) } else { options.host(&pg.host) };
+    options = if pg.host.starts_with('/') {
+        options.socket(&pg.host)
+    } else {
+        options.host(&pg.host)
+    };
     if let Some(password) = password {
         options = options.password(&password);
     }
@@ -222,8 +253,11 @@ fn connect_options(config: &Config, password: Option<String>) -> PgConnectOption
 
 fn system_settings(config: &Config, password: Option<String>) -> SystemSettings {
     let pg = &config.postgresql;
-    let registered_host =
-        if is_local_host(&pg.host) { config.advertise_host.clone() } else { pg.host.clone() };
+    let registered_host = if is_local_host(&pg.host) {
+        config.advertise_host.clone()
+    } else {
+        pg.host.clone()
+    };
     let db = DbSettings {
         connect: connect_options(config, password),
         host: pg.host.clone(),
@@ -232,6 +266,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         database: pg.database.clone(),
         pool_size: pg.pool_size,
         connect_timeout: pg.connect_timeout,
+        ping_timeout: HEALTH_INTERVAL.min(pg.connect_timeout),
         node: SelfRegistration {
             node_id: config.node_id.clone(),
             node_name: config.node_name.clone(),
@@ -269,7 +304,11 @@ fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
     }
     let (bind, port) = (config.http.bind, config.http.port);
     let listener = HttpListener::bind(std::net::SocketAddr::new(bind, port))?;
-    Ok(Some(HttpSettings { bind, port, listener: Some(listener) }))
+    Ok(Some(HttpSettings {
+        bind,
+        port,
+        listener: Some(listener),
+    }))
 }
 
 #[cfg(test)]
@@ -281,7 +320,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         let env = std::collections::HashMap::new();
-        std::fs::write(&path, "repl:\n  node_id: a\n  grpc: {tls: {insecure: true}}\n").unwrap();
+        std::fs::write(
+            &path,
+            "repl:\n  node_id: a\n  grpc: {tls: {insecure: true}}\n",
+        )
+        .unwrap();
         let old = Config::load_from(&path, &env).unwrap();
         std::fs::write(
             &path,

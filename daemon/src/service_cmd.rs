@@ -48,9 +48,18 @@ pub fn install(explicit: Option<&Path>, user: bool, print: bool) -> Exit {
     let loaded = Config::load(Some(&config_path));
     let (node_id, ipc_path) = match &loaded {
         Ok(c) => (c.node_id.clone(), c.ipc.path.clone()),
-        Err(_) => ("unconfigured".to_string(), PathBuf::from("/tmp/steep-repl.sock")),
+        Err(_) => (
+            "unconfigured".to_string(),
+            PathBuf::from("/tmp/steep-repl.sock"),
+        ),
     };
-    let def = Definition { binary: &binary, config: &config_path, node_id: &node_id, ipc_path: &ipc_path, user };
+    let def = Definition {
+        binary: &binary,
+        config: &config_path,
+        node_id: &node_id,
+        ipc_path: &ipc_path,
+        user,
+    };
     if print {
         print!("{}", service::definition(&def));
         return Exit::Ok;
@@ -60,12 +69,18 @@ pub fn install(explicit: Option<&Path>, user: bool, print: bool) -> Exit {
     }
     let scope = if user { " --user" } else { "" };
     if wrote_config {
-        println!("wrote a default configuration to {} (node_id {node_id})", config_path.display());
+        println!(
+            "wrote a default configuration to {} (node_id {node_id})",
+            config_path.display()
+        );
     }
     println!("installed the steep-repl service{scope}: it starts at boot and restarts on failure");
     if let Err(e) = loaded {
         println!("note: the configuration does not load yet: {e}");
-        println!("      fix it (steep-repl config check --config {}), then: steep-repl start{scope}", config_path.display());
+        println!(
+            "      fix it (steep-repl config check --config {}), then: steep-repl start{scope}",
+            config_path.display()
+        );
     } else {
         println!("start it now with: steep-repl start{scope}");
     }
@@ -90,7 +105,10 @@ pub fn drive(action: &str, user: bool) -> Exit {
     };
     match result {
         Ok(()) => {
-            println!("steep-repl service: {action} requested ({})", service::status(user));
+            println!(
+                "steep-repl service: {action} requested ({})",
+                service::status(user)
+            );
             Exit::Ok
         }
         Err(e) => {

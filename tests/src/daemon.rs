@@ -23,7 +23,10 @@ pub fn steep_repl_bin() -> Result<PathBuf> {
         .unwrap_or_else(|_| crate::paths::repo_root().join("target"));
     let bin = target.join("debug/steep-repl");
     if !bin.exists() {
-        bail!("{} is missing: run `cargo build` (deploy/test.sh does) before the tests", bin.display());
+        bail!(
+            "{} is missing: run `cargo build` (deploy/test.sh does) before the tests",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -77,7 +80,9 @@ pub struct DaemonHome {
 
 impl DaemonHome {
     pub fn new() -> Result<Self> {
-        Ok(DaemonHome { dir: tempfile::Builder::new().prefix("steep-d-").tempdir()? })
+        Ok(DaemonHome {
+            dir: tempfile::Builder::new().prefix("steep-d-").tempdir()?,
+        })
     }
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
@@ -121,7 +126,13 @@ impl DaemonHome {
                 None => format!("http:\n    enabled: {}", options.http_enabled),
             },
         );
-        std::fs::write(self.config_path(), yaml).context("writing the daemon config")
+        std::fs::write(self.config_path(), yaml).context("writing the daemon config")?;
+        // It holds a password: private, as the daemon recommends.
+        std::fs::set_permissions(
+            self.config_path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .context("chmod of the daemon config")
     }
 }
 
@@ -142,7 +153,10 @@ impl Daemon {
     /// Starts (again) with the configuration already in `home`.
     pub fn start_in(home: DaemonHome) -> Result<Daemon> {
         let child = spawn_run(&home)?;
-        Ok(Daemon { home, child: Some(child) })
+        Ok(Daemon {
+            home,
+            child: Some(child),
+        })
     }
 
     /// Starts the daemon again after it exited, keeping its files.
@@ -171,7 +185,10 @@ impl Daemon {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the daemon did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "the daemon did not log {needle:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -183,7 +200,10 @@ impl Daemon {
         // SAFETY: kill has no memory effects; the pid is our child's.
         let rc = unsafe { libc::kill(pid as i32, signal) };
         if rc != 0 {
-            bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "kill({pid}, {signal}) failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -198,7 +218,10 @@ impl Daemon {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("the daemon did not exit within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "the daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -24,7 +24,10 @@ async fn wait_count(pg: &PgServer, sql: &'static str, expected: i64) {
                 if n == expected {
                     return;
                 }
-                assert!(Instant::now() < deadline, "{sql} stayed at {n}, expected {expected}");
+                assert!(
+                    Instant::now() < deadline,
+                    "{sql} stayed at {n}, expected {expected}"
+                );
             }
         }
         assert!(Instant::now() < deadline, "{sql} never answered");
@@ -37,15 +40,28 @@ async fn a_daemon_registers_its_node_and_audits_its_start_and_stop() {
     let (pg, mut conn) = server_with_extension().await.unwrap();
     let mut daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
 
-    wait_count(&pg, "SELECT count(*) FROM steep_repl.nodes WHERE node_id = 'node-a' AND status = 'healthy'", 1).await;
-    wait_count(&pg, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.started'", 1).await;
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM steep_repl.nodes WHERE node_id = 'node-a' AND status = 'healthy'",
+        1,
+    )
+    .await;
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.started'",
+        1,
+    )
+    .await;
     let (actor, target): (String, String) = sqlx::query_as(
         "SELECT actor, target_id FROM steep_repl.audit_log WHERE action = 'daemon.started'",
     )
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!((actor.as_str(), target.as_str()), ("steep-repl@node-a", "node-a"));
+    assert_eq!(
+        (actor.as_str(), target.as_str()),
+        ("steep-repl@node-a", "node-a")
+    );
     let registered_by: String = sqlx::query_scalar(
         "SELECT actor FROM steep_repl.audit_log WHERE action = 'node.registered' AND target_id = 'node-a'",
     )
@@ -58,11 +74,20 @@ async fn a_daemon_registers_its_node_and_audits_its_start_and_stop() {
     let status = daemon.stop().unwrap();
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert_eq!(
-        count(&mut conn, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.stopped'").await,
+        count(
+            &mut conn,
+            "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.stopped'"
+        )
+        .await,
         1
     );
-    assert!(!daemon.home.lock_path().exists(), "the lock file outlived the daemon");
-    let spool = std::fs::metadata(daemon.home.spool_path()).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        !daemon.home.lock_path().exists(),
+        "the lock file outlived the daemon"
+    );
+    let spool = std::fs::metadata(daemon.home.spool_path())
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert_eq!(spool, 0, "a clean stop leaves an empty spool");
 }
 
@@ -74,20 +99,33 @@ async fn a_postgresql_outage_is_survived_and_events_raised_meanwhile_land_once()
     daemon.wait_for_log("postgresql.connected", WAIT).unwrap();
 
     pg.stop().unwrap();
-    daemon.wait_for_log("postgresql.connection_lost", WAIT).unwrap();
+    daemon
+        .wait_for_log("postgresql.connection_lost", WAIT)
+        .unwrap();
     // An event raised during the outage: a configuration reload.
     options.extra = "  priority: 77\n".to_string();
     daemon.home.write_config(&options).unwrap();
     daemon.signal(libc::SIGHUP).unwrap();
     daemon.wait_for_log("config.changed", WAIT).unwrap();
     std::thread::sleep(Duration::from_secs(10));
-    assert!(daemon.wait_exit(Duration::from_millis(10)).is_err(), "the daemon died during the outage");
+    assert!(
+        daemon.wait_exit(Duration::from_millis(10)).is_err(),
+        "the daemon died during the outage"
+    );
 
     pg.start_again().unwrap();
     let back = Instant::now();
     daemon.wait_for_log("reconnect: true", WAIT).unwrap();
-    eprintln!("reconnected {:?} after PostgreSQL came back", back.elapsed());
-    wait_count(&pg, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'config.changed'", 1).await;
+    eprintln!(
+        "reconnected {:?} after PostgreSQL came back",
+        back.elapsed()
+    );
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'config.changed'",
+        1,
+    )
+    .await;
     let mut conn = pg.connect().await.unwrap();
     let change: serde_json::Value = sqlx::query_scalar(
         "SELECT new_value FROM steep_repl.audit_log WHERE action = 'config.changed'",
@@ -99,7 +137,11 @@ async fn a_postgresql_outage_is_survived_and_events_raised_meanwhile_land_once()
     assert_eq!(change["changes"][0]["new"], 77);
     assert_eq!(daemon.stop().unwrap().code(), Some(0));
     assert_eq!(
-        count(&mut conn, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'config.changed'").await,
+        count(
+            &mut conn,
+            "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'config.changed'"
+        )
+        .await,
         1
     );
 }
@@ -109,7 +151,12 @@ async fn events_spooled_before_a_kill_9_land_once_after_the_restart() {
     let (mut pg, mut conn) = server_with_extension().await.unwrap();
     let mut options = DaemonOptions::for_server("node-a", &pg);
     let mut daemon = Daemon::start(&options).unwrap();
-    wait_count(&pg, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.started'", 1).await;
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.started'",
+        1,
+    )
+    .await;
     let started_id: String = sqlx::query_scalar(
         "SELECT event_id::text FROM steep_repl.audit_log WHERE action = 'daemon.started'",
     )
@@ -119,8 +166,10 @@ async fn events_spooled_before_a_kill_9_land_once_after_the_restart() {
     drop(conn);
 
     pg.stop().unwrap();
-    daemon.wait_for_log("postgresql.connection_lost", WAIT).unwrap();
-    options.extra = "  node_name: Renamed\n".to_string();
+    daemon
+        .wait_for_log("postgresql.connection_lost", WAIT)
+        .unwrap();
+    options.extra = "  priority: 60\n".to_string();
     daemon.home.write_config(&options).unwrap();
     daemon.signal(libc::SIGHUP).unwrap();
     daemon.wait_for_log("config.changed", WAIT).unwrap();
@@ -133,21 +182,38 @@ async fn events_spooled_before_a_kill_9_land_once_after_the_restart() {
     let replayed = format!(
         "{{\"event_id\":\"{started_id}\",\"occurred_at\":\"2026-01-01T00:00:00Z\",\"action\":\"daemon.started\",\"success\":true}}\n"
     );
-    let mut file = std::fs::OpenOptions::new().append(true).open(daemon.home.spool_path()).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(daemon.home.spool_path())
+        .unwrap();
     std::io::Write::write_all(&mut file, replayed.as_bytes()).unwrap();
     drop(file);
-    assert!(daemon.home.lock_path().exists(), "kill -9 leaves the lock file behind");
+    assert!(
+        daemon.home.lock_path().exists(),
+        "kill -9 leaves the lock file behind"
+    );
 
     pg.start_again().unwrap();
     daemon.restart().unwrap();
-    wait_count(&pg, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.started'", 2).await;
-    wait_count(&pg, "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'config.changed'", 1).await;
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'daemon.started'",
+        2,
+    )
+    .await;
+    wait_count(
+        &pg,
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'config.changed'",
+        1,
+    )
+    .await;
     let mut conn = pg.connect().await.unwrap();
-    let copies: i64 = sqlx::query_scalar("SELECT count(*) FROM steep_repl.audit_log WHERE event_id::text = $1")
-        .bind(&started_id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let copies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM steep_repl.audit_log WHERE event_id::text = $1")
+            .bind(&started_id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(copies, 1, "a replayed event was stored twice");
     assert_eq!(daemon.stop().unwrap().code(), Some(0));
 }
@@ -157,9 +223,17 @@ async fn events_spooled_before_a_kill_9_land_once_after_the_restart() {
 async fn failing_daemon_log(options: DaemonOptions, needle: &str) -> String {
     let mut daemon = Daemon::start(&options).unwrap();
     daemon.wait_for_log(needle, WAIT).unwrap();
-    assert!(daemon.wait_exit(Duration::from_millis(200)).is_err(), "the daemon gave up instead of retrying");
+    assert!(
+        daemon.wait_exit(Duration::from_millis(200)).is_err(),
+        "the daemon gave up instead of retrying"
+    );
     let log = daemon.log();
-    assert_eq!(daemon.stop().unwrap().code(), Some(0));
+    assert_eq!(
+        daemon.stop().unwrap().code(),
+        Some(0),
+        "log:\n{}",
+        daemon.log()
+    );
     log
 }
 
@@ -169,9 +243,15 @@ async fn a_wrong_password_is_reported_as_such() {
     let mut options = DaemonOptions::for_server("node-a", &pg);
     options.pg_password = "not the password".to_string();
     let log = failing_daemon_log(options, "password authentication failed").await;
-    assert!(log.contains("password authentication failed for user \\\"postgres\\\"") ||
-            log.contains("password authentication failed for user \"postgres\""), "{log}");
-    assert!(!log.contains("not the password"), "the password leaked into the log");
+    assert!(
+        log.contains("password authentication failed for user \\\"postgres\\\"")
+            || log.contains("password authentication failed for user \"postgres\""),
+        "{log}"
+    );
+    assert!(
+        !log.contains("not the password"),
+        "the password leaked into the log"
+    );
 }
 
 #[tokio::test]
@@ -185,18 +265,33 @@ async fn an_unknown_database_is_reported_as_such() {
 #[tokio::test]
 async fn a_missing_extension_names_the_sql_to_run() {
     let pg = PgServer::start().unwrap();
-    let log = failing_daemon_log(DaemonOptions::for_server("node-a", &pg), "postgresql.extension_missing").await;
+    let log = failing_daemon_log(
+        DaemonOptions::for_server("node-a", &pg),
+        "postgresql.extension_missing",
+    )
+    .await;
     assert!(log.contains("CREATE EXTENSION steep_repl"), "{log}");
 }
 
 #[tokio::test]
 async fn postgresql_15_is_refused_with_a_clear_message_and_nothing_written() {
     let pg = PgServer::start_with(&pg15_bindir().unwrap()).unwrap();
-    let log = failing_daemon_log(DaemonOptions::for_server("node-a", &pg), "postgresql.unsupported_version").await;
-    assert!(log.contains("steep-repl needs PostgreSQL 18 or later"), "{log}");
+    let log = failing_daemon_log(
+        DaemonOptions::for_server("node-a", &pg),
+        "postgresql.unsupported_version",
+    )
+    .await;
+    assert!(
+        log.contains("steep-repl needs PostgreSQL 18 or later"),
+        "{log}"
+    );
     assert!(log.contains("PostgreSQL 15."), "{log}");
     let mut conn = pg.connect().await.unwrap();
-    let schemas: i64 = count(&mut conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'steep_repl'").await;
+    let schemas: i64 = count(
+        &mut conn,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'steep_repl'",
+    )
+    .await;
     assert_eq!(schemas, 0);
     conn.execute("SELECT 1").await.unwrap();
 }
@@ -210,7 +305,9 @@ async fn a_second_daemon_with_the_same_configuration_is_refused_naming_the_first
     assert_eq!(code, 6, "{stderr}");
     let pid = first.pid().unwrap();
     assert!(
-        stderr.contains(&format!("another steep-repl (pid {pid}) is already running with this configuration")),
+        stderr.contains(&format!(
+            "another steep-repl (pid {pid}) is already running with this configuration"
+        )),
         "{stderr}"
     );
     // The first one is unharmed.
@@ -225,22 +322,34 @@ fn refused_config(yaml: &str) -> (DaemonHome, String) {
     std::fs::write(home.config_path(), yaml).unwrap();
     let (code, _, stderr) = run_cli(&["run"], Some(&home.config_path())).unwrap();
     assert_eq!(code, 5, "{stderr}");
-    assert!(stderr.contains(&home.config_path().display().to_string()), "the file is not named: {stderr}");
-    assert!(!home.lock_path().exists() && !home.spool_path().exists(), "something was started");
+    assert!(
+        stderr.contains(&home.config_path().display().to_string()),
+        "the file is not named: {stderr}"
+    );
+    assert!(
+        !home.lock_path().exists() && !home.spool_path().exists(),
+        "something was started"
+    );
     (home, stderr)
 }
 
 #[test]
 fn malformed_incomplete_or_unknown_configuration_stops_the_daemon_before_it_starts() {
     let (_, stderr) = refused_config("repl:\n  node_id: [unclosed\n");
-    assert!(stderr.contains("line"), "no position for malformed YAML: {stderr}");
+    assert!(
+        stderr.contains("line"),
+        "no position for malformed YAML: {stderr}"
+    );
 
     let (_, stderr) = refused_config("repl:\n  node_name: lonely\n");
     assert!(stderr.contains("repl.node_id"), "{stderr}");
 
-    let (_, stderr) = refused_config("repl:\n  node_id: a\n  grpc:\n    enabled: false\n    prot: 1\n");
+    let (_, stderr) =
+        refused_config("repl:\n  node_id: a\n  grpc:\n    enabled: false\n    prot: 1\n");
     assert!(stderr.contains("repl.grpc.prot"), "{stderr}");
 
-    let (_, stderr) = refused_config("repl:\n  node_id: a\n  grpc:\n    enabled: false\n  http:\n    port: 70000\n");
+    let (_, stderr) = refused_config(
+        "repl:\n  node_id: a\n  grpc:\n    enabled: false\n  http:\n    port: 70000\n",
+    );
     assert!(stderr.contains("repl.http.port"), "{stderr}");
 }

@@ -17,13 +17,25 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("cannot create the audit spool folder {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the audit spool {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read the audit spool {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the audit spool {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What was found in the spool when it was opened.
@@ -50,26 +62,34 @@ fn open_append(path: &Path) -> Result<File, SpoolError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path).map_err(|source| SpoolError::Open { path: path.to_path_buf(), source })
+    options.open(path).map_err(|source| SpoolError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl Spool {
     /// Opens (creating when missing) the spool and reads back what it holds.
     pub fn open(path: &Path) -> Result<(Spool, Recovered), SpoolError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| SpoolError::CreateDir { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let file = open_append(path)?;
         let mut recovered = Recovered::default();
         let mut seen = HashSet::new();
         let mut lines = 0;
-        let reader = BufReader::new(
-            file.try_clone()
-                .map_err(|source| SpoolError::Read { path: path.to_path_buf(), source })?,
-        );
+        let reader = BufReader::new(file.try_clone().map_err(|source| SpoolError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?);
         for line in reader.split(b'\n') {
-            let line = line.map_err(|source| SpoolError::Read { path: path.to_path_buf(), source })?;
+            let line = line.map_err(|source| SpoolError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
             if line.is_empty() {
                 continue;
             }
@@ -83,7 +103,11 @@ impl Spool {
                 Err(_) => recovered.corrupt_lines += 1,
             }
         }
-        let mut spool = Spool { path: path.to_path_buf(), file, lines };
+        let mut spool = Spool {
+            path: path.to_path_buf(),
+            file,
+            lines,
+        };
         if recovered.corrupt_lines > 0 {
             // Do not leave a torn line in front of the next append.
             spool.rewrite(&recovered.events)?;
@@ -101,7 +125,10 @@ impl Spool {
     }
 
     /// Appends events with a single write.
-    pub fn append<'a>(&mut self, events: impl IntoIterator<Item = &'a AuditEvent>) -> Result<(), SpoolError> {
+    pub fn append<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a AuditEvent>,
+    ) -> Result<(), SpoolError> {
         let mut buffer = Vec::with_capacity(512);
         let mut count = 0;
         for event in events {
@@ -113,7 +140,10 @@ impl Spool {
         }
         self.file
             .write_all(&buffer)
-            .map_err(|source| SpoolError::Write { path: self.path.clone(), source })?;
+            .map_err(|source| SpoolError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.lines += count;
         Ok(())
     }
@@ -122,7 +152,10 @@ impl Spool {
     /// otherwise a rewrite through a temporary file and a rename, so a crash
     /// leaves either the old or the new file, never half of one.
     pub fn rewrite(&mut self, pending: &VecDeque<AuditEvent>) -> Result<(), SpoolError> {
-        let write_err = |source| SpoolError::Write { path: self.path.clone(), source };
+        let write_err = |source| SpoolError::Write {
+            path: self.path.clone(),
+            source,
+        };
         if pending.is_empty() {
             self.file.set_len(0).map_err(write_err)?;
             self.lines = 0;
@@ -130,23 +163,28 @@ impl Spool {
         }
         let tmp = self.path.with_extension("spool.tmp");
         {
-            let mut out = std::io::BufWriter::new(
-                File::create(&tmp).map_err(|source| SpoolError::Write { path: tmp.clone(), source })?,
-            );
+            let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(|source| {
+                SpoolError::Write {
+                    path: tmp.clone(),
+                    source,
+                }
+            })?);
             for event in pending {
                 if serde_json::to_writer(&mut out, event).is_ok() {
                     out.write_all(b"\n").map_err(write_err)?;
                 }
             }
-            let file = out
-                .into_inner()
-                .map_err(|e| SpoolError::Write { path: tmp.clone(), source: e.into_error() })?;
+            let file = out.into_inner().map_err(|e| SpoolError::Write {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_data().map_err(write_err)?;
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(write_err)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(write_err)?;
         }
         std::fs::rename(&tmp, &self.path).map_err(write_err)?;
         self.file = open_append(&self.path)?;
@@ -157,9 +195,10 @@ impl Spool {
     /// Flushes the file to stable storage (for power loss; a process crash
     /// needs no sync).
     pub fn sync(&self) -> Result<(), SpoolError> {
-        self.file
-            .sync_data()
-            .map_err(|source| SpoolError::Write { path: self.path.clone(), source })
+        self.file.sync_data().map_err(|source| SpoolError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

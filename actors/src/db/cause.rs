@@ -41,7 +41,10 @@ pub fn describe_connect_error(err: &sqlx::Error, target: &Target<'_>) -> String 
             Some("28000") => format!("authentication rejected at {at}: {}", db.message()),
             Some("57P03") => format!("PostgreSQL at {at} is starting up or shutting down"),
             Some("53300") => format!("PostgreSQL at {at} has no free connection slots"),
-            _ => format!("PostgreSQL at {at} refused the connection: {}", db.message()),
+            _ => format!(
+                "PostgreSQL at {at} refused the connection: {}",
+                db.message()
+            ),
         },
         sqlx::Error::Tls(e) => format!("TLS with {at} failed: {e}"),
         sqlx::Error::PoolTimedOut => format!("timed out connecting to {at}"),
@@ -75,7 +78,12 @@ mod tests {
     use super::*;
 
     fn target() -> Target<'static> {
-        Target { host: "db.example", port: 5432, user: "steep", database: "registry" }
+        Target {
+            host: "db.example",
+            port: 5432,
+            user: "steep",
+            database: "registry",
+        }
     }
 
     #[test]
@@ -96,14 +104,24 @@ mod tests {
 
     #[test]
     fn a_socket_path_is_named_as_a_socket() {
-        let t = Target { host: "/run/postgresql", port: 5433, user: "u", database: "d" };
+        let t = Target {
+            host: "/run/postgresql",
+            port: 5433,
+            user: "u",
+            database: "d",
+        };
         let err = sqlx::Error::Io(io::Error::from(io::ErrorKind::NotFound));
-        assert_eq!(describe_connect_error(&err, &t), "no PostgreSQL at socket /run/postgresql/.s.PGSQL.5433");
+        assert_eq!(
+            describe_connect_error(&err, &t),
+            "no PostgreSQL at socket /run/postgresql/.s.PGSQL.5433"
+        );
     }
 
     #[test]
     fn statement_errors_are_not_connection_losses() {
         assert!(!is_connection_error(&sqlx::Error::RowNotFound));
-        assert!(!is_connection_error(&sqlx::Error::ColumnNotFound("x".into())));
+        assert!(!is_connection_error(&sqlx::Error::ColumnNotFound(
+            "x".into()
+        )));
     }
 }

@@ -115,7 +115,10 @@ pub fn action_patterns(filters: &[String]) -> Vec<String> {
         .map(|f| f.trim())
         .filter(|f| !f.is_empty())
         .map(|f| {
-            let escaped = f.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = f
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             match escaped.strip_suffix('*') {
                 Some(prefix) => format!("{prefix}%"),
                 None => escaped,

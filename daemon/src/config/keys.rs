@@ -79,11 +79,6 @@ pub(crate) const LIBPQ_VARS: &[(&str, &str)] = &[
     ("PGSSLMODE", "postgresql.sslmode"),
 ];
 
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn is_key(dotted: &str) -> bool {
-    KEYS.contains(&dotted)
-}
-
 pub(crate) fn is_section(dotted: &str) -> bool {
     SECTIONS.contains(&dotted)
 }

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::keys::{self, KEYS};
 use super::load::load_with;
 use super::paths::Host;
+use super::secret::{Secret, MASK};
 use super::*;
 
 const MIN: &str = "repl:\n  node_id: a\n  grpc:\n    tls:\n      insecure: true\n";

@@ -6,12 +6,20 @@ use std::path::Path;
 pub const LABEL: &str = "io.steep.repl";
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The plist text.
 pub fn plist(binary: &Path, config: &Path, log_dir: &Path) -> String {
-    let args = [binary.to_string_lossy().into_owned(), "run".into(), "--config".into(), config.to_string_lossy().into_owned()];
+    let args = [
+        binary.to_string_lossy().into_owned(),
+        "run".into(),
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+    ];
     let args: String = args
         .iter()
         .map(|a| format!("    <string>{}</string>\n", xml_escape(a)))
@@ -54,7 +62,11 @@ mod tests {
 
     #[test]
     fn the_plist_runs_at_load_keeps_alive_and_escapes_paths() {
-        let text = plist(Path::new("/usr/local/bin/steep-repl"), Path::new("/Users/a&b/config.yaml"), Path::new("/tmp"));
+        let text = plist(
+            Path::new("/usr/local/bin/steep-repl"),
+            Path::new("/Users/a&b/config.yaml"),
+            Path::new("/tmp"),
+        );
         assert!(text.contains("<key>RunAtLoad</key>\n  <true/>"));
         assert!(text.contains("<key>SuccessfulExit</key>\n    <false/>"));
         assert!(text.contains("<string>/Users/a&amp;b/config.yaml</string>"));

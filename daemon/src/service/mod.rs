@@ -32,9 +32,15 @@ pub enum ServiceError {
     #[error("cannot find this program's own path: {0}")]
     OwnPath(std::io::Error),
     #[error("cannot write the default configuration {path}: {source}")]
-    WriteConfig { path: PathBuf, source: std::io::Error },
+    WriteConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{action} failed: {source}")]
-    Manager { action: &'static str, source: std::io::Error },
+    Manager {
+        action: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// What the service manager says about our service.
@@ -59,7 +65,9 @@ impl std::fmt::Display for ServiceState {
 
 fn label() -> ServiceLabel {
     // A constant that parses: qualifier.organization.application.
-    LABEL.parse().unwrap_or_else(|_| unreachable!("LABEL is a valid service label"))
+    LABEL
+        .parse()
+        .unwrap_or_else(|_| unreachable!("LABEL is a valid service label"))
 }
 
 fn level(user: bool) -> ServiceLevel {
@@ -71,7 +79,8 @@ fn level(user: bool) -> ServiceLevel {
 }
 
 fn manager(user: bool) -> Result<Box<dyn ServiceManager>, ServiceError> {
-    let mut manager = <dyn ServiceManager>::native().map_err(|e| ServiceError::NoManager(e.to_string()))?;
+    let mut manager =
+        <dyn ServiceManager>::native().map_err(|e| ServiceError::NoManager(e.to_string()))?;
     manager
         .set_level(level(user))
         .map_err(|e| ServiceError::NoManager(format!("{e} (try without --user)")))?;
@@ -100,7 +109,9 @@ pub fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         return path.to_path_buf();
     }
-    std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Inputs of a service definition.
@@ -143,17 +154,28 @@ pub fn install(def: &Definition<'_>) -> Result<(), ServiceError> {
     let ctx = ServiceInstallCtx {
         label: label(),
         program: def.binary.to_path_buf(),
-        args: vec!["run".into(), "--config".into(), def.config.as_os_str().to_owned()],
+        args: vec![
+            "run".into(),
+            "--config".into(),
+            def.config.as_os_str().to_owned(),
+        ],
         contents: (!cfg!(windows)).then(|| definition(def)),
         username: None,
         working_directory: None,
         environment: None,
         autostart: true,
-        restart_policy: RestartPolicy::OnFailure { delay_secs: Some(2), max_retries: None, reset_after_secs: None },
+        restart_policy: RestartPolicy::OnFailure {
+            delay_secs: Some(2),
+            max_retries: None,
+            reset_after_secs: None,
+        },
     };
     manager(def.user)?
         .install(ctx)
-        .map_err(|source| ServiceError::Manager { action: "installing the service", source })
+        .map_err(|source| ServiceError::Manager {
+            action: "installing the service",
+            source,
+        })
 }
 
 pub fn uninstall(user: bool) -> Result<(), ServiceError> {
@@ -165,19 +187,28 @@ pub fn uninstall(user: bool) -> Result<(), ServiceError> {
     }
     manager(user)?
         .uninstall(ServiceUninstallCtx { label: label() })
-        .map_err(|source| ServiceError::Manager { action: "uninstalling the service", source })
+        .map_err(|source| ServiceError::Manager {
+            action: "uninstalling the service",
+            source,
+        })
 }
 
 pub fn start(user: bool) -> Result<(), ServiceError> {
     manager(user)?
         .start(ServiceStartCtx { label: label() })
-        .map_err(|source| ServiceError::Manager { action: "starting the service", source })
+        .map_err(|source| ServiceError::Manager {
+            action: "starting the service",
+            source,
+        })
 }
 
 pub fn stop(user: bool) -> Result<(), ServiceError> {
     manager(user)?
         .stop(ServiceStopCtx { label: label() })
-        .map_err(|source| ServiceError::Manager { action: "stopping the service", source })
+        .map_err(|source| ServiceError::Manager {
+            action: "stopping the service",
+            source,
+        })
 }
 
 pub fn restart(user: bool) -> Result<(), ServiceError> {
@@ -236,13 +267,21 @@ pub fn generated_node_id() -> String {
     let host = hostname();
     let safe: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let safe = safe.trim_matches('-');
     // No 0/o/1/l: the suffix is read and typed by people.
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    let suffix: String = (0..4).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect();
+    let suffix: String = (0..4)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect();
     if safe.is_empty() {
         format!("node-{suffix}")
     } else {
@@ -267,7 +306,10 @@ fn hostname() -> String {
 /// Writes `text` to `path` unless a file is already there (never
 /// overwrites); creates the folder. Returns whether it wrote.
 pub fn write_default_config(path: &Path, text: &str) -> Result<bool, ServiceError> {
-    let err = |source| ServiceError::WriteConfig { path: path.to_path_buf(), source };
+    let err = |source| ServiceError::WriteConfig {
+        path: path.to_path_buf(),
+        source,
+    };
     if path.exists() {
         return Ok(false);
     }
@@ -307,7 +349,10 @@ mod tests {
         assert_ne!(a, b);
         for id in [a, b] {
             assert!(id.len() <= 63 && !id.is_empty(), "{id}");
-            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{id}");
+            assert!(
+                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "{id}"
+            );
         }
     }
 

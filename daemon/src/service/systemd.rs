@@ -71,7 +71,10 @@ pub fn unit(spec: &UnitSpec<'_>) -> String {
     let (after, wanted_by) = if spec.user {
         ("network-online.target", "default.target")
     } else {
-        ("network-online.target postgresql.service", "multi-user.target")
+        (
+            "network-online.target postgresql.service",
+            "multi-user.target",
+        )
     };
     format!(
         "# Installed by `steep-repl install`; `steep-repl uninstall` removes it.\n\
@@ -108,12 +111,21 @@ mod tests {
     use std::path::PathBuf;
 
     fn spec<'a>(binary: &'a Path, config: &'a Path, ipc: &'a Path, user: bool) -> UnitSpec<'a> {
-        UnitSpec { binary, config, node_id: "node-a", ipc_path: ipc, user }
+        UnitSpec {
+            binary,
+            config,
+            node_id: "node-a",
+            ipc_path: ipc,
+            user,
+        }
     }
 
     #[test]
     fn paths_with_spaces_and_specials_are_quoted_for_systemd() {
-        assert_eq!(quote_arg("/opt/my dir/steep-repl"), "\"/opt/my dir/steep-repl\"");
+        assert_eq!(
+            quote_arg("/opt/my dir/steep-repl"),
+            "\"/opt/my dir/steep-repl\""
+        );
         assert_eq!(quote_arg("a\"b\\c%d$e"), "\"a\\\"b\\\\c%%d$$e\"");
     }
 
@@ -136,7 +148,10 @@ mod tests {
             "StateDirectory=steep-repl",
             "WantedBy=multi-user.target",
         ] {
-            assert!(unit.lines().any(|l| l == line), "missing {line:?} in\n{unit}");
+            assert!(
+                unit.lines().any(|l| l == line),
+                "missing {line:?} in\n{unit}"
+            );
         }
     }
 
