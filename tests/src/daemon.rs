@@ -69,7 +69,8 @@ impl DaemonOptions {
 
     /// Where the daemon answers HTTP, when it does.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http_port.map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        self.http_port
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 }
 

@@ -34,7 +34,11 @@ pub struct Haproxy {
 }
 
 fn haproxy_bin() -> Result<PathBuf> {
-    for path in ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"] {
+    for path in [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ] {
         if std::path::Path::new(path).exists() {
             return Ok(PathBuf::from(path));
         }
@@ -47,7 +51,9 @@ impl Haproxy {
     /// with HAProxy's default HTTP check (`option httpchk`: `OPTIONS /`) on
     /// its `check_port` every 200 ms; two results in a row flip a server.
     pub fn start(backends: &[Backend]) -> Result<Haproxy> {
-        let dir = tempfile::Builder::new().prefix("steep-haproxy-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("steep-haproxy-")
+            .tempdir()?;
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut config = format!(
             "global\n    stats socket {sock} mode 600 level admin\n\n\
@@ -59,7 +65,10 @@ impl Haproxy {
             sock = dir.path().join("admin.sock").display(),
         );
         for b in backends {
-            config.push_str(&format!("    server {} {} check port {}\n", b.name, b.traffic, b.check_port));
+            config.push_str(&format!(
+                "    server {} {} check port {}\n",
+                b.name, b.traffic, b.check_port
+            ));
         }
         let config_path = dir.path().join("haproxy.cfg");
         std::fs::write(&config_path, config)?;
@@ -73,14 +82,21 @@ impl Haproxy {
             .stderr(log)
             .spawn()
             .context("starting haproxy")?;
-        let mut haproxy = Haproxy { dir, child, frontend };
+        let mut haproxy = Haproxy {
+            dir,
+            child,
+            frontend,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while haproxy.server_states().is_err() {
             if let Some(status) = haproxy.child.try_wait()? {
                 bail!("haproxy exited ({status}): {}", haproxy.log());
             }
             if Instant::now() > deadline {
-                bail!("haproxy's stats socket did not answer; log: {}", haproxy.log());
+                bail!(
+                    "haproxy's stats socket did not answer; log: {}",
+                    haproxy.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -108,12 +124,20 @@ impl Haproxy {
         let mut lines = csv.lines();
         let header = lines.next().context("empty show stat")?;
         let columns: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
-        let col = |name: &str| columns.iter().position(|c| *c == name).context("show stat column missing");
+        let col = |name: &str| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .context("show stat column missing")
+        };
         let (px, sv, status) = (col("pxname")?, col("svname")?, col("status")?);
         let mut states = BTreeMap::new();
         for line in lines {
             let fields: Vec<&str> = line.split(',').collect();
-            if fields.len() > status && fields[px] == "nodes" && !["BACKEND", "FRONTEND"].contains(&fields[sv]) {
+            if fields.len() > status
+                && fields[px] == "nodes"
+                && !["BACKEND", "FRONTEND"].contains(&fields[sv])
+            {
                 states.insert(fields[sv].to_string(), fields[status].to_string());
             }
         }
@@ -122,8 +146,10 @@ impl Haproxy {
 
     /// Waits until the servers' states are exactly `expected`.
     pub fn wait_for_states(&self, expected: &[(&str, &str)], timeout: Duration) -> Result<()> {
-        let expected: BTreeMap<String, String> =
-            expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let expected: BTreeMap<String, String> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let deadline = Instant::now() + timeout;
         loop {
             let states = self.server_states()?;
@@ -131,7 +157,10 @@ impl Haproxy {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("HAProxy saw {states:?}, expected {expected:?} within {timeout:?}; log: {}", self.log());
+                bail!(
+                    "HAProxy saw {states:?}, expected {expected:?} within {timeout:?}; log: {}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

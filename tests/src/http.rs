@@ -23,7 +23,10 @@ pub struct Response {
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -31,22 +34,27 @@ impl Response {
     }
 
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.body).with_context(|| format!("body is not JSON: {:?}", self.text()))
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("body is not JSON: {:?}", self.text()))
     }
 }
 
 /// Sends `method path` and reads the whole response (`timeout` per read).
 pub fn request(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> Result<Response> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
         .with_context(|| format!("reading the answer to {method} {path}"))?;
-    parse_response(&raw).with_context(|| format!("{method} {path}: {:?}", String::from_utf8_lossy(&raw)))
+    parse_response(&raw)
+        .with_context(|| format!("{method} {path}: {:?}", String::from_utf8_lossy(&raw)))
 }
 
 /// `GET path` with a generous timeout.
@@ -67,18 +75,31 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
     if !version.starts_with("HTTP/1.") {
         bail!("not an HTTP/1.x status line: {status_line:?}");
     }
-    let status = code.parse().with_context(|| format!("bad status line {status_line:?}"))?;
+    let status = code
+        .parse()
+        .with_context(|| format!("bad status line {status_line:?}"))?;
     let headers = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Response { status, headers, body: raw[split + 4..].to_vec() })
+    Ok(Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
 }
 
 /// Polls `GET path` until it answers `status` (connection errors count as
 /// "not yet"); returns that response.
-pub fn wait_for_status(addr: SocketAddr, path: &str, status: u16, timeout: Duration) -> Result<Response> {
-    wait_for(addr, path, &format!("status {status}"), timeout, |res| res.status == status)
+pub fn wait_for_status(
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    timeout: Duration,
+) -> Result<Response> {
+    wait_for(addr, path, &format!("status {status}"), timeout, |res| {
+        res.status == status
+    })
 }
 
 /// Polls `GET path` until `accept` takes the response; `what` names the
@@ -98,7 +119,9 @@ pub fn wait_for(
             Err(e) => format!("{e:#}"),
         };
         if Instant::now() > deadline {
-            bail!("GET {path} on {addr} did not answer with {what} within {timeout:?}; last: {last}");
+            bail!(
+                "GET {path} on {addr} did not answer with {what} within {timeout:?}; last: {last}"
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -177,7 +200,10 @@ fn family_of(sample: &str, families: &BTreeMap<String, Family>) -> Option<String
     }
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = sample.strip_suffix(suffix) {
-            if families.get(base).is_some_and(|f| f.kind == "histogram" || f.kind == "summary") {
+            if families
+                .get(base)
+                .is_some_and(|f| f.kind == "histogram" || f.kind == "summary")
+            {
                 return Some(base.to_string());
             }
         }
@@ -187,7 +213,9 @@ fn family_of(sample: &str, families: &BTreeMap<String, Family>) -> Option<String
 
 fn check_metric_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
         bail!("invalid metric name {name:?}");
     }
@@ -218,7 +246,10 @@ fn parse_sample(line: &str) -> Result<Sample> {
             }
             let eq = eq.context("label without '='")?;
             let label = &after[start..eq];
-            let valid = label.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = label
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 bail!("invalid label name {label:?}");
@@ -258,12 +289,17 @@ fn parse_sample(line: &str) -> Result<Sample> {
         v => v.parse().with_context(|| format!("bad value {v:?}"))?,
     };
     if let Some(ts) = fields.next() {
-        ts.parse::<i64>().with_context(|| format!("bad timestamp {ts:?}"))?;
+        ts.parse::<i64>()
+            .with_context(|| format!("bad timestamp {ts:?}"))?;
     }
     if fields.next().is_some() {
         bail!("trailing fields");
     }
-    Ok(Sample { name: name.to_string(), labels, value })
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -278,14 +314,24 @@ mod tests {
         assert_eq!(families["a_total"].samples[0].labels["x"], "q\"\\");
         assert_eq!(families["h"].samples.len(), 3);
         assert!(families["g"].samples.is_empty());
-        for bad in ["undeclared 1\n", "# TYPE a gauge\na{x=1} 1\n", "# TYPE a gauge\na one\n", "# TYPE 1a gauge\n"] {
+        for bad in [
+            "undeclared 1\n",
+            "# TYPE a gauge\na{x=1} 1\n",
+            "# TYPE a gauge\na one\n",
+            "# TYPE 1a gauge\n",
+        ] {
             assert!(parse_prometheus(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn a_response_splits_into_status_headers_and_body() {
-        let res = parse_response(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: a/b\r\n\r\n{}").unwrap();
-        assert_eq!((res.status, res.header("content-type"), res.body.as_slice()), (503, Some("a/b"), &b"{}"[..]));
+        let res =
+            parse_response(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: a/b\r\n\r\n{}")
+                .unwrap();
+        assert_eq!(
+            (res.status, res.header("content-type"), res.body.as_slice()),
+            (503, Some("a/b"), &b"{}"[..])
+        );
     }
 }

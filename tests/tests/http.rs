@@ -53,14 +53,23 @@ impl LivenessWatch {
                 asked += 1;
                 match get(addr, "/live") {
                     Ok(res) if res.status == 200 => {}
-                    Ok(res) => failures2.lock().unwrap().push(format!("{} {}", res.status, res.text())),
+                    Ok(res) => {
+                        failures2
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", res.status, res.text()))
+                    }
                     Err(e) => failures2.lock().unwrap().push(format!("{e:#}")),
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
             asked
         });
-        LivenessWatch { stop, failures, thread }
+        LivenessWatch {
+            stop,
+            failures,
+            thread,
+        }
     }
 
     fn finish(self) -> (usize, Vec<String>) {
@@ -78,7 +87,8 @@ async fn a_healthy_node_answers_health_200_with_every_component() {
 
     // The latency appears with the first background ping, within an interval.
     let res = wait_for(addr, "/health", "a PostgreSQL latency", WAIT, |res| {
-        res.json().is_ok_and(|body| body["components"]["postgresql"]["latency_ms"].is_f64())
+        res.json()
+            .is_ok_and(|body| body["components"]["postgresql"]["latency_ms"].is_f64())
     })
     .unwrap();
     assert_eq!(res.status, 200);
@@ -89,14 +99,20 @@ async fn a_healthy_node_answers_health_200_with_every_component() {
     let pg_report = &body["components"]["postgresql"];
     assert_eq!(pg_report["healthy"], true);
     assert_eq!(pg_report["status"], "connected");
-    assert!(pg_report["version"].as_str().unwrap().starts_with("18"), "{body}");
+    assert!(
+        pg_report["version"].as_str().unwrap().starts_with("18"),
+        "{body}"
+    );
     assert!(pg_report["latency_ms"].as_f64().is_some(), "{body}");
     assert_eq!(pg_report["port"], pg.port);
     assert_eq!(body["components"]["http"]["status"], "listening");
     assert_eq!(body["components"]["http"]["port"], addr.port());
     assert_eq!(body["components"]["grpc"]["status"], "disabled");
     for component in ["postgresql", "grpc", "ipc", "http", "audit"] {
-        assert!(body["components"][component]["healthy"].is_boolean(), "{component}: {body}");
+        assert!(
+            body["components"][component]["healthy"].is_boolean(),
+            "{component}: {body}"
+        );
     }
     assert_eq!(body["node"]["node_id"], "node-a");
     assert_eq!(body["node"]["node_name"], "Node node-a");
@@ -109,7 +125,10 @@ async fn a_healthy_node_answers_health_200_with_every_component() {
     let ready = wait_for_status(addr, "/ready", 200, WAIT).unwrap();
     assert_eq!(ready.json().unwrap(), serde_json::json!({"ready": true}));
     let live = get(addr, "/live").unwrap();
-    assert_eq!((live.status, live.json().unwrap()), (200, serde_json::json!({"alive": true})));
+    assert_eq!(
+        (live.status, live.json().unwrap()),
+        (200, serde_json::json!({"alive": true}))
+    );
 }
 
 #[tokio::test]
@@ -124,10 +143,16 @@ async fn health_follows_postgresql_down_and_back_up_while_live_stays_200() {
     let body = down.json().unwrap();
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["components"]["postgresql"]["healthy"], false);
-    assert!(body["components"]["postgresql"]["error"].is_string(), "{body}");
+    assert!(
+        body["components"]["postgresql"]["error"].is_string(),
+        "{body}"
+    );
     let ready = get(addr, "/ready").unwrap();
     assert_eq!(ready.status, 503);
-    let reason = ready.json().unwrap()["reason"].as_str().unwrap_or_default().to_string();
+    let reason = ready.json().unwrap()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!reason.is_empty(), "/ready gave no reason");
 
     pg.start_again().unwrap();
@@ -137,7 +162,10 @@ async fn health_follows_postgresql_down_and_back_up_while_live_stays_200() {
 
     let (asked, failures) = watch.finish();
     assert!(asked > 5, "/live was asked only {asked} times");
-    assert!(failures.is_empty(), "/live failed during the outage: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "/live failed during the outage: {failures:?}"
+    );
 }
 
 #[tokio::test]
@@ -151,9 +179,19 @@ async fn ready_says_why_while_the_extension_is_missing() {
 
     // Until the daemon has connected the reason is the connection; then it
     // must say what to run.
-    let ready = wait_for(addr, "/ready", "the missing extension as the reason", WAIT, |res| {
-        res.json().is_ok_and(|body| body["reason"].as_str().is_some_and(|r| r.contains("CREATE EXTENSION steep_repl")))
-    })
+    let ready = wait_for(
+        addr,
+        "/ready",
+        "the missing extension as the reason",
+        WAIT,
+        |res| {
+            res.json().is_ok_and(|body| {
+                body["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("CREATE EXTENSION steep_repl"))
+            })
+        },
+    )
     .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", daemon.log()));
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json().unwrap()["ready"], false);
@@ -173,7 +211,11 @@ fn assert_methods_agree(addr: SocketAddr, expect_health: u16) {
         for method in ["HEAD", "OPTIONS"] {
             let res = request(addr, method, path, t).unwrap();
             assert_eq!(res.status, get.status, "{method} {path} vs GET");
-            assert!(res.body.is_empty(), "{method} {path} sent a body: {:?}", res.text());
+            assert!(
+                res.body.is_empty(),
+                "{method} {path} sent a body: {:?}",
+                res.text()
+            );
         }
     }
 }
@@ -200,25 +242,43 @@ async fn five_hundred_idle_connections_do_not_keep_a_probe_waiting() {
     for i in 0..500 {
         let mut stream = TcpStream::connect(addr).unwrap();
         if i % 2 == 1 {
-            stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
         }
         idle.push(stream);
     }
     // Generous timeout: this asserts that the probe is answered at all while
     // every idle connection is still open, not how fast.
-    let res = request(addr, "GET", "/health", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("probe not answered with 500 idle clients: {e:#}\nlog:\n{}", daemon.log()));
+    let res = request(addr, "GET", "/health", Duration::from_secs(10)).unwrap_or_else(|e| {
+        panic!(
+            "probe not answered with 500 idle clients: {e:#}\nlog:\n{}",
+            daemon.log()
+        )
+    });
     assert_eq!(res.status, 200);
-    assert_eq!(request(addr, "GET", "/live", Duration::from_secs(10)).unwrap().status, 200);
+    assert_eq!(
+        request(addr, "GET", "/live", Duration::from_secs(10))
+            .unwrap()
+            .status,
+        200
+    );
 
     // The server does not keep them forever: the request timeout closes an
     // idle connection and a half-sent one (the latter with 408).
     for stream in idle.iter_mut().take(2) {
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut rest = Vec::new();
-        stream.read_to_end(&mut rest).expect("the server closes idle connections");
+        stream
+            .read_to_end(&mut rest)
+            .expect("the server closes idle connections");
         let text = String::from_utf8_lossy(&rest);
-        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
     }
 }
 
@@ -233,11 +293,23 @@ async fn a_port_in_use_stops_the_daemon_with_the_address_named() {
     let status = daemon.wait_exit(WAIT).unwrap();
     let log = daemon.log();
     assert_eq!(status.code(), Some(1), "log:\n{log}");
-    assert!(log.contains(&format!("cannot listen for HTTP on {addr}")), "log:\n{log}");
-    assert!(log.contains(&format!("http.port {}", addr.port())), "log:\n{log}");
+    assert!(
+        log.contains(&format!("cannot listen for HTTP on {addr}")),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("http.port {}", addr.port())),
+        "log:\n{log}"
+    );
     assert!(log.contains("already in use"), "log:\n{log}");
-    assert!(!log.contains("daemon.started"), "the daemon started anyway:\n{log}");
-    assert!(!daemon.home.lock_path().exists(), "the lock outlived the failed start");
+    assert!(
+        !log.contains("daemon.started"),
+        "the daemon started anyway:\n{log}"
+    );
+    assert!(
+        !daemon.home.lock_path().exists(),
+        "the lock outlived the failed start"
+    );
 }
 
 /// The TCP ports process `pid` listens on (its sockets in /proc/net/tcp*).
@@ -247,12 +319,21 @@ fn listening_ports(pid: u32) -> BTreeSet<u16> {
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy().into_owned();
-            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
         })
         .collect();
     let mut ports = BTreeSet::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // local_address is IP:PORT in hex; state 0A is LISTEN; field 9 the inode.
             if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
@@ -273,9 +354,15 @@ async fn with_http_disabled_no_port_is_opened() {
     let daemon = Daemon::start(&options).unwrap();
     daemon.wait_for_log("daemon.running", WAIT).unwrap();
 
-    assert!(TcpStream::connect(addr).is_err(), "something answers on {addr}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "something answers on {addr}"
+    );
     let ports = listening_ports(daemon.pid().unwrap());
-    assert!(ports.is_empty(), "the daemon listens on TCP ports {ports:?}");
+    assert!(
+        ports.is_empty(),
+        "the daemon listens on TCP ports {ports:?}"
+    );
 }
 
 #[tokio::test]
@@ -286,15 +373,27 @@ async fn metrics_parse_as_prometheus_text_and_name_every_family() {
         get(addr, "/health").unwrap();
     }
     // The latency gauge appears with the first background ping.
-    wait_for(addr, "/metrics", "a PostgreSQL latency sample", WAIT, |res| {
-        res.text().lines().any(|l| l.starts_with("steep_repl_postgresql_latency_seconds "))
-    })
+    wait_for(
+        addr,
+        "/metrics",
+        "a PostgreSQL latency sample",
+        WAIT,
+        |res| {
+            res.text()
+                .lines()
+                .any(|l| l.starts_with("steep_repl_postgresql_latency_seconds "))
+        },
+    )
     .unwrap();
 
     let res = get(addr, "/metrics").unwrap();
     assert_eq!(res.status, 200);
-    assert_eq!(res.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
-    let families = parse_prometheus(&res.text()).unwrap_or_else(|e| panic!("{e:#}\n{}", res.text()));
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let families =
+        parse_prometheus(&res.text()).unwrap_or_else(|e| panic!("{e:#}\n{}", res.text()));
     let expected = [
         ("steep_repl_up", "gauge"),
         ("steep_repl_postgresql_latency_seconds", "gauge"),
@@ -310,27 +409,48 @@ async fn metrics_parse_as_prometheus_text_and_name_every_family() {
         ("steep_repl_is_coordinator", "gauge"),
     ];
     for (name, kind) in expected {
-        let family = families.get(name).unwrap_or_else(|| panic!("{name} missing:\n{}", res.text()));
+        let family = families
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", res.text()));
         assert_eq!(family.kind, kind, "{name}");
     }
     let value = |name: &str, labels: &[(&str, &str)]| {
         families[name]
             .samples
             .iter()
-            .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|s| s.value)
     };
     for component in ["postgresql", "grpc", "ipc", "http"] {
-        assert!(value("steep_repl_up", &[("component", component)]).is_some(), "{component}");
+        assert!(
+            value("steep_repl_up", &[("component", component)]).is_some(),
+            "{component}"
+        );
     }
-    assert_eq!(value("steep_repl_up", &[("component", "postgresql")]), Some(1.0));
+    assert_eq!(
+        value("steep_repl_up", &[("component", "postgresql")]),
+        Some(1.0)
+    );
     assert_eq!(value("steep_repl_up", &[("component", "http")]), Some(1.0));
     assert!(value("steep_repl_postgresql_latency_seconds", &[]).unwrap() > 0.0);
-    assert!(value("steep_repl_http_requests_total", &[("path", "/health"), ("code", "200")]).unwrap() >= 3.0);
+    assert!(
+        value(
+            "steep_repl_http_requests_total",
+            &[("path", "/health"), ("code", "200")]
+        )
+        .unwrap()
+            >= 3.0
+    );
     assert!(families["steep_repl_http_request_duration_seconds"]
         .samples
         .iter()
-        .any(|s| s.name.ends_with("_bucket") && s.labels.get("le").map(String::as_str) == Some("+Inf")));
+        .any(|s| s.name.ends_with("_bucket")
+            && s.labels.get("le").map(String::as_str) == Some("+Inf")));
     assert!(value("steep_repl_audit_written_total", &[]).is_some());
     assert!(value("steep_repl_uptime_seconds", &[]).is_some());
 }
@@ -339,7 +459,9 @@ async fn metrics_parse_as_prometheus_text_and_name_every_family() {
 async fn served_by(haproxy: &Haproxy, pg: &PgServer) -> anyhow::Result<i32> {
     let options = pg.tcp_options("postgres").port(haproxy.frontend.port());
     let mut conn = sqlx::postgres::PgConnection::connect_with(&options).await?;
-    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()").fetch_one(&mut conn).await?;
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(port)
 }
@@ -365,8 +487,14 @@ async fn haproxy_routes_only_to_the_node_whose_postgresql_is_healthy() {
         // to `OPTIONS /` on its HTTP port is the whole verdict.
         check_port: http.port(),
     };
-    let haproxy = Haproxy::start(&[backend("node-a", &pg_a, http_a), backend("node-b", &pg_b, http_b)]).unwrap();
-    haproxy.wait_for_states(&[("node-a", "UP"), ("node-b", "UP")], WAIT).unwrap();
+    let haproxy = Haproxy::start(&[
+        backend("node-a", &pg_a, http_a),
+        backend("node-b", &pg_b, http_b),
+    ])
+    .unwrap();
+    haproxy
+        .wait_for_states(&[("node-a", "UP"), ("node-b", "UP")], WAIT)
+        .unwrap();
     let both = BTreeSet::from([i32::from(pg_a.port), i32::from(pg_b.port)]);
     assert_eq!(ports_reached(&haproxy, &pg_a, 6).await, both);
 
@@ -374,9 +502,14 @@ async fn haproxy_routes_only_to_the_node_whose_postgresql_is_healthy() {
     haproxy
         .wait_for_states(&[("node-a", "UP"), ("node-b", "DOWN")], WAIT)
         .unwrap_or_else(|e| panic!("{e:#}\ndaemon b log:\n{}", daemon_b.log()));
-    assert_eq!(ports_reached(&haproxy, &pg_a, 6).await, BTreeSet::from([i32::from(pg_a.port)]));
+    assert_eq!(
+        ports_reached(&haproxy, &pg_a, 6).await,
+        BTreeSet::from([i32::from(pg_a.port)])
+    );
 
     pg_b.start_again().unwrap();
-    haproxy.wait_for_states(&[("node-a", "UP"), ("node-b", "UP")], WAIT).unwrap();
+    haproxy
+        .wait_for_states(&[("node-a", "UP"), ("node-b", "UP")], WAIT)
+        .unwrap();
     assert_eq!(ports_reached(&haproxy, &pg_a, 6).await, both);
 }
