@@ -3,6 +3,7 @@
 # with the same bytes, measured with wrk in the same run, on loopback.
 #
 #   benches/http_vs_nginx.sh [SECONDS]      (default 10 s per measurement)
+#   BENCH_ROUNDS=3 BENCH_CONNECTIONS=64 BENCH_THREADS=2 (defaults)
 #
 # Installs what it needs (Debian's wrk and nginx-light; PostgreSQL 18 and
 # the extension through deploy/), builds the daemon in release mode, starts
@@ -11,6 +12,8 @@
 #     ratio daemon/nginx (goal: >= 1.0);
 #   - p50/p99 latency with one connection (wrk -t1 -c1 --latency)
 #     (goal: daemon p99 < 200 us).
+# Each figure is the median of BENCH_ROUNDS alternating rounds (nginx, then
+# the daemon), so that other load on the machine falls on both alike.
 # Everything it started is stopped on exit. Results go in docs/BENCHMARKS.md.
 set -euo pipefail
 . "$(dirname "$0")/../deploy/lib.sh"
@@ -19,8 +22,10 @@ cd "$STEEP_ROOT"
 SECONDS_PER_RUN=${1:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 
 ensure_apt wrk nginx-light curl
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 ensure_pg_user
 pg_config=$("$STEEP_ROOT/deploy/pg18.sh")
 "$STEEP_ROOT/deploy/extension.sh"
@@ -128,23 +133,46 @@ pct() {
         printf "%.0f", v }' "$2"
 }
 
-run() { # NAME URL
-    say "wrk: $1, $THREADS threads, $CONNECTIONS connections, ${SECONDS_PER_RUN}s"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$2" >/dev/null # warm-up
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$2" >"$work/$1.tput"
-    say "wrk: $1, 1 connection, ${SECONDS_PER_RUN}s, latency"
-    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$2" >"$work/$1.lat"
+run() { # NAME URL ROUND
+    say "round $3: wrk $1, $THREADS threads, $CONNECTIONS connections, then 1 connection, ${SECONDS_PER_RUN}s each"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$2" >"$work/$1.tput.$3"
+    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$2" >"$work/$1.lat.$3"
 }
-run nginx "http://127.0.0.1:$nginx_port/health"
-run daemon "http://127.0.0.1:$http_port/health"
+# median of the numbers on stdin
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# stat NAME KIND: the median over the rounds (KIND: tput, c1, p50, p99)
+stat() {
+    local r
+    for r in $(seq 1 "$ROUNDS"); do
+        case $2 in
+            tput) rps "$work/$1.tput.$r" ;;
+            c1) rps "$work/$1.lat.$r" ;;
+            p50) pct 50% "$work/$1.lat.$r"; echo ;;
+            p99) pct 99% "$work/$1.lat.$r"; echo ;;
+        esac
+    done | median
+}
 
-d_rps=$(rps "$work/daemon.tput") n_rps=$(rps "$work/nginx.tput")
-printf '\n/health, %s bytes, %s cores (%s), wrk -t%s -c%s -d%ss; latency: wrk -t1 -c1 --latency\n' \
-    "$(wc -c <"$work/health.json")" "$(nproc)" "$(uname -m)" "$THREADS" "$CONNECTIONS" "$SECONDS_PER_RUN"
+nginx_url="http://127.0.0.1:$nginx_port/health"
+daemon_url="http://127.0.0.1:$http_port/health"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$nginx_url" >/dev/null # warm-up
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$daemon_url" >/dev/null
+# Alternating rounds, so that load from elsewhere on the machine falls on both.
+for r in $(seq 1 "$ROUNDS"); do
+    run nginx "$nginx_url" "$r"
+    run daemon "$daemon_url" "$r"
+done
+
+d_rps=$(stat daemon tput) n_rps=$(stat nginx tput)
+printf '\n/health, %s bytes, %s cores (%s), load average before: %s\n' \
+    "$(wc -c <"$work/health.json")" "$(nproc)" "$(uname -m)" "$load_before"
+printf 'medians of %s alternating rounds; throughput: wrk -t%s -c%s -d%ss; latency: wrk -t1 -c1 -d%ss --latency\n' \
+    "$ROUNDS" "$THREADS" "$CONNECTIONS" "$SECONDS_PER_RUN" "$SECONDS_PER_RUN"
 printf '%-22s %14s %12s %12s %12s\n' server "req/s (c$CONNECTIONS)" "req/s (c1)" "p50 c1 (us)" "p99 c1 (us)"
 for s in daemon nginx; do
-    printf '%-22s %14.0f %12.0f %12s %12s\n' "$([ $s = daemon ] && echo steep-repl || echo "nginx $(nginx -v 2>&1 | sed 's|.*/||')")" \
-        "$(rps "$work/$s.tput")" "$(rps "$work/$s.lat")" "$(pct 50% "$work/$s.lat")" "$(pct 99% "$work/$s.lat")"
+    name="steep-repl"
+    [ "$s" = nginx ] && name="nginx $(nginx -v 2>&1 | sed 's|.*/||')"
+    printf '%-22s %14.0f %12.0f %12s %12s\n' "$name" "$(stat $s tput)" "$(stat $s c1)" "$(stat $s p50)" "$(stat $s p99)"
 done
-awk -v d="$d_rps" -v n="$n_rps" 'BEGIN { printf "ratio steep-repl / nginx (c%s): %.2f\n", "'"$CONNECTIONS"'", d / n }'
-grep -i -E 'socket errors|Non-2xx' "$work/daemon.tput" "$work/nginx.tput" >&2 || true
+awk -v d="$d_rps" -v n="$n_rps" -v c="$CONNECTIONS" 'BEGIN { printf "ratio steep-repl / nginx (c%s): %.2f\n", c, d / n }'
+grep -l -i -E 'socket errors|Non-2xx' "$work"/*.tput.* "$work"/*.lat.* >&2 && say "(some runs above had errors)" || true

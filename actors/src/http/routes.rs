@@ -14,8 +14,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{ContentType, HeaderValue, ALLOW, CACHE_CONTROL};
 use actix_web::http::{Method, StatusCode};
+use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::json;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,17 +137,17 @@ async fn answer(req: HttpRequest, probes: web::Data<Probes>, probe: Probe) -> Ht
     let (status, body) = match probe {
         Probe::Health => health(&snapshot, now, stale_after, body_wanted),
         Probe::Ready => match snapshot.readiness(now, stale_after) {
-            Ok(()) => (StatusCode::OK, to_json(&json!({"ready": true}))),
+            Ok(()) => (StatusCode::OK, Bytes::from_static(br#"{"ready":true}"#)),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                to_json(&json!({"ready": false, "reason": reason})),
+                Bytes::from(to_json(&json!({"ready": false, "reason": reason}))),
             ),
         },
         Probe::Live => match probes.live() {
-            Ok(()) => (StatusCode::OK, to_json(&json!({"alive": true}))),
+            Ok(()) => (StatusCode::OK, Bytes::from_static(br#"{"alive":true}"#)),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                to_json(&json!({"alive": false, "reason": reason})),
+                Bytes::from(to_json(&json!({"alive": false, "reason": reason}))),
             ),
         },
         Probe::Metrics => {
@@ -187,23 +189,68 @@ fn status_only(mut res: actix_web::HttpResponseBuilder, method: &Method) -> Http
 /// `/health`: the full report for GET; for HEAD and OPTIONS only the
 /// verdict, which costs a few comparisons instead of building the report.
 fn health(
-    s: &HealthSnapshot,
+    s: &Arc<HealthSnapshot>,
     now: Instant,
     stale_after: Duration,
     body_wanted: bool,
-) -> (StatusCode, Vec<u8>) {
-    let code = |healthy| {
-        if healthy {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+) -> (StatusCode, Bytes) {
+    let healthy = s.is_healthy(now, stale_after);
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     if !body_wanted {
-        return (code(s.is_healthy(now, stale_after)), Vec::new());
+        return (code, Bytes::new());
     }
-    let report = health_report(s, now, stale_after);
-    (code(report.healthy()), to_json(&report))
+    if !healthy {
+        // Rare and time-dependent (the "stale for N s" message): built fresh.
+        return (
+            code,
+            Bytes::from(to_json(&health_report(s, now, stale_after))),
+        );
+    }
+    (code, HealthyBody::get(s, now, stale_after))
+}
+
+/// The serialized healthy `/health` body, kept per worker thread.
+///
+/// A healthy report depends only on the snapshot and the whole seconds of
+/// uptime, so it is built once per (snapshot, second) and then served as a
+/// shared buffer: a probe costs a verdict and a refcount instead of
+/// building and serializing the report (the snapshot changes about once a
+/// second, at each PostgreSQL ping). Per thread, so workers never contend.
+struct HealthyBody {
+    /// Held, not only compared, so that its address cannot be reused by a
+    /// newer snapshot while cached.
+    snapshot: Arc<HealthSnapshot>,
+    uptime_seconds: u64,
+    body: Bytes,
+}
+
+thread_local! {
+    static HEALTHY_BODY: RefCell<Option<HealthyBody>> = const { RefCell::new(None) };
+}
+
+impl HealthyBody {
+    fn get(s: &Arc<HealthSnapshot>, now: Instant, stale_after: Duration) -> Bytes {
+        let uptime_seconds = s.uptime_seconds(now);
+        HEALTHY_BODY.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            if let Some(c) = cached.as_ref() {
+                if Arc::ptr_eq(&c.snapshot, s) && c.uptime_seconds == uptime_seconds {
+                    return c.body.clone();
+                }
+            }
+            let body = Bytes::from(to_json(&health_report(s, now, stale_after)));
+            *cached = Some(HealthyBody {
+                snapshot: s.clone(),
+                uptime_seconds,
+                body: body.clone(),
+            });
+            body
+        })
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +336,23 @@ mod tests {
             json_of(&body)["components"]["postgresql"]["error"],
             "connection refused by db:5432"
         );
+    }
+
+    #[actix_rt::test]
+    async fn the_cached_healthy_body_follows_every_new_snapshot() {
+        let p = probes(true, Duration::from_secs(5));
+        let (_, _, first) = call(&p, Method::GET, "/health").await;
+        let (_, _, again) = call(&p, Method::GET, "/health").await;
+        assert_eq!(first, again);
+        p.health.update(|s| s.node.node_name = "Renamed".into());
+        let (status, _, body) = call(&p, Method::GET, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json_of(&body)["node"]["node_name"], "Renamed");
+        // Unhealthy now: the verdict is never cached.
+        p.health.update(|s| s.postgresql.checked_at = None);
+        let (status, _, body) = call(&p, Method::GET, "/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json_of(&body)["status"], "unhealthy");
     }
 
     #[actix_rt::test]
