@@ -3,7 +3,7 @@
 # with the same bytes, measured with wrk in the same run, on loopback.
 #
 #   benches/http_vs_nginx.sh [SECONDS]      (default 10 s per measurement)
-#   BENCH_ROUNDS=3 BENCH_CONNECTIONS=64 BENCH_THREADS=2 (defaults)
+#   BENCH_ROUNDS=3 BENCH_CONNECTIONS=64 BENCH_THREADS=2 BENCH_RT=0 (defaults)
 #
 # Installs what it needs (Debian's wrk and nginx-light; PostgreSQL 18 and
 # the extension through deploy/), builds the daemon in release mode, starts
@@ -23,6 +23,11 @@ SECONDS_PER_RUN=${1:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-2}
 ROUNDS=${BENCH_ROUNDS:-3}
+# BENCH_RT=1 runs both servers and wrk under SCHED_FIFO (chrt -f 20): on a
+# machine shared with other work, this keeps other processes' time slices
+# out of the latency figures. Both servers get the same treatment.
+RT=()
+[ "${BENCH_RT:-0}" = 1 ] && RT=(chrt -f 20)
 
 ensure_apt wrk nginx-light curl
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -84,7 +89,7 @@ repl:
     level: warn
     target: terminal
 EOF
-"$daemon_bin" run --config "$work/config.yaml" >"$work/daemon.log" 2>&1 &
+"${RT[@]}" "$daemon_bin" run --config "$work/config.yaml" >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 200); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/health")" = 200 ] && break
@@ -115,7 +120,7 @@ http {
     }
 }
 EOF
-nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
+"${RT[@]}" nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
 nginx_pid=$!
 for _ in $(seq 1 100); do
     curl -sf -o /dev/null "http://127.0.0.1:$nginx_port/health" && break
@@ -135,8 +140,8 @@ pct() {
 
 run() { # NAME URL ROUND
     say "round $3: wrk $1, $THREADS threads, $CONNECTIONS connections, then 1 connection, ${SECONDS_PER_RUN}s each"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$2" >"$work/$1.tput.$3"
-    wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$2" >"$work/$1.lat.$3"
+    "${RT[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$2" >"$work/$1.tput.$3"
+    "${RT[@]}" wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$2" >"$work/$1.lat.$3"
 }
 # median of the numbers on stdin
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -164,8 +169,9 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 d_rps=$(stat daemon tput) n_rps=$(stat nginx tput)
-printf '\n/health, %s bytes, %s cores (%s), load average before: %s\n' \
-    "$(wc -c <"$work/health.json")" "$(nproc)" "$(uname -m)" "$load_before"
+printf '\n/health, %s bytes, %s cores (%s), load average before: %s%s\n' \
+    "$(wc -c <"$work/health.json")" "$(nproc)" "$(uname -m)" "$load_before" \
+    "$([ ${#RT[@]} -gt 0 ] && echo ', servers and wrk under chrt -f 20')"
 printf 'medians of %s alternating rounds; throughput: wrk -t%s -c%s -d%ss; latency: wrk -t1 -c1 -d%ss --latency\n' \
     "$ROUNDS" "$THREADS" "$CONNECTIONS" "$SECONDS_PER_RUN" "$SECONDS_PER_RUN"
 printf '%-22s %14s %12s %12s %12s\n' server "req/s (c$CONNECTIONS)" "req/s (c1)" "p50 c1 (us)" "p99 c1 (us)"

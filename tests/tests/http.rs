@@ -83,7 +83,7 @@ impl LivenessWatch {
 #[tokio::test]
 async fn a_healthy_node_answers_health_200_with_every_component() {
     let (pg, _conn) = server_with_extension().await.unwrap();
-    let (_daemon, addr) = healthy_daemon("node-a", &pg);
+    let (mut daemon, addr) = healthy_daemon("node-a", &pg);
 
     // The latency appears with the first background ping, within an interval.
     let res = wait_for(addr, "/health", "a PostgreSQL latency", WAIT, |res| {
@@ -129,6 +129,12 @@ async fn a_healthy_node_answers_health_200_with_every_component() {
         (live.status, live.json().unwrap()),
         (200, serde_json::json!({"alive": true}))
     );
+
+    // A graceful stop closes the port and exits 0.
+    let status = daemon.stop().unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(daemon.log().contains("http.stopped"), "log:\n{}", daemon.log());
+    assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts");
 }
 
 #[tokio::test]
