@@ -39,6 +39,10 @@ cargo build --release --quiet -p steep-repl
 daemon_bin="${CARGO_TARGET_DIR:-$STEEP_ROOT/target}/release/steep-repl"
 pg_bin=$("$pg_config" --bindir)
 
+# as_pg_user as a command prefix, usable after chrt.
+AS_PG=()
+[ "$(id -u)" -eq 0 ] && AS_PG=(runuser -u "$STEEP_PG_USER" --)
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -62,7 +66,9 @@ say "starting PostgreSQL 18 on port $pg_port"
 mkdir -p "$work/pg"
 if [ "$(id -u)" -eq 0 ]; then chown "$STEEP_PG_USER:" "$work/pg"; fi
 as_pg_user "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
-as_pg_user "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+# Under BENCH_RT PostgreSQL gets the same policy: starved of CPU, its pings
+# would time out and /health would rightly turn 503 mid-run.
+"${RT[@]}" "${AS_PG[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
     -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
 as_pg_user "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qc "CREATE EXTENSION steep_repl" postgres
 
@@ -181,4 +187,4 @@ for s in daemon nginx; do
     printf '%-22s %14.0f %12.0f %12s %12s\n' "$name" "$(stat $s tput)" "$(stat $s c1)" "$(stat $s p50)" "$(stat $s p99)"
 done
 awk -v d="$d_rps" -v n="$n_rps" -v c="$CONNECTIONS" 'BEGIN { printf "ratio steep-repl / nginx (c%s): %.2f\n", c, d / n }'
-grep -l -i -E 'socket errors|Non-2xx' "$work"/*.tput.* "$work"/*.lat.* >&2 && say "(some runs above had errors)" || true
+grep -i -E "socket errors|Non-2xx" "$work"/*.tput.* "$work"/*.lat.* | sed "s|$work/||" >&2 || true
