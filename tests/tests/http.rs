@@ -133,7 +133,11 @@ async fn a_healthy_node_answers_health_200_with_every_component() {
     // A graceful stop closes the port and exits 0.
     let status = daemon.stop().unwrap();
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
-    assert!(daemon.log().contains("http.stopped"), "log:\n{}", daemon.log());
+    assert!(
+        daemon.log().contains("http.stopped"),
+        "log:\n{}",
+        daemon.log()
+    );
     assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts");
 }
 
