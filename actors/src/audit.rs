@@ -36,6 +36,8 @@ pub struct AuditSettings {
     pub flush_interval: Duration,
     /// Events per INSERT.
     pub batch_size: usize,
+    /// Batches written concurrently (each on its own pooled connection).
+    pub max_in_flight: usize,
 }
 
 impl AuditSettings {
@@ -48,6 +50,7 @@ impl AuditSettings {
             prune_interval,
             flush_interval: Duration::from_millis(20),
             batch_size: 2000,
+            max_in_flight: 2,
         }
     }
 }
@@ -88,6 +91,24 @@ pub struct AuditStatus {
 #[rtype(result = "()")]
 struct SendBatch;
 
+/// How a batch ended.
+#[derive(Debug)]
+enum BatchOutcome {
+    Written,
+    /// PostgreSQL is not available: keep the events, try again later.
+    Unavailable(String),
+    /// PostgreSQL refused the statement itself.
+    Refused(String),
+}
+
+/// A batch being written: the `size` events that follow the batches in
+/// flight before it, at the front of the queue.
+struct InFlight {
+    seq: u64,
+    size: usize,
+    outcome: Option<BatchOutcome>,
+}
+
 // --- the actor -------------------------------------------------------------
 
 pub struct AuditActor {
@@ -97,8 +118,10 @@ pub struct AuditActor {
     log: Logger,
     spool: Option<Spool>,
     pending: VecDeque<AuditEvent>,
-    /// Events at the front of `pending` that are being written now.
-    in_flight: usize,
+    /// Batches being written, in queue order. Inserts are idempotent (event
+    /// ids), so when one fails every later one is simply sent again.
+    in_flight: VecDeque<InFlight>,
+    next_seq: u64,
     /// Events left to send one at a time after a refused batch.
     isolate: usize,
     written_total: u64,
@@ -132,7 +155,8 @@ impl AuditActor {
             log,
             spool: None,
             pending: VecDeque::new(),
-            in_flight: 0,
+            in_flight: VecDeque::new(),
+            next_seq: 0,
             isolate: 0,
             written_total: 0,
             dropped_total: 0,
@@ -210,12 +234,79 @@ impl AuditActor {
             }
         }
         self.pending.extend(events);
-        if self.db_seen && self.in_flight == 0 && self.pending.len() >= self.settings.batch_size {
+        if self.db_seen && self.pending.len() >= self.in_flight_events() + self.settings.batch_size
+        {
             ctx.notify(SendBatch);
         }
     }
 
-    fn after_write(&mut self, written: usize, ctx: &mut Context<Self>) {
+    fn in_flight_events(&self) -> usize {
+        self.in_flight.iter().map(|b| b.size).sum()
+    }
+
+    /// Records the outcome of batch `seq`, drains what is written from the
+    /// front of the queue, and settles a failure once nothing is in flight.
+    fn settle(&mut self, seq: u64, outcome: BatchOutcome, ctx: &mut Context<Self>) {
+        if let Some(batch) = self.in_flight.iter_mut().find(|b| b.seq == seq) {
+            batch.outcome = Some(outcome);
+        }
+        while matches!(
+            self.in_flight.front(),
+            Some(InFlight {
+                outcome: Some(BatchOutcome::Written),
+                ..
+            })
+        ) {
+            if let Some(batch) = self.in_flight.pop_front() {
+                if self.waiting_for_db {
+                    info!(self.log, "audit.resumed"; "queued" => self.pending.len());
+                    self.waiting_for_db = false;
+                }
+                self.isolate = self.isolate.saturating_sub(batch.size);
+                self.after_write(batch.size);
+            }
+        }
+        let failed = self.in_flight.front().is_some_and(|b| b.outcome.is_some());
+        let settled = self.in_flight.iter().all(|b| b.outcome.is_some());
+        if failed && settled {
+            let front = self.in_flight.pop_front();
+            self.in_flight.clear();
+            match front.and_then(|b| b.outcome.map(|o| (b.size, o))) {
+                Some((_, BatchOutcome::Unavailable(reason))) => {
+                    for waiter in self.flush_waiters.drain(..) {
+                        let _ = waiter.send(false);
+                    }
+                    if !self.waiting_for_db {
+                        info!(self.log, "audit.spooling"; "reason" => reason, "queued" => self.pending.len());
+                    }
+                    self.waiting_for_db = true;
+                    return;
+                }
+                Some((size, BatchOutcome::Refused(reason))) if size > 1 => {
+                    warn!(self.log, "audit.batch_refused"; "error" => &reason, "events" => size,
+                          "action" => "retrying one event at a time");
+                    self.isolate = size;
+                    self.last_error = Some(reason);
+                }
+                Some((_, BatchOutcome::Refused(reason))) => {
+                    if let Some(event) = self.pending.pop_front() {
+                        error!(self.log, "audit.event_dropped"; "error" => &reason,
+                               "event_action" => &event.action, "event_id" => %event.event_id);
+                    }
+                    self.dropped_total += 1;
+                    self.isolate = self.isolate.saturating_sub(1);
+                    self.last_error = Some(reason);
+                    self.after_write(0);
+                }
+                _ => {}
+            }
+        }
+        if self.pending.len() > self.in_flight_events() {
+            ctx.notify(SendBatch);
+        }
+    }
+
+    fn after_write(&mut self, written: usize) {
         self.pending.drain(..written);
         self.written_total += written as u64;
         if let Some(spool) = self.spool.as_mut() {
@@ -234,8 +325,6 @@ impl AuditActor {
             for waiter in self.flush_waiters.drain(..) {
                 let _ = waiter.send(true);
             }
-        } else {
-            ctx.notify(SendBatch);
         }
     }
 }
@@ -247,7 +336,7 @@ impl Actor for AuditActor {
         // Everything the spool holds is owed to PostgreSQL: a fresh start, or
         // a restart by the supervisor, begins by reading it back.
         self.pending.clear();
-        self.in_flight = 0;
+        self.in_flight.clear();
         match Spool::open(&self.settings.spool_path) {
             Ok((spool, recovered)) => {
                 self.recovered_at_start = recovered.events.len() as u64;
@@ -271,7 +360,7 @@ impl Actor for AuditActor {
         self.db
             .do_send(SubscribeConnected(ctx.address().recipient()));
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
-            if act.db_seen && act.in_flight == 0 && !act.pending.is_empty() {
+            if act.db_seen && act.pending.len() > act.in_flight_events() {
                 ctx.notify(SendBatch);
             }
             act.publish();
@@ -328,9 +417,7 @@ impl Handler<DbConnected> for AuditActor {
         if self.waiting_for_db && !self.pending.is_empty() {
             info!(self.log, "audit.replaying"; "events" => self.pending.len());
         }
-        if self.in_flight == 0 {
-            ctx.notify(SendBatch);
-        }
+        ctx.notify(SendBatch);
     }
 }
 
@@ -338,66 +425,50 @@ impl Handler<SendBatch> for AuditActor {
     type Result = ();
 
     fn handle(&mut self, _: SendBatch, ctx: &mut Context<Self>) {
-        if self.in_flight > 0 || self.pending.is_empty() {
+        if !self.db_seen || self.in_flight.iter().any(|b| b.outcome.is_some()) {
+            // Not connected yet, or a failure is being settled.
             return;
         }
-        let size = if self.isolate > 0 {
+        let limit = if self.isolate > 0 {
             1
         } else {
-            self.settings.batch_size.min(self.pending.len())
+            self.settings.max_in_flight.max(1)
         };
-        let batch: Vec<AuditEvent> = self.pending.iter().take(size).cloned().collect();
-        self.in_flight = size;
-        self.db
-            .send(InsertAuditBatch {
-                events: Arc::new(batch),
-            })
-            .into_actor(self)
-            .map(move |result, act, ctx| {
-                act.in_flight = 0;
-                match result {
-                    Ok(Ok(_)) => {
-                        if act.waiting_for_db {
-                            info!(act.log, "audit.resumed"; "queued" => act.pending.len());
-                        }
-                        act.waiting_for_db = false;
-                        act.isolate = act.isolate.saturating_sub(1);
-                        act.after_write(size, ctx);
-                    }
-                    Ok(Err(DbError::NotConnected(reason))) => {
-                        for waiter in act.flush_waiters.drain(..) {
-                            let _ = waiter.send(false);
-                        }
-                        if !act.waiting_for_db {
-                            info!(act.log, "audit.spooling"; "reason" => reason,
-                                  "queued" => act.pending.len());
-                        }
-                        act.waiting_for_db = true;
-                    }
-                    Ok(Err(DbError::Query(reason))) if size > 1 => {
-                        warn!(act.log, "audit.batch_refused"; "error" => &reason, "events" => size,
-                              "action" => "retrying one event at a time");
-                        act.isolate = size;
-                        act.last_error = Some(reason);
-                        ctx.notify(SendBatch);
-                    }
-                    Ok(Err(DbError::Query(reason))) => {
-                        if let Some(event) = act.pending.front() {
-                            error!(act.log, "audit.event_dropped"; "error" => &reason,
-                                   "event_action" => &event.action, "event_id" => %event.event_id);
-                        }
-                        act.dropped_total += 1;
-                        act.last_error = Some(reason);
-                        act.isolate = act.isolate.saturating_sub(1);
-                        act.written_total = act.written_total.saturating_sub(1);
-                        act.after_write(1, ctx);
-                    }
-                    Err(e) => {
-                        warn!(act.log, "audit.batch_failed"; "error" => %e);
-                    }
-                }
-            })
-            .spawn(ctx);
+        while self.in_flight.len() < limit {
+            let offset = self.in_flight_events();
+            if offset >= self.pending.len() {
+                break;
+            }
+            let size = if self.isolate > 0 {
+                1
+            } else {
+                self.settings.batch_size.min(self.pending.len() - offset)
+            };
+            let batch: Vec<AuditEvent> =
+                self.pending.range(offset..offset + size).cloned().collect();
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.in_flight.push_back(InFlight {
+                seq,
+                size,
+                outcome: None,
+            });
+            self.db
+                .send(InsertAuditBatch {
+                    events: Arc::new(batch),
+                })
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let outcome = match result {
+                        Ok(Ok(_)) => BatchOutcome::Written,
+                        Ok(Err(DbError::NotConnected(reason))) => BatchOutcome::Unavailable(reason),
+                        Ok(Err(DbError::Query(reason))) => BatchOutcome::Refused(reason),
+                        Err(e) => BatchOutcome::Unavailable(e.to_string()),
+                    };
+                    act.settle(seq, outcome, ctx);
+                })
+                .spawn(ctx);
+        }
     }
 }
 
@@ -412,8 +483,14 @@ impl Handler<Flush> for AuditActor {
             return Box::pin(fut::ready(true));
         }
         if !self.db_seen {
-            // Never connected: nothing can be written now; the spool keeps it.
-            return Box::pin(fut::ready(false));
+            // The connection notice may still be in the mailbox: health is
+            // published before it is sent.
+            if self.health.load().postgresql.phase == crate::health_state::DbPhase::Connected {
+                self.db_seen = true;
+            } else {
+                // Never connected: nothing can be written now; the spool keeps it.
+                return Box::pin(fut::ready(false));
+            }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.flush_waiters.push(tx);

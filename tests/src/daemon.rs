@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The `steep-repl` binary built by `cargo build` (deploy/test.sh builds it
-/// before the tests), or `$STEEP_REPL_BIN`.
+/// before the tests), or `$STEEP_DAEMON_BIN`.
 pub fn steep_repl_bin() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("STEEP_REPL_BIN") {
+    if let Ok(path) = std::env::var("STEEP_DAEMON_BIN") {
         return Ok(PathBuf::from(path));
     }
     let target = std::env::var("CARGO_TARGET_DIR")

@@ -1,0 +1,152 @@
+//! The AuditActor against a real PostgreSQL 18, driven through its mailbox:
+//! batches in flight concurrently, an event PostgreSQL refuses does not
+//! block the others, and a flush reports what it could write.
+
+use actix::Actor;
+use std::time::Duration;
+use steep_repl_actors::audit::{AuditActor, AuditSettings, Flush, GetAuditStatus, RecordBatch};
+use steep_repl_actors::audit_event::{AuditAction, AuditEvent};
+use steep_repl_actors::db::{DbActor, DbSettings, SelfRegistration};
+use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_tests::ext::server_with_extension;
+use steep_repl_tests::pg::PgServer;
+
+fn start(
+    pg: &PgServer,
+    spool: &std::path::Path,
+    batch_size: usize,
+) -> (actix::Addr<AuditActor>, SharedHealth) {
+    let health = SharedHealth::new(
+        HealthSnapshot::starting(
+            "t",
+            "a",
+            "A",
+            PostgresHealth::new("127.0.0.1", pg.port, "postgres"),
+        ),
+        Duration::from_secs(3),
+    );
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let settings = DbSettings {
+        connect: pg.tcp_options("postgres"),
+        host: "127.0.0.1".into(),
+        port: pg.port,
+        user: "postgres".into(),
+        database: "postgres".into(),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(5),
+        ping_timeout: Duration::from_secs(1),
+        node: SelfRegistration {
+            node_id: "a".into(),
+            node_name: "A".into(),
+            host: "127.0.0.1".into(),
+            port: pg.port,
+            priority: 50,
+            grpc_host: None,
+            grpc_port: None,
+        },
+    };
+    let db = DbActor::new(settings, health.clone(), log.clone()).start();
+    let mut audit_settings = AuditSettings::new(
+        spool.join("audit.spool"),
+        Duration::from_secs(86400 * 400),
+        Duration::from_secs(3600),
+    );
+    audit_settings.batch_size = batch_size;
+    (
+        AuditActor::new(audit_settings, db, health.clone(), log).start(),
+        health,
+    )
+}
+
+/// A flush before the first connection answers at once (nothing can be
+/// written); these tests want the connected case.
+async fn connected(health: &SharedHealth) {
+    while !health.load().postgresql.registered {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn event(n: usize) -> AuditEvent {
+    AuditEvent::new(AuditAction::NodeStatusChanged).target("node", format!("n{n}"))
+}
+
+#[actix_rt::test]
+async fn many_batches_in_flight_write_every_event_once() {
+    let (pg, mut conn) = server_with_extension().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, health) = start(&pg, dir.path(), 100);
+    connected(&health).await;
+    let events: Vec<AuditEvent> = (0..5_000).map(event).collect();
+    for chunk in events.chunks(250) {
+        audit.do_send(RecordBatch(chunk.to_vec()));
+    }
+    assert!(audit
+        .send(Flush {
+            timeout: Duration::from_secs(60)
+        })
+        .await
+        .unwrap());
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT event_id) FROM steep_repl.audit_log WHERE action = 'node.status_changed' AND actor = 'steep-repl@a'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(stored, 5_000);
+    let status = audit.send(GetAuditStatus).await.unwrap();
+    assert_eq!((status.queue_depth, status.dropped_total), (0, 0));
+    assert_eq!(
+        std::fs::metadata(dir.path().join("audit.spool"))
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[actix_rt::test]
+async fn an_event_postgresql_refuses_is_dropped_and_the_others_are_written() {
+    let (pg, mut conn) = server_with_extension().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, health) = start(&pg, dir.path(), 50);
+    connected(&health).await;
+    let mut events: Vec<AuditEvent> = (0..120).map(event).collect();
+    // Violates audit_log_action_format: can never be written.
+    events[37].action = "Not An Action".to_string();
+    audit.do_send(RecordBatch(events));
+    assert!(audit
+        .send(Flush {
+            timeout: Duration::from_secs(60)
+        })
+        .await
+        .unwrap());
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM steep_repl.audit_log WHERE action = 'node.status_changed' AND actor = 'steep-repl@a'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 119);
+    let status = audit.send(GetAuditStatus).await.unwrap();
+    assert_eq!(status.dropped_total, 1);
+    assert!(status
+        .last_error
+        .unwrap()
+        .contains("audit_log_action_format"));
+}
+
+#[actix_rt::test]
+async fn a_flush_without_postgresql_returns_false_and_keeps_the_spool() {
+    let (mut pg, _conn) = server_with_extension().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, health) = start(&pg, dir.path(), 100);
+    connected(&health).await;
+    pg.stop().unwrap();
+    audit.do_send(RecordBatch((0..10).map(event).collect()));
+    let flushed = audit
+        .send(Flush {
+            timeout: Duration::from_secs(20),
+        })
+        .await
+        .unwrap();
+    assert!(!flushed);
+    let spool = std::fs::read_to_string(dir.path().join("audit.spool")).unwrap();
+    assert_eq!(spool.lines().count(), 10);
+}
