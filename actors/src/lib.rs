@@ -2,8 +2,9 @@
 //!
 //! `SystemActor` (root, shutdown) supervises `DbActor` (the only owner of
 //! the PostgreSQL pool), `AuditActor` (durable spool + batched inserts) and
-//! `HealthActor` (keeps the cached health fresh); the listeners read the
-//! cached health directly. Building blocks the actors share (peer transport
+//! `HealthActor` (keeps the cached health fresh); the listeners (`HttpActor`:
+//! `/health`, `/ready`, `/live`, `/metrics`) read the cached health
+//! directly. Building blocks the actors share (peer transport
 //! security) live beside them. Each actor lives in its own module with its
 //! messages beside it. This crate knows nothing of the CLI, the config file
 //! or service managers: the daemon builds the settings and wires it.
@@ -16,6 +17,7 @@ pub mod grpc;
 pub mod health;
 pub mod health_report;
 pub mod health_state;
+pub mod http;
 pub mod lifecycle;
 pub mod peer_status;
 pub mod peer_tls;

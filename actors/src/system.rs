@@ -59,6 +59,8 @@ pub struct SystemSettings {
     pub notifier: Option<std::sync::Arc<dyn ServiceNotifier>>,
     /// The peer side (gRPC server and heartbeats), when enabled.
     pub grpc: Option<crate::grpc::GrpcSettings>,
+    /// The HTTP probes and metrics; `None` when `http.enabled` is false.
+    pub http: Option<crate::http::HttpSettings>,
 }
 
 /// Addresses of the running children.
@@ -145,6 +147,11 @@ impl SystemActor {
 
     /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve.
     fn start_listeners(&mut self, children: &mut Children) {
+        if let Some(http) = self.settings.http.clone() {
+            let (health, interval) = (self.health.clone(), self.settings.health_interval);
+            let http = crate::http::start(http, health, interval, &self.log);
+            children.listeners.push(http);
+        }
         if let Some(grpc) = self.settings.grpc.clone() {
             let (port, tls) = (grpc.port, grpc.transport.is_tls());
             self.health.update(|s| {

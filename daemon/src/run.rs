@@ -15,6 +15,7 @@ use steep_repl_actors::audit::AuditSettings;
 use steep_repl_actors::db::{DbSettings, SelfRegistration};
 use steep_repl_actors::grpc::GrpcSettings;
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::peer_tls::{PeerTransport, TlsPaths};
 use steep_repl_actors::system::{ConfigChange, ReloadHook, SystemActor, SystemSettings};
 
@@ -52,6 +53,15 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
             return Exit::Error;
         }
     };
+    // Also before the actor system: a port in use stops the start here, with
+    // the address named, instead of a daemon that runs without its probes.
+    let http = match bind_http(&config) {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::Error;
+        }
+    };
 
     let grpc = match grpc_settings(&config) {
         Ok(grpc) => grpc,
@@ -76,6 +86,7 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
     settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
     settings.grpc = grpc;
+    settings.http = http;
     let pg = PostgresHealth::new(
         &config.postgresql.host,
         config.postgresql.port,
@@ -349,7 +360,23 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         reload: None,
         notifier: notifier(),
         grpc: None,
+        // Bound by `bind_http` in `run`, before the actor system starts.
+        http: None,
     }
+}
+
+/// Binds the HTTP port when `http.enabled`; `None` opens no port at all.
+fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
+    if !config.http.enabled {
+        return Ok(None);
+    }
+    let (bind, port) = (config.http.bind, config.http.port);
+    let listener = HttpListener::bind(std::net::SocketAddr::new(bind, port))?;
+    Ok(Some(HttpSettings {
+        bind,
+        port,
+        listener: Some(listener),
+    }))
 }
 
 #[cfg(test)]

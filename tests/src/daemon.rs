@@ -42,6 +42,10 @@ pub struct DaemonOptions {
     pub extra: String,
     /// The body of the `grpc:` section (lines indented by four spaces).
     pub grpc: String,
+    /// `http.port` (on 127.0.0.1) written to the config, if any.
+    pub http_port: Option<u16>,
+    /// `http.enabled`.
+    pub http_enabled: bool,
 }
 
 impl DaemonOptions {
@@ -54,7 +58,22 @@ impl DaemonOptions {
             pg_database: "postgres".to_string(),
             extra: String::new(),
             grpc: "    enabled: false\n".to_string(),
+            http_port: None,
+            http_enabled: false,
         }
+    }
+
+    /// Turns HTTP on, on a free loopback port.
+    pub fn with_http(mut self) -> Self {
+        self.http_port = Some(crate::ports::free_port());
+        self.http_enabled = true;
+        self
+    }
+
+    /// Where the daemon answers HTTP, when it does.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_port
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 }
 
@@ -91,7 +110,7 @@ impl DaemonHome {
         let yaml = format!(
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
              postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
-             grpc:\n{grpc}  http:\n    enabled: false\n  \
+             grpc:\n{grpc}  {http}\n  \
              ipc:\n    path: {sock}\n  audit:\n    spool_path: {spool}\n  \
              log:\n    level: debug\n    target: terminal\n{extra}",
             node = quote(&options.node_id),
@@ -104,6 +123,13 @@ impl DaemonHome {
             spool = quote(&self.spool_path().display().to_string()),
             extra = options.extra,
             grpc = options.grpc,
+            http = match options.http_port {
+                Some(port) => format!(
+                    "http:\n    enabled: {}\n    bind: 127.0.0.1\n    port: {port}",
+                    options.http_enabled
+                ),
+                None => format!("http:\n    enabled: {}", options.http_enabled),
+            },
         );
         std::fs::write(self.config_path(), yaml).context("writing the daemon config")?;
         // It holds a password: private, as the daemon recommends.

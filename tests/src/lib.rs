@@ -9,6 +9,8 @@
 pub mod cluster;
 pub mod daemon;
 pub mod ext;
+pub mod haproxy;
+pub mod http;
 pub mod paths;
 pub mod pg;
 pub mod ports;
