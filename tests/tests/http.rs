@@ -164,6 +164,8 @@ async fn health_follows_postgresql_down_and_back_up_while_live_stays_200() {
         .unwrap_or_default()
         .to_string();
     assert!(!reason.is_empty(), "/ready gave no reason");
+    // Stay down for a while: /live is watched during a sustained outage.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
 
     pg.start_again().unwrap();
     wait_for_status(addr, "/health", 200, FEW_INTERVALS)
