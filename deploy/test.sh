@@ -11,8 +11,9 @@ step() { say ""; say "==> $*"; }
 
 step "test prerequisites"
 # postgresql-15: the version gate test; runuser (util-linux) runs servers
-# as the unprivileged account.
-ensure_apt postgresql-15 util-linux
+# as the unprivileged account; haproxy: the load balancer test of the HTTP
+# probes (tests/tests/http.rs).
+ensure_apt postgresql-15 util-linux haproxy
 ensure_pg_user
 
 step "PostgreSQL 18 and the steep_repl extension"

@@ -134,6 +134,57 @@ pub struct SubscribeConnected(pub Recipient<DbConnected>);
 #[rtype(result = "()")]
 pub struct DbConnected;
 
+/// Registers (or updates) a peer learned over gRPC.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "DbResult<()>")]
+pub struct UpsertPeer {
+    pub node_id: String,
+    pub node_name: String,
+    pub host: String,
+    pub port: u16,
+    pub priority: u8,
+    pub grpc_host: Option<String>,
+    pub grpc_port: Option<u16>,
+}
+
+/// Writes a peer's status as seen from here; answers whether the peer is in
+/// the registry (false: nothing could be written yet).
+#[derive(Message)]
+#[rtype(result = "DbResult<bool>")]
+pub struct SetPeerStatus {
+    pub node_id: String,
+    pub status: String,
+}
+
+/// A peer's heartbeat arrived: bump its last_seen. Answers whether the
+/// peer is in the registry.
+#[derive(Message)]
+#[rtype(result = "DbResult<bool>")]
+pub struct TouchPeer {
+    pub node_id: String,
+}
+
+/// This node's own heartbeat (last_seen, status healthy).
+#[derive(Message)]
+#[rtype(result = "DbResult<()>")]
+pub struct HeartbeatSelf;
+
+/// Runs the election for the nodes this node can see (itself included).
+#[derive(Message)]
+#[rtype(result = "DbResult<Election>")]
+pub struct Elect {
+    pub visible: Vec<String>,
+}
+
+/// The outcome of an election round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election {
+    pub coordinator: Option<String>,
+    /// Nodes that count (not offline).
+    pub total: i64,
+    pub visible: i64,
+}
+
 /// The DbActor's observable state.
 #[derive(Message)]
 #[rtype(result = "DbStatus")]
@@ -764,6 +815,88 @@ impl Handler<InsertAuditBatch> for DbActor {
                 .execute(&pool)
                 .await?;
             Ok(result.rows_affected())
+        })
+    }
+}
+
+impl Handler<UpsertPeer> for DbActor {
+    type Result = ResponseFuture<DbResult<()>>;
+
+    fn handle(&mut self, msg: UpsertPeer, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            sqlx::query(REGISTER_NODE)
+                .bind(msg.node_id)
+                .bind(msg.node_name)
+                .bind(msg.host)
+                .bind(i32::from(msg.port))
+                .bind(i32::from(msg.priority))
+                .bind(msg.grpc_host)
+                .bind(msg.grpc_port.map(i32::from))
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+impl Handler<SetPeerStatus> for DbActor {
+    type Result = ResponseFuture<DbResult<bool>>;
+
+    fn handle(&mut self, msg: SetPeerStatus, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            sqlx::query_scalar(SET_PEER_STATUS)
+                .bind(msg.node_id)
+                .bind(msg.status)
+                .fetch_one(&pool)
+                .await
+        })
+    }
+}
+
+impl Handler<TouchPeer> for DbActor {
+    type Result = ResponseFuture<DbResult<bool>>;
+
+    fn handle(&mut self, msg: TouchPeer, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            let done = sqlx::query(TOUCH_PEER)
+                .bind(msg.node_id)
+                .execute(&pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+}
+
+impl Handler<HeartbeatSelf> for DbActor {
+    type Result = ResponseFuture<DbResult<()>>;
+
+    fn handle(&mut self, _: HeartbeatSelf, ctx: &mut Context<Self>) -> Self::Result {
+        let node_id = self.settings.node.node_id.clone();
+        self.run(ctx, move |pool| async move {
+            sqlx::query(HEARTBEAT)
+                .bind(node_id)
+                .bind("healthy")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+impl Handler<Elect> for DbActor {
+    type Result = ResponseFuture<DbResult<Election>>;
+
+    fn handle(&mut self, msg: Elect, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            let (coordinator, total, visible): (Option<String>, i64, i64) = sqlx::query_as(ELECT)
+                .bind(msg.visible)
+                .fetch_one(&pool)
+                .await?;
+            Ok(Election {
+                coordinator,
+                total,
+                visible,
+            })
         })
     }
 }

@@ -2,23 +2,28 @@
 //!
 //! `SystemActor` (root, shutdown) supervises `DbActor` (the only owner of
 //! the PostgreSQL pool), `AuditActor` (durable spool + batched inserts) and
-//! `HealthActor` (keeps the cached health fresh), and the listeners
-//! (`IpcActor`: the local socket), which read the cached health directly.
-//! Building blocks the actors share (peer transport security) live beside
-//! them. Each actor lives in its own module with its messages beside it.
-//! This crate knows nothing of the CLI, the config file or service
-//! managers: the daemon builds the settings and wires it.
+//! `HealthActor` (keeps the cached health fresh); the listeners (`IpcActor`:
+//! the local socket; `HttpActor`: `/health`, `/ready`, `/live`, `/metrics`)
+//! read the cached health directly. Building blocks the actors share (peer
+//! transport security) live beside them. Each actor lives in its own module
+//! with its messages beside it. This crate knows nothing of the CLI, the
+//! config file or service managers: the daemon builds the settings and
+//! wires it.
 
 pub mod audit;
 pub mod audit_event;
 pub mod backoff;
 pub mod db;
+pub mod grpc;
 pub mod health;
 pub mod health_report;
 pub mod health_state;
+pub mod http;
 pub mod ipc;
 pub mod lifecycle;
+pub mod peer_status;
 pub mod peer_tls;
+pub mod proc_stats;
 pub mod system;
 
 pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

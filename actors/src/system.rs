@@ -10,7 +10,7 @@ use crate::audit::{AuditActor, AuditSettings, Flush};
 use crate::audit_event::{AuditAction, AuditEvent};
 use crate::db::{Close, DbActor, DbSettings};
 use crate::health::HealthActor;
-use crate::health_state::{DaemonState, SharedHealth};
+use crate::health_state::{DaemonState, ListenerHealth, SharedHealth};
 use crate::ipc::{IpcActor, IpcSettings};
 use crate::lifecycle::StopAccepting;
 use actix::prelude::*;
@@ -58,6 +58,10 @@ pub struct SystemSettings {
     pub reload: Option<ReloadHook>,
     /// The service manager to keep informed, when there is one.
     pub notifier: Option<std::sync::Arc<dyn ServiceNotifier>>,
+    /// The peer side (gRPC server and heartbeats), when enabled.
+    pub grpc: Option<crate::grpc::GrpcSettings>,
+    /// The HTTP probes and metrics; `None` when `http.enabled` is false.
+    pub http: Option<crate::http::HttpSettings>,
     /// The local socket; `None` when `ipc.enabled` is false.
     pub ipc: Option<IpcSettings>,
 }
@@ -151,6 +155,26 @@ impl SystemActor {
             let log = self.log.new(slog::o!("actor" => "ipc"));
             let ipc = actix::Supervisor::start(move |_| IpcActor::new(ipc, db, health, log));
             children.listeners.push(ipc.recipient());
+        }
+        if let Some(http) = self.settings.http.clone() {
+            let (health, interval) = (self.health.clone(), self.settings.health_interval);
+            let http = crate::http::start(http, health, interval, &self.log);
+            children.listeners.push(http);
+        }
+        if let Some(grpc) = self.settings.grpc.clone() {
+            let (port, tls) = (grpc.port, grpc.transport.is_tls());
+            self.health.update(|s| {
+                s.grpc = ListenerHealth::pending(Some(port), format!("port {port}"), tls)
+            });
+            let actor = crate::grpc::GrpcPeerActor::new(
+                grpc,
+                self.health.clone(),
+                children.db.clone(),
+                children.audit.clone(),
+                self.log.new(slog::o!("actor" => "grpc")),
+            )
+            .start();
+            children.listeners.push(actor.recipient());
         }
     }
 

@@ -101,6 +101,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create the cluster CA and node certificates for mutual TLS
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Configuration commands
     Config {
         #[command(subcommand)]
@@ -118,6 +123,37 @@ pub struct Output {
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub watch: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Create the cluster CA (ca.crt, ca.key); never overwrites
+    Init {
+        /// Folder for the files (default: tls/ beside the configuration file)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Name written into the CA certificate
+        #[arg(long, default_value = "steep-repl")]
+        cluster_name: String,
+        /// Validity in days
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Create NODE_ID.crt and NODE_ID.key signed by the cluster CA (server and client use)
+    Issue {
+        /// The node_id the certificate speaks for (its CN)
+        node_id: String,
+        /// A name or address peers use to reach this node (repeatable); every
+        /// host used in other nodes' grpc.peers must be listed
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Folder holding ca.crt/ca.key, where the node files are written
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Validity in days
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

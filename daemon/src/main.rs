@@ -1,7 +1,5 @@
 //! steep-repl: the node daemon and its command line.
 
-// Used by the `tls` commands (wired with the peers work).
-#[allow(dead_code)]
 mod certs;
 mod cli;
 mod config;
@@ -13,14 +11,18 @@ mod logging;
 mod run;
 mod service;
 mod service_cmd;
+mod tls_cmd;
 
 use clap::Parser;
-use cli::{Cli, Command, ConfigCommand};
+use cli::{Cli, Command, ConfigCommand, TlsCommand};
 use exit::Exit;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One process-wide rustls provider (ring) for every TLS user: sqlx's
+    // connection to PostgreSQL and the peer channels.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exit = match cli.command {
         Command::Run { debug } => run::run(cli.config.as_deref(), debug),
         Command::Config {
@@ -45,6 +47,29 @@ fn main() -> ExitCode {
             action,
             json,
         } => inspect::audit(cli.config.as_deref(), limit, offset, since, &action, json),
+        Command::Tls {
+            command:
+                TlsCommand::Init {
+                    dir,
+                    cluster_name,
+                    days,
+                },
+        } => {
+            let dir = dir.unwrap_or_else(|| tls_cmd::default_dir(cli.config.as_deref()));
+            tls_cmd::init(&dir, &cluster_name, days)
+        }
+        Command::Tls {
+            command:
+                TlsCommand::Issue {
+                    node_id,
+                    hosts,
+                    dir,
+                    days,
+                },
+        } => {
+            let dir = dir.unwrap_or_else(|| tls_cmd::default_dir(cli.config.as_deref()));
+            tls_cmd::issue(&dir, &node_id, &hosts, days)
+        }
         Command::Install { user, print } => {
             service_cmd::install(cli.config.as_deref(), user, print)
         }

@@ -13,8 +13,11 @@ use std::path::Path;
 use std::time::Duration;
 use steep_repl_actors::audit::AuditSettings;
 use steep_repl_actors::db::{DbSettings, SelfRegistration};
+use steep_repl_actors::grpc::GrpcSettings;
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::ipc::IpcSettings;
+use steep_repl_actors::peer_tls::{PeerTransport, TlsPaths};
 use steep_repl_actors::system::{ConfigChange, ReloadHook, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.
@@ -51,6 +54,23 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
             return Exit::Error;
         }
     };
+    // Also before the actor system: a port in use stops the start here, with
+    // the address named, instead of a daemon that runs without its probes.
+    let http = match bind_http(&config) {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("steep-repl: {e}");
+            return Exit::Error;
+        }
+    };
+
+    let grpc = match grpc_settings(&config) {
+        Ok(grpc) => grpc,
+        Err((exit, message)) => {
+            eprintln!("steep-repl: {message}");
+            return exit;
+        }
+    };
 
     let level = if debug {
         slog::Level::Debug
@@ -66,6 +86,8 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
 
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
     settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
+    settings.grpc = grpc;
+    settings.http = http;
     let pg = PostgresHealth::new(
         &config.postgresql.host,
         config.postgresql.port,
@@ -190,6 +212,75 @@ fn sink(target: LogTarget) -> Sink {
     }
 }
 
+/// The peer side: the transport (mutual TLS unless `grpc.tls.insecure`)
+/// and the listening socket, bound now so that a bad certificate or a port
+/// in use stops the daemon before it starts anything.
+fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)> {
+    let grpc = &config.grpc;
+    if !grpc.enabled {
+        return Ok(None);
+    }
+    let transport = if grpc.tls.insecure {
+        PeerTransport::plaintext()
+    } else {
+        let (Some(cert_file), Some(key_file), Some(ca_file)) = (
+            grpc.tls.cert_file.clone(),
+            grpc.tls.key_file.clone(),
+            grpc.tls.ca_file.clone(),
+        ) else {
+            return Err((Exit::Config, "gRPC uses mutual TLS but repl.grpc.tls.{cert_file,key_file,ca_file} are not all set".into()));
+        };
+        PeerTransport::mtls_from_files(&TlsPaths {
+            cert_file,
+            key_file,
+            ca_file,
+        })
+        .map_err(|e| (Exit::Config, format!("{}: {e}", config.source.display())))?
+    };
+    let address = std::net::SocketAddr::new(grpc.bind, grpc.port);
+    let listener = std::net::TcpListener::bind(address).map_err(|e| {
+        (
+            Exit::Error,
+            format!(
+                "cannot listen for gRPC on {address}: {e}; stop what uses that port or change repl.grpc.port"
+            ),
+        )
+    })?;
+    let registration = self_registration(config);
+    Ok(Some(GrpcSettings {
+        listener: std::sync::Arc::new(std::sync::Mutex::new(Some(listener))),
+        port: grpc.port,
+        transport,
+        seeds: grpc
+            .peers
+            .iter()
+            .map(|p| (p.host.clone(), p.port))
+            .collect(),
+        heartbeat_interval: grpc.heartbeat_interval,
+        degraded_rtt: grpc.degraded_rtt,
+        unreachable_after: grpc.unreachable_after,
+        node: registration,
+    }))
+}
+
+/// How this node registers itself (locally and with peers).
+fn self_registration(config: &Config) -> SelfRegistration {
+    let pg = &config.postgresql;
+    SelfRegistration {
+        node_id: config.node_id.clone(),
+        node_name: config.node_name.clone(),
+        host: if is_local_host(&pg.host) {
+            config.advertise_host.clone()
+        } else {
+            pg.host.clone()
+        },
+        port: pg.port,
+        priority: config.priority,
+        grpc_host: config.grpc.enabled.then(|| config.advertise_host.clone()),
+        grpc_port: config.grpc.enabled.then_some(config.grpc.port),
+    }
+}
+
 /// The service manager's notifier (systemd's NOTIFY_SOCKET), if any.
 fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>> {
     #[cfg(target_os = "linux")]
@@ -243,11 +334,6 @@ fn connect_options(config: &Config, password: Option<String>) -> PgConnectOption
 
 fn system_settings(config: &Config, password: Option<String>) -> SystemSettings {
     let pg = &config.postgresql;
-    let registered_host = if is_local_host(&pg.host) {
-        config.advertise_host.clone()
-    } else {
-        pg.host.clone()
-    };
     let db = DbSettings {
         connect: connect_options(config, password),
         host: pg.host.clone(),
@@ -257,15 +343,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         pool_size: pg.pool_size,
         connect_timeout: pg.connect_timeout,
         ping_timeout: HEALTH_INTERVAL.min(pg.connect_timeout),
-        node: SelfRegistration {
-            node_id: config.node_id.clone(),
-            node_name: config.node_name.clone(),
-            host: registered_host,
-            port: pg.port,
-            priority: config.priority,
-            grpc_host: config.grpc.enabled.then(|| config.advertise_host.clone()),
-            grpc_port: config.grpc.enabled.then_some(config.grpc.port),
-        },
+        node: self_registration(config),
     };
     let mut audit = AuditSettings::new(
         config.audit.spool_path.clone(),
@@ -282,6 +360,9 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         shutdown_timeout: SHUTDOWN_TIMEOUT,
         reload: None,
         notifier: notifier(),
+        grpc: None,
+        // Bound by `bind_http` in `run`, before the actor system starts.
+        http: None,
         ipc: ipc_settings(config),
     }
 }
@@ -291,6 +372,20 @@ fn ipc_settings(config: &Config) -> Option<IpcSettings> {
     let ipc = &config.ipc;
     ipc.enabled
         .then(|| IpcSettings::new(&ipc.path, ipc.mode, ipc.group.clone()))
+}
+
+/// Binds the HTTP port when `http.enabled`; `None` opens no port at all.
+fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
+    if !config.http.enabled {
+        return Ok(None);
+    }
+    let (bind, port) = (config.http.bind, config.http.port);
+    let listener = HttpListener::bind(std::net::SocketAddr::new(bind, port))?;
+    Ok(Some(HttpSettings {
+        bind,
+        port,
+        listener: Some(listener),
+    }))
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ pub struct DaemonOptions {
     pub pg_database: String,
     /// Extra YAML lines placed inside `repl:` (indented by the caller by two spaces).
     pub extra: String,
+    /// The body of the `grpc:` section (lines indented by four spaces).
+    pub grpc: String,
+    /// `http.port` (on 127.0.0.1) written to the config, if any.
+    pub http_port: Option<u16>,
+    /// `http.enabled`.
+    pub http_enabled: bool,
     /// Extra YAML lines placed inside `repl.ipc:` (indented by the caller by four spaces).
     pub ipc_extra: String,
 }
@@ -48,14 +54,35 @@ pub struct DaemonOptions {
 impl DaemonOptions {
     /// A daemon for `pg`, with every listener not yet tested turned off.
     pub fn for_server(node_id: &str, pg: &PgServer) -> Self {
+        Self::for_port(node_id, pg.port)
+    }
+
+    /// The same for a PostgreSQL port that may have no server behind it.
+    pub fn for_port(node_id: &str, pg_port: u16) -> Self {
         DaemonOptions {
             node_id: node_id.to_string(),
-            pg_port: pg.port,
+            pg_port,
             pg_password: SUPERUSER_PASSWORD.to_string(),
             pg_database: "postgres".to_string(),
             extra: String::new(),
+            grpc: "    enabled: false\n".to_string(),
+            http_port: None,
+            http_enabled: false,
             ipc_extra: String::new(),
         }
+    }
+
+    /// Turns HTTP on, on a free loopback port.
+    pub fn with_http(mut self) -> Self {
+        self.http_port = Some(crate::ports::free_port());
+        self.http_enabled = true;
+        self
+    }
+
+    /// Where the daemon answers HTTP, when it does.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_port
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 }
 
@@ -92,7 +119,7 @@ impl DaemonHome {
         let yaml = format!(
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
              postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
-             grpc:\n    enabled: false\n  http:\n    enabled: false\n  \
+             grpc:\n{grpc}  {http}\n  \
              ipc:\n    path: {sock}\n{ipc_extra}  audit:\n    spool_path: {spool}\n  \
              log:\n    level: debug\n    target: terminal\n{extra}",
             node = quote(&options.node_id),
@@ -105,6 +132,14 @@ impl DaemonHome {
             spool = quote(&self.spool_path().display().to_string()),
             extra = options.extra,
             ipc_extra = options.ipc_extra,
+            grpc = options.grpc,
+            http = match options.http_port {
+                Some(port) => format!(
+                    "http:\n    enabled: {}\n    bind: 127.0.0.1\n    port: {port}",
+                    options.http_enabled
+                ),
+                None => format!("http:\n    enabled: {}", options.http_enabled),
+            },
         );
         std::fs::write(self.config_path(), yaml).context("writing the daemon config")?;
         // It holds a password: private, as the daemon recommends.
@@ -287,8 +322,6 @@ fn spawn_run(home: &DaemonHome) -> Result<Child> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .env_remove("JOURNAL_STREAM")
-        // Ours, not the daemon's: it reads every STEEP_REPL_* as a setting.
-        .env_remove("STEEP_REPL_BIN")
         .spawn()
         .context("starting steep-repl run")
 }
@@ -296,7 +329,6 @@ fn spawn_run(home: &DaemonHome) -> Result<Child> {
 /// Runs the CLI to completion: `(exit code, stdout, stderr)`.
 pub fn run_cli(args: &[&str], config: Option<&Path>) -> Result<(i32, String, String)> {
     let mut cmd = Command::new(steep_repl_bin()?);
-    cmd.env_remove("STEEP_REPL_BIN");
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }

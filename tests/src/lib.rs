@@ -6,8 +6,11 @@
 //! they start only through public faces: SQL, and later IPC, gRPC, HTTP and
 //! the CLI.
 
+pub mod cluster;
 pub mod daemon;
 pub mod ext;
+pub mod haproxy;
+pub mod http;
 pub mod ipc;
 pub mod paths;
 pub mod pg;

@@ -152,15 +152,9 @@ async fn health_exits_4_when_the_node_is_unhealthy() {
 #[test]
 fn status_without_a_daemon_says_so_and_exits_3() {
     let home = DaemonHome::new().unwrap();
-    home.write_config(&DaemonOptions {
-        node_id: "node-a".into(),
-        pg_port: 1,
-        pg_password: "x".into(),
-        pg_database: "postgres".into(),
-        extra: String::new(),
-        ipc_extra: String::new(),
-    })
-    .unwrap();
+    // No server behind port 1: the daemon is simply not running.
+    home.write_config(&DaemonOptions::for_port("node-a", 1))
+        .unwrap();
     let config = home.config_path();
     let socket = home.socket_path().display().to_string();
 
@@ -222,7 +216,6 @@ async fn watch_redraws_in_place_until_interrupted() {
         .arg("--config")
         .arg(daemon.home.config_path())
         .args(["status", "--watch", "1"])
-        .env_remove("STEEP_REPL_BIN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

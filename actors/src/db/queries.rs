@@ -65,6 +65,30 @@ pub const INSERT_AUDIT_BATCH: &str = "INSERT INTO steep_repl.audit_log \
                client_ip, success, error_message) \
      ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING";
 
+/// A peer's status as this node sees it. `offline` is an operator's
+/// decision and is never overwritten; an unchanged status writes nothing.
+/// Audited by the extension's trigger as node.status_changed. Answers
+/// whether the node is in the registry (if not, the write is owed).
+pub const SET_PEER_STATUS: &str = "WITH changed AS ( \
+       UPDATE steep_repl.nodes SET status = $2 \
+       WHERE node_id = $1 AND status <> 'offline' AND status <> $2 RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM steep_repl.nodes WHERE node_id = $1)";
+
+/// A heartbeat from a peer: last_seen only (not audited).
+pub const TOUCH_PEER: &str = "UPDATE steep_repl.nodes SET last_seen = now() WHERE node_id = $1";
+
+/// Elects with the extension's rule when this node sees a strict majority of
+/// the nodes that count (all but `offline` ones), else claims no
+/// coordinator. Returns the coordinator, the nodes that count and how many
+/// of them are visible.
+pub const ELECT: &str = "WITH counts AS ( \
+       SELECT count(*) FILTER (WHERE status <> 'offline') AS total, \
+              count(*) FILTER (WHERE status <> 'offline' AND node_id = ANY($1::text[])) AS visible \
+       FROM steep_repl.nodes) \
+     SELECT CASE WHEN visible * 2 > total THEN steep_repl.elect_coordinator() \
+                 ELSE steep_repl.set_coordinator(NULL) END, total, visible \
+     FROM counts";
+
 pub const PRUNE_AUDIT: &str = "SELECT steep_repl.prune_audit(make_interval(secs => $1))";
 
 /// A row of `steep_repl.nodes`.

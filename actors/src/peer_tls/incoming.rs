@@ -93,6 +93,30 @@ pub enum HandshakeFailureReason {
     Io(String),
 }
 
+impl HandshakeFailureReason {
+    /// A stable short name of the kind of failure (for rate limiting and
+    /// metrics labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandshakeFailureReason::NoClientCertificate => "no_client_certificate",
+            HandshakeFailureReason::UnknownCa => "unknown_ca",
+            HandshakeFailureReason::CertificateExpired => "certificate_expired",
+            HandshakeFailureReason::CertificateNotYetValid => "certificate_not_yet_valid",
+            HandshakeFailureReason::CertificateWrongPurpose => "certificate_wrong_purpose",
+            HandshakeFailureReason::BadCertificate(_) => "bad_certificate",
+            HandshakeFailureReason::NoTls13 => "no_tls13",
+            HandshakeFailureReason::Incompatible(_) => "incompatible",
+            HandshakeFailureReason::NotTls(_) => "not_tls",
+            HandshakeFailureReason::PeerAlert(_) => "peer_alert",
+            HandshakeFailureReason::Timeout(_) => "timeout",
+            HandshakeFailureReason::ClosedDuringHandshake => "closed",
+            HandshakeFailureReason::UnreadableCertificate(_) => "unreadable_certificate",
+            HandshakeFailureReason::Tls(_) => "tls",
+            HandshakeFailureReason::Io(_) => "io",
+        }
+    }
+}
+
 /// One refused connection: who and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("TLS handshake with {peer_addr} failed: {reason}")]

@@ -1,0 +1,503 @@
+//! `/metrics`: the Prometheus text exposition of the cached health plus the
+//! HTTP server's own request counters.
+//!
+//! Two sources, one page. Request counts and durations change on every
+//! request, so they live in `prometheus` counters and a histogram (atomics,
+//! handles resolved once per path so a probe pays no label lookup). Every
+//! other value is read from the [`HealthSnapshot`] at scrape time and written
+//! here directly: those are gauges and totals the actors already keep, and a
+//! family with no sample yet (no peers) still gets its `# HELP`/`# TYPE`
+//! lines, so dashboards and tests can rely on every family being declared.
+
+use super::bind::HttpError;
+use crate::health_state::{HealthSnapshot, PgVerdict};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `path` label values: the served paths, everything else as `other` so
+/// that scanners probing random URLs cannot blow up the series count.
+pub const PATHS: [&str; 6] = ["/", "/health", "/ready", "/live", "/metrics", "other"];
+
+/// Index into [`PATHS`] of a request path.
+pub fn path_index(path: &str) -> usize {
+    PATHS[..5].iter().position(|p| *p == path).unwrap_or(5)
+}
+
+/// Request latency buckets, in seconds: probes are answered in tens of
+/// microseconds, so the low end is fine-grained; a slow client shows up in
+/// the upper ones.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+];
+
+/// Handles for one path, resolved at start.
+struct PathMetrics {
+    duration: Histogram,
+    ok: IntCounter,
+    unavailable: IntCounter,
+}
+
+/// The HTTP server's request metrics. Shared by every worker thread.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    paths: Vec<PathMetrics>,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, HttpError> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "steep_repl_http_requests_total",
+                "HTTP requests answered, by path and status code",
+            ),
+            &["path", "code"],
+        )?;
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "steep_repl_http_request_duration_seconds",
+                "Time from request to response, by path",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["path"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(durations.clone()))?;
+        let paths = PATHS
+            .iter()
+            .map(|path| PathMetrics {
+                duration: durations.with_label_values(&[*path]),
+                ok: requests.with_label_values(&[*path, "200"]),
+                unavailable: requests.with_label_values(&[*path, "503"]),
+            })
+            .collect();
+        Ok(Metrics {
+            registry,
+            requests,
+            paths,
+        })
+    }
+
+    /// Counts one answered request.
+    pub fn observe(&self, path: usize, code: actix_web::http::StatusCode, elapsed: Duration) {
+        let Some(m) = self.paths.get(path) else {
+            return;
+        };
+        m.duration.observe(elapsed.as_secs_f64());
+        match code.as_u16() {
+            200 => m.ok.inc(),
+            503 => m.unavailable.inc(),
+            _ => self
+                .requests
+                .with_label_values(&[PATHS[path], code.as_str()])
+                .inc(),
+        }
+    }
+
+    /// The whole page for a scrape at `now`.
+    pub fn render(
+        &self,
+        s: &HealthSnapshot,
+        now: Instant,
+        stale_after: Duration,
+        live: bool,
+    ) -> String {
+        let mut page = Page::default();
+        snapshot_families(&mut page, s, now, stale_after, live);
+        let mut out = page.0;
+        // Encoding plain counters into a String cannot fail; should the
+        // crate ever refuse, the snapshot part is still worth serving.
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_ok()
+        {
+            out.push_str(&String::from_utf8_lossy(&buf));
+        }
+        out
+    }
+}
+
+/// A text exposition being written.
+#[derive(Default)]
+struct Page(String);
+
+impl Page {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{key}=\"{}\"", escape_label(val));
+            }
+            self.0.push('}');
+        }
+        self.0.push(' ');
+        self.0.push_str(&format_value(value));
+        self.0.push('\n');
+    }
+}
+
+/// Label values escape backslash, double quote and line feed.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus spells the special floats `NaN`, `+Inf`, `-Inf`.
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+fn bit(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn snapshot_families(
+    page: &mut Page,
+    s: &HealthSnapshot,
+    now: Instant,
+    stale_after: Duration,
+    live: bool,
+) {
+    let pg_usable = s.postgres_verdict(now, stale_after) == PgVerdict::Usable;
+
+    page.family(
+        "steep_repl_up",
+        "gauge",
+        "1 when the component is healthy (a listener turned off in the configuration counts as healthy; see steep_repl_component_enabled)",
+    );
+    page.sample(
+        "steep_repl_up",
+        &[("component", "postgresql")],
+        bit(pg_usable),
+    );
+    for (name, listener) in [("grpc", &s.grpc), ("ipc", &s.ipc), ("http", &s.http)] {
+        page.sample("steep_repl_up", &[("component", name)], bit(listener.ok()));
+    }
+    page.family(
+        "steep_repl_component_enabled",
+        "gauge",
+        "1 when the configuration turns the listener on",
+    );
+    for (name, listener) in [("grpc", &s.grpc), ("ipc", &s.ipc), ("http", &s.http)] {
+        page.sample(
+            "steep_repl_component_enabled",
+            &[("component", name)],
+            bit(listener.enabled),
+        );
+    }
+
+    page.family("steep_repl_healthy", "gauge", "1 when /health answers 200");
+    page.sample(
+        "steep_repl_healthy",
+        &[],
+        bit(s.is_healthy(now, stale_after)),
+    );
+    page.family("steep_repl_ready", "gauge", "1 when /ready answers 200");
+    page.sample(
+        "steep_repl_ready",
+        &[],
+        bit(s.readiness(now, stale_after).is_ok()),
+    );
+    page.family(
+        "steep_repl_live",
+        "gauge",
+        "1 when /live answers 200 (the daemon's own loops turn)",
+    );
+    page.sample("steep_repl_live", &[], bit(live));
+
+    let pg = &s.postgresql;
+    page.family(
+        "steep_repl_postgresql_latency_seconds",
+        "gauge",
+        "Round trip of the last successful PostgreSQL ping (absent until one succeeded)",
+    );
+    if let Some(latency) = pg.latency {
+        page.sample(
+            "steep_repl_postgresql_latency_seconds",
+            &[],
+            latency.as_secs_f64(),
+        );
+    }
+    page.family(
+        "steep_repl_postgresql_reconnects_total",
+        "counter",
+        "Successful PostgreSQL connections after the first one",
+    );
+    page.sample(
+        "steep_repl_postgresql_reconnects_total",
+        &[],
+        pg.reconnects as f64,
+    );
+
+    let audit = &s.audit;
+    page.family(
+        "steep_repl_audit_queue_depth",
+        "gauge",
+        "Audit events spooled and not yet written to PostgreSQL",
+    );
+    page.sample(
+        "steep_repl_audit_queue_depth",
+        &[],
+        audit.queue_depth as f64,
+    );
+    page.family(
+        "steep_repl_audit_written_total",
+        "counter",
+        "Audit events written to PostgreSQL",
+    );
+    page.sample(
+        "steep_repl_audit_written_total",
+        &[],
+        audit.written_total as f64,
+    );
+    page.family(
+        "steep_repl_audit_dropped_total",
+        "counter",
+        "Audit events refused because the spool was full",
+    );
+    page.sample(
+        "steep_repl_audit_dropped_total",
+        &[],
+        audit.dropped_total as f64,
+    );
+
+    page.family(
+        "steep_repl_peer_up",
+        "gauge",
+        "1 when the peer answers heartbeats (healthy or degraded)",
+    );
+    for peer in &s.peers {
+        let name = peer.node_id.as_deref().unwrap_or(&peer.address);
+        let up = matches!(peer.status.as_str(), "healthy" | "degraded");
+        page.sample(
+            "steep_repl_peer_up",
+            &[("peer", name), ("address", &peer.address)],
+            bit(up),
+        );
+    }
+    page.family(
+        "steep_repl_peer_rtt_seconds",
+        "gauge",
+        "Round trip of the last heartbeat the peer answered",
+    );
+    for peer in &s.peers {
+        if let Some(rtt_ms) = peer.rtt_ms {
+            let name = peer.node_id.as_deref().unwrap_or(&peer.address);
+            page.sample(
+                "steep_repl_peer_rtt_seconds",
+                &[("peer", name), ("address", &peer.address)],
+                rtt_ms / 1000.0,
+            );
+        }
+    }
+
+    page.family(
+        "steep_repl_actor_restarts_total",
+        "counter",
+        "Restarts of each supervised actor",
+    );
+    for (actor, restarts) in &s.restarts {
+        page.sample(
+            "steep_repl_actor_restarts_total",
+            &[("actor", actor)],
+            f64::from(*restarts),
+        );
+    }
+
+    page.family(
+        "steep_repl_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started",
+    );
+    page.sample(
+        "steep_repl_uptime_seconds",
+        &[],
+        now.saturating_duration_since(s.started)
+            .as_secs_f64()
+            .floor(),
+    );
+    page.family(
+        "steep_repl_is_coordinator",
+        "gauge",
+        "1 while this node is the cluster coordinator",
+    );
+    page.sample(
+        "steep_repl_is_coordinator",
+        &[],
+        bit(s.node.is_coordinator()),
+    );
+    page.family(
+        "steep_repl_cluster_size",
+        "gauge",
+        "Nodes in the registry, this one included",
+    );
+    page.sample("steep_repl_cluster_size", &[], s.node.cluster_size as f64);
+    page.family(
+        "steep_repl_build_info",
+        "gauge",
+        "Always 1; the labels name this daemon",
+    );
+    page.sample(
+        "steep_repl_build_info",
+        &[("version", &s.version), ("node_id", &s.node.node_id)],
+        1.0,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health_state::{DbPhase, PeerHealth, PostgresHealth};
+    use actix_web::http::StatusCode;
+
+    fn snapshot() -> HealthSnapshot {
+        HealthSnapshot::starting(
+            "0.1.0",
+            "a",
+            "A",
+            PostgresHealth::new("db", 5432, "postgres"),
+        )
+    }
+
+    #[test]
+    fn every_family_is_declared_even_without_samples() {
+        let m = Metrics::new().unwrap();
+        let page = m.render(&snapshot(), Instant::now(), Duration::from_secs(3), true);
+        for family in [
+            "steep_repl_up",
+            "steep_repl_postgresql_latency_seconds",
+            "steep_repl_postgresql_reconnects_total",
+            "steep_repl_audit_queue_depth",
+            "steep_repl_audit_written_total",
+            "steep_repl_audit_dropped_total",
+            "steep_repl_peer_up",
+            "steep_repl_peer_rtt_seconds",
+            "steep_repl_http_requests_total",
+            "steep_repl_http_request_duration_seconds",
+            "steep_repl_uptime_seconds",
+            "steep_repl_is_coordinator",
+        ] {
+            assert!(
+                page.contains(&format!("# TYPE {family} ")),
+                "{family} missing:\n{page}"
+            );
+        }
+        assert!(
+            page.contains("steep_repl_up{component=\"postgresql\"} 0\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("steep_repl_up{component=\"grpc\"} 1\n"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn values_come_from_the_snapshot() {
+        let mut s = snapshot();
+        let now = Instant::now();
+        s.postgresql.phase = DbPhase::Connected;
+        s.postgresql.checked_at = Some(now);
+        s.postgresql.latency = Some(Duration::from_micros(1500));
+        s.postgresql.reconnects = 3;
+        s.audit.queue_depth = 7;
+        s.node.coordinator_id = Some("a".into());
+        s.peers.push(PeerHealth {
+            node_id: Some("b\"x".into()),
+            address: "10.0.0.2:5433".into(),
+            status: "healthy".into(),
+            rtt_ms: Some(2.5),
+            last_seen: None,
+            error: None,
+        });
+        let page = Metrics::new()
+            .unwrap()
+            .render(&s, now, Duration::from_secs(3), true);
+        for line in [
+            "steep_repl_up{component=\"postgresql\"} 1",
+            "steep_repl_postgresql_latency_seconds 0.0015",
+            "steep_repl_postgresql_reconnects_total 3",
+            "steep_repl_audit_queue_depth 7",
+            "steep_repl_is_coordinator 1",
+            "steep_repl_peer_up{peer=\"b\\\"x\",address=\"10.0.0.2:5433\"} 1",
+            "steep_repl_peer_rtt_seconds{peer=\"b\\\"x\",address=\"10.0.0.2:5433\"} 0.0025",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line:?} missing:\n{page}");
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_path_and_code() {
+        let m = Metrics::new().unwrap();
+        m.observe(
+            path_index("/health"),
+            StatusCode::OK,
+            Duration::from_micros(80),
+        );
+        m.observe(
+            path_index("/health"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_micros(80),
+        );
+        m.observe(
+            path_index("/nope"),
+            StatusCode::NOT_FOUND,
+            Duration::from_micros(80),
+        );
+        let page = m.render(&snapshot(), Instant::now(), Duration::from_secs(3), true);
+        assert!(
+            page.contains("steep_repl_http_requests_total{code=\"200\",path=\"/health\"} 1"),
+            "{page}"
+        );
+        assert!(
+            page.contains("steep_repl_http_requests_total{code=\"503\",path=\"/health\"} 1"),
+            "{page}"
+        );
+        assert!(
+            page.contains("steep_repl_http_requests_total{code=\"404\",path=\"other\"} 1"),
+            "{page}"
+        );
+        assert!(
+            page.contains("steep_repl_http_request_duration_seconds_count{path=\"/health\"} 2"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn special_floats_use_the_prometheus_spelling() {
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(0.5), "0.5");
+        assert_eq!(escape_label("a\\b\nc"), "a\\\\b\\nc");
+    }
+}

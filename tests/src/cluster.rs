@@ -1,0 +1,180 @@
+//! A cluster of real nodes on loopback for tests: each node has its own
+//! PostgreSQL 18 with the extension and its own daemon, peers talk gRPC with
+//! mutual TLS using certificates made by `steep-repl tls`. Only the first
+//! node is given as a seed to the others, so discovery is exercised too.
+
+use crate::daemon::{run_cli, Daemon, DaemonOptions};
+use crate::ext::server_with_extension;
+use crate::pg::PgServer;
+use crate::ports::free_port;
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The cluster CA and node certificates, made with the real CLI.
+pub struct Certificates {
+    pub dir: TempDir,
+}
+
+impl Certificates {
+    pub fn new(node_ids: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("steep-tls-").tempdir()?;
+        let d = dir.path().to_str().unwrap_or_default().to_string();
+        let (code, _, err) = run_cli(&["tls", "init", "--dir", &d], None)?;
+        if code != 0 {
+            bail!("tls init failed: {err}");
+        }
+        for id in node_ids {
+            let (code, _, err) = run_cli(
+                &[
+                    "tls",
+                    "issue",
+                    id,
+                    "--host",
+                    "127.0.0.1",
+                    "--host",
+                    "localhost",
+                    "--dir",
+                    &d,
+                ],
+                None,
+            )?;
+            if code != 0 {
+                bail!("tls issue {id} failed: {err}");
+            }
+        }
+        Ok(Certificates { dir })
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// The `grpc.tls` lines for `node_id` (8-space indent).
+    pub fn tls_yaml(&self, node_id: &str) -> String {
+        tls_yaml(self.dir.path(), node_id)
+    }
+}
+
+pub fn tls_yaml(dir: &Path, node_id: &str) -> String {
+    let q = |p: PathBuf| serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+    format!(
+        "    tls:\n      cert_file: {}\n      key_file: {}\n      ca_file: {}\n",
+        q(dir.join(format!("{node_id}.crt"))),
+        q(dir.join(format!("{node_id}.key"))),
+        q(dir.join("ca.crt")),
+    )
+}
+
+pub struct ClusterNode {
+    pub node_id: String,
+    pub pg: PgServer,
+    pub daemon: Daemon,
+    pub grpc_port: u16,
+    pub options: DaemonOptions,
+}
+
+pub struct TestCluster {
+    pub certs: Certificates,
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// The gRPC section of a cluster node.
+pub fn grpc_yaml(port: u16, seeds: &[u16], tls: &str) -> String {
+    let peers: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "    enabled: true\n    bind: 127.0.0.1\n    port: {port}\n    peers: [{}]\n{tls}",
+        peers.join(", ")
+    )
+}
+
+impl TestCluster {
+    /// Starts `priorities.len()` nodes named node-1.. with those priorities.
+    pub async fn start(priorities: &[u8]) -> Result<TestCluster> {
+        let ids: Vec<String> = (1..=priorities.len())
+            .map(|i| format!("node-{i}"))
+            .collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let certs = Certificates::new(&id_refs)?;
+        let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (pg, _conn) = server_with_extension().await?;
+            let mut options = DaemonOptions::for_server(id, &pg);
+            let seeds: Vec<u16> = if i == 0 { Vec::new() } else { vec![ports[0]] };
+            options.grpc = grpc_yaml(ports[i], &seeds, &certs.tls_yaml(id));
+            options.extra = format!("  priority: {}\n", priorities[i]);
+            let daemon = Daemon::start(&options)?;
+            nodes.push(ClusterNode {
+                node_id: id.clone(),
+                pg,
+                daemon,
+                grpc_port: ports[i],
+                options,
+            });
+        }
+        Ok(TestCluster { certs, nodes })
+    }
+
+    /// node_id -> status in node `i`'s registry.
+    pub async fn statuses(&self, i: usize) -> Result<BTreeMap<String, String>> {
+        let mut conn = self.nodes[i].pg.connect().await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT node_id, status FROM steep_repl.nodes ORDER BY node_id")
+                .fetch_all(&mut conn)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The coordinator in node `i`'s registry.
+    pub async fn coordinator(&self, i: usize) -> Result<Option<String>> {
+        let mut conn = self.nodes[i].pg.connect().await?;
+        Ok(
+            sqlx::query_scalar("SELECT node_id FROM steep_repl.nodes WHERE is_coordinator")
+                .fetch_optional(&mut conn)
+                .await?,
+        )
+    }
+
+    /// Waits until `check` holds, polling every 100 ms.
+    pub async fn wait_until<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(true) = check().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let mut views = String::new();
+                for i in 0..self.nodes.len() {
+                    views.push_str(&format!(
+                        "\n  {}: {:?} coordinator {:?}",
+                        self.nodes[i].node_id,
+                        self.statuses(i).await.ok(),
+                        self.coordinator(i).await.ok()
+                    ));
+                }
+                bail!("timed out waiting for {what}; registries:{views}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// True when node `i` sees every node in `expected` with that status.
+    pub async fn sees(&self, i: usize, expected: &[(&str, &str)]) -> Result<bool> {
+        let statuses = self.statuses(i).await?;
+        Ok(expected
+            .iter()
+            .all(|(id, status)| statuses.get(*id).map(String::as_str) == Some(*status)))
+    }
+}

@@ -1,0 +1,160 @@
+//! Peers over gRPC with mutual TLS, on loopback: real daemons, each with its
+//! own PostgreSQL 18, certificates from `steep-repl tls`.
+
+use std::time::Duration;
+use steep_repl_tests::cluster::TestCluster;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// node-1 (50), node-2 (70), node-3 (60): node-2 is the coordinator while
+/// it is healthy, node-3 next.
+const PRIORITIES: [u8; 3] = [50, 70, 60];
+
+async fn all_agree(
+    cluster: &TestCluster,
+    alive: &[usize],
+    coordinator: Option<&str>,
+) -> anyhow::Result<bool> {
+    for &i in alive {
+        if cluster.coordinator(i).await?.as_deref() != coordinator {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[tokio::test]
+async fn three_nodes_see_each_other_healthy_and_agree_on_one_coordinator() {
+    let cluster = TestCluster::start(&PRIORITIES).await.unwrap();
+    let healthy = [
+        ("node-1", "healthy"),
+        ("node-2", "healthy"),
+        ("node-3", "healthy"),
+    ];
+    cluster
+        .wait_until(
+            "all healthy everywhere, node-2 coordinator",
+            CONVERGE,
+            || async {
+                for i in 0..3 {
+                    if !cluster.sees(i, &healthy).await? {
+                        return Ok(false);
+                    }
+                }
+                all_agree(&cluster, &[0, 1, 2], Some("node-2")).await
+            },
+        )
+        .await
+        .unwrap();
+    // node-3 only knew node-1 and learned node-2 from it.
+    let mut conn = cluster.nodes[2].pg.connect().await.unwrap();
+    let (grpc_port,): (i32,) =
+        sqlx::query_as("SELECT grpc_port FROM steep_repl.nodes WHERE node_id = 'node-2'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(grpc_port, i32::from(cluster.nodes[1].grpc_port));
+    // Exactly one election was audited on each node.
+    for i in 0..3 {
+        let mut conn = cluster.nodes[i].pg.connect().await.unwrap();
+        let elections: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT new_value FROM steep_repl.audit_log WHERE action = 'coordinator.elected' ORDER BY id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            elections.last().unwrap()["coordinator"],
+            "node-2",
+            "node {i}: {elections:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_coordinator_is_replaced_and_rejoins_after_a_restart() {
+    let mut cluster = TestCluster::start(&PRIORITIES).await.unwrap();
+    cluster
+        .wait_until("node-2 coordinator everywhere", CONVERGE, || {
+            all_agree(&cluster, &[0, 1, 2], Some("node-2"))
+        })
+        .await
+        .unwrap();
+
+    cluster.nodes[1].daemon.kill9().unwrap();
+    cluster
+        .wait_until(
+            "node-2 unreachable, node-3 coordinator",
+            CONVERGE,
+            || async {
+                Ok(cluster.sees(0, &[("node-2", "unreachable")]).await?
+                    && cluster.sees(2, &[("node-2", "unreachable")]).await?
+                    && all_agree(&cluster, &[0, 2], Some("node-3")).await?)
+            },
+        )
+        .await
+        .unwrap();
+
+    cluster.nodes[1].daemon.restart().unwrap();
+    let healthy = [
+        ("node-1", "healthy"),
+        ("node-2", "healthy"),
+        ("node-3", "healthy"),
+    ];
+    cluster
+        .wait_until(
+            "node-2 back: healthy and coordinator again",
+            CONVERGE,
+            || async {
+                for i in 0..3 {
+                    if !cluster.sees(i, &healthy).await? {
+                        return Ok(false);
+                    }
+                }
+                all_agree(&cluster, &[0, 1, 2], Some("node-2")).await
+            },
+        )
+        .await
+        .unwrap();
+    let mut conn = cluster.nodes[0].pg.connect().await.unwrap();
+    let transitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'node.status_changed' AND target_id = 'node-2'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        transitions >= 3,
+        "unknown->healthy->unreachable->healthy should be audited, got {transitions}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_left_alone_claims_no_coordinator() {
+    let mut cluster = TestCluster::start(&PRIORITIES).await.unwrap();
+    cluster
+        .wait_until("node-2 coordinator everywhere", CONVERGE, || {
+            all_agree(&cluster, &[0, 1, 2], Some("node-2"))
+        })
+        .await
+        .unwrap();
+    cluster.nodes[1].daemon.kill9().unwrap();
+    cluster.nodes[2].daemon.kill9().unwrap();
+    cluster
+        .wait_until("node-1 alone: no coordinator", CONVERGE, || async {
+            Ok(cluster
+                .sees(0, &[("node-2", "unreachable"), ("node-3", "unreachable")])
+                .await?
+                && cluster.coordinator(0).await?.is_none())
+        })
+        .await
+        .unwrap();
+    let mut conn = cluster.nodes[0].pg.connect().await.unwrap();
+    let last: serde_json::Value = sqlx::query_scalar(
+        "SELECT new_value FROM steep_repl.audit_log WHERE action = 'coordinator.elected' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(last["coordinator"], serde_json::Value::Null);
+}
