@@ -1,12 +1,14 @@
 //! `ipc_bench`: the IPC benchmark of docs/BENCHMARKS.md in one run.
 //!
 //! Starts a throwaway PostgreSQL 18 with the extension, a real daemon
-//! (`$STEEP_REPL_BIN`, which should be a release build) and the reference
+//! (`$STEEP_DAEMON_BIN`, by default target/release/steep-repl) and the reference
 //! JSON-line echo server (`ipc_echo`, a separate process), then measures
 //! `status.get` round trips against the daemon and echo round trips
 //! against the reference, alternating, from this process, with 1 and 8
 //! connections; plus `nodes.get`, which goes to PostgreSQL, for scale.
 //! Prints each run and a Markdown table of the medians over the rounds.
+//! `--hold` starts everything, prints the two socket paths and waits for
+//! Ctrl-C (then cleans up), for measuring by hand with `ipc_load`.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use steep_repl_benches::ipc_load::{self, LoadReport};
 use steep_repl_tests::daemon::{Daemon, DaemonOptions};
 use steep_repl_tests::ext::server_with_extension;
+use steep_repl_tests::paths::repo_root;
 
 const ROUNDS: usize = 3;
 const STATUS: &str = r#"{"id":1,"method":"status.get"}"#;
@@ -87,9 +90,11 @@ fn us(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    if std::env::var_os("STEEP_REPL_BIN").is_none() {
-        eprintln!(
-            "note: STEEP_REPL_BIN is not set: the harness uses the debug build of steep-repl"
+    if std::env::var_os("STEEP_DAEMON_BIN").is_none() {
+        // The harness would take the debug build; measure the release one.
+        std::env::set_var(
+            "STEEP_DAEMON_BIN",
+            repo_root().join("target/release/steep-repl"),
         );
     }
     let (pg, _conn) = server_with_extension().await?;
@@ -101,6 +106,13 @@ async fn main() -> Result<()> {
     let echo_socket = echo_dir.path().join("echo.sock");
     let _echo = start_echo(&echo_socket)?;
 
+    if std::env::args().any(|a| a == "--hold") {
+        println!("daemon socket {}", socket.display());
+        println!("echo socket {}", echo_socket.display());
+        println!("holding until Ctrl-C (run ipc_load against either socket)");
+        tokio::signal::ctrl_c().await?;
+        return Ok(());
+    }
     println!(
         "machine: {} cores; daemon {}",
         std::thread::available_parallelism()?,
@@ -207,5 +219,5 @@ async fn main() -> Result<()> {
 }
 
 fn daemon_binary() -> String {
-    std::env::var("STEEP_REPL_BIN").unwrap_or_else(|_| "target/debug/steep-repl".to_string())
+    std::env::var("STEEP_DAEMON_BIN").unwrap_or_default()
 }
