@@ -20,7 +20,9 @@ use steep_repl_tests::daemon::{Daemon, DaemonOptions};
 use steep_repl_tests::ext::server_with_extension;
 use steep_repl_tests::paths::repo_root;
 
-const ROUNDS: usize = 3;
+/// Rounds of every scenario; the table shows the median round and the best
+/// one, since a shared 2-core machine adds noise that only the best escapes.
+const ROUNDS: usize = 5;
 const STATUS: &str = r#"{"id":1,"method":"status.get"}"#;
 const NODES_GET: &str = r#"{"id":1,"method":"nodes.get","params":{"node_id":"bench"}}"#;
 
@@ -114,8 +116,9 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "machine: {} cores; daemon {}",
+        "machine: {} cores, load average {}; daemon {}",
         std::thread::available_parallelism()?,
+        load_average(),
         daemon_binary()
     );
     println!(
@@ -187,35 +190,51 @@ async fn main() -> Result<()> {
     }
 
     println!();
-    println!("| scenario | p50 µs | p99 µs | p99.9 µs | req/s | p99 / reference |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let mut reference_p99 = None;
+    println!("load average at the end: {}", load_average());
+    println!();
+    println!("| scenario | p50 µs | p99 µs | p99.9 µs | req/s | best p50 µs | best p99 µs | best p99 / reference |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut reference = None;
     for (scenario, reports) in scenarios.iter().zip(&mut results) {
         let median = median_by(reports, |r| r.quantile(0.99)).clone();
-        let p99 = median.quantile(0.99);
+        let best = reports
+            .iter()
+            .min_by_key(|r| r.quantile(0.99))
+            .cloned()
+            .unwrap_or_else(|| median.clone());
+        let best_p99 = best.quantile(0.99);
         let ratio = match scenario.target {
             Target::Echo => {
-                reference_p99 = Some(p99);
+                reference = Some(best_p99);
                 "1.00".to_string()
             }
-            Target::Daemon if scenario.line == STATUS => reference_p99
-                .map(|r| format!("{:.2}", us(p99) / us(r)))
+            Target::Daemon if scenario.line == STATUS => reference
+                .map(|r| format!("{:.2}", us(best_p99) / us(r)))
                 .unwrap_or_default(),
             Target::Daemon => "-".to_string(),
         };
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
             scenario.name,
             us(median.quantile(0.5)),
-            us(p99),
+            us(median.quantile(0.99)),
             us(median.quantile(0.999)),
             median.throughput(),
+            us(best.quantile(0.5)),
+            us(best_p99),
             ratio
         );
     }
     drop(ipc);
     drop(daemon);
     Ok(())
+}
+
+/// `/proc/loadavg`'s first three fields: how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 fn daemon_binary() -> String {
