@@ -43,6 +43,9 @@ use tokio::sync::{watch, Semaphore};
 
 /// Clients served at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Database requests from IPC clients in flight at once (the pool holds 10
+/// connections by default).
+pub const DEFAULT_DB_CONCURRENCY: usize = 4;
 /// Bound on one database request made for a client.
 pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (typically out of file descriptors), so the
@@ -93,6 +96,9 @@ pub struct IpcSettings {
     pub max_connections: usize,
     pub limits: Limits,
     pub db_timeout: Duration,
+    /// Database requests (`nodes.*`, `audit.query`) in flight at once; keep
+    /// it below the pool size so the daemon's own queries find a connection.
+    pub db_concurrency: usize,
     /// Shared with whoever reports the counters (HTTP `/metrics`).
     pub metrics: Arc<IpcMetrics>,
 }
@@ -107,6 +113,7 @@ impl IpcSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             limits: Limits::default(),
             db_timeout: DEFAULT_DB_TIMEOUT,
+            db_concurrency: DEFAULT_DB_CONCURRENCY,
             metrics: Arc::new(IpcMetrics::new()),
         }
     }
@@ -256,6 +263,7 @@ impl IpcActor {
             db: self.db.clone(),
             metrics: settings.metrics.clone(),
             db_timeout: settings.db_timeout,
+            db_slots: tokio::sync::Semaphore::new(settings.db_concurrency.max(1)),
         });
         let accept = actix::spawn(accept_loop(
             bound.listener,

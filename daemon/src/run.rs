@@ -367,11 +367,15 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
     }
 }
 
-/// The local socket, unless `ipc.enabled` is false.
+/// The local socket, unless `ipc.enabled` is false. IPC clients get at
+/// most half the pool, so the daemon's own queries always find a connection.
 fn ipc_settings(config: &Config) -> Option<IpcSettings> {
     let ipc = &config.ipc;
-    ipc.enabled
-        .then(|| IpcSettings::new(&ipc.path, ipc.mode, ipc.group.clone()))
+    ipc.enabled.then(|| {
+        let mut settings = IpcSettings::new(&ipc.path, ipc.mode, ipc.group.clone());
+        settings.db_concurrency = (config.postgresql.pool_size as usize / 2).max(1);
+        settings
+    })
 }
 
 /// Binds the HTTP port when `http.enabled`; `None` opens no port at all.

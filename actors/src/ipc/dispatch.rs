@@ -34,6 +34,11 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: Arc<IpcMetrics>,
     /// Bound on one database request, so a hung server cannot hold a client forever.
     pub(crate) db_timeout: Duration,
+    /// Database requests in flight from IPC at once. Clients queue here
+    /// rather than in the pool, so that a burst of clients cannot take every
+    /// pooled connection from the daemon's own work (its health ping has a
+    /// short bound and would declare PostgreSQL lost).
+    pub(crate) db_slots: tokio::sync::Semaphore,
 }
 
 impl Answer for Dispatcher {
@@ -117,7 +122,12 @@ impl Dispatcher {
         T: Send + 'static,
         DbActor: Handler<M>,
     {
-        match tokio::time::timeout(self.db_timeout, self.db.send(msg)).await {
+        let request = async {
+            // Never closed, so acquiring only waits.
+            let _slot = self.db_slots.acquire().await;
+            self.db.send(msg).await
+        };
+        match tokio::time::timeout(self.db_timeout, request).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(e @ DbError::NotConnected(_)))) => {
                 Err(ErrorBody::new(ErrorCode::NotConnected, e.to_string()))

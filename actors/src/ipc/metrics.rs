@@ -185,6 +185,112 @@ pub struct IpcMetricsSnapshot {
     pub errors: Vec<ErrorCount>,
 }
 
+/// `# HELP` and `# TYPE` lines of one family.
+fn declare(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+impl IpcMetricsSnapshot {
+    /// Appends the counters in the Prometheus text format (families
+    /// `steep_repl_ipc_*`), for the HTTP `/metrics` page. Every family is
+    /// declared, with a sample per method or code, even before traffic.
+    pub fn write_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let requests = "steep_repl_ipc_requests_total";
+        declare(out, requests, "counter", "IPC requests answered, by method");
+        for m in &self.methods {
+            let _ = writeln!(out, "{requests}{{method=\"{}\"}} {}", m.method, m.requests);
+        }
+        let errors = "steep_repl_ipc_request_errors_total";
+        declare(
+            out,
+            errors,
+            "counter",
+            "IPC requests answered with an error, by method",
+        );
+        for m in &self.methods {
+            let _ = writeln!(out, "{errors}{{method=\"{}\"}} {}", m.method, m.errors);
+        }
+        let duration = "steep_repl_ipc_request_duration_seconds";
+        declare(
+            out,
+            duration,
+            "histogram",
+            "IPC request handling time, by method",
+        );
+        for m in &self.methods {
+            let method = m.method;
+            for b in &m.latency_buckets {
+                let _ = writeln!(
+                    out,
+                    "{duration}_bucket{{method=\"{method}\",le=\"{}\"}} {}",
+                    b.le, b.count
+                );
+            }
+            let count = m.latency_seconds_count;
+            let _ = writeln!(
+                out,
+                "{duration}_bucket{{method=\"{method}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "{duration}_sum{{method=\"{method}\"}} {}",
+                m.latency_seconds_sum
+            );
+            let _ = writeln!(out, "{duration}_count{{method=\"{method}\"}} {count}");
+        }
+        let codes = "steep_repl_ipc_errors_total";
+        declare(out, codes, "counter", "IPC error answers, by code");
+        for e in &self.errors {
+            let _ = writeln!(out, "{codes}{{code=\"{}\"}} {}", e.code, e.count);
+        }
+        let singles = [
+            (
+                "connections_open",
+                "gauge",
+                "IPC connections open now",
+                self.connections_open,
+            ),
+            (
+                "connections_accepted_total",
+                "counter",
+                "IPC connections accepted",
+                self.connections_accepted,
+            ),
+            (
+                "connections_rejected_total",
+                "counter",
+                "IPC clients turned away at the connection limit",
+                self.connections_rejected,
+            ),
+            (
+                "oversized_lines_total",
+                "counter",
+                "IPC connections closed for a request line over the size limit",
+                self.oversized_lines,
+            ),
+            (
+                "idle_timeouts_total",
+                "counter",
+                "IPC connections closed as idle",
+                self.idle_timeouts,
+            ),
+            (
+                "unroutable_requests_total",
+                "counter",
+                "IPC request lines refused before a method was known",
+                self.unroutable_requests,
+            ),
+        ];
+        for (name, kind, help, value) in singles {
+            let name = format!("steep_repl_ipc_{name}");
+            declare(out, &name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +343,30 @@ mod tests {
         assert_eq!(s.unroutable_requests, 1);
         assert_eq!(s.errors[ErrorCode::NodeNotFound.index()].count, 1);
         assert_eq!(s.errors[ErrorCode::InvalidRequest.index()].count, 1);
+    }
+
+    #[test]
+    fn the_prometheus_page_declares_every_family_and_counts_per_method() {
+        let m = IpcMetrics::new();
+        m.record(Some(MethodKind::StatusGet), Duration::from_micros(30), None);
+        let mut page = String::new();
+        m.snapshot().write_prometheus(&mut page);
+        assert!(
+            page.contains("steep_repl_ipc_requests_total{method=\"status.get\"} 1\n"),
+            "{page}"
+        );
+        assert!(page.contains("steep_repl_ipc_requests_total{method=\"audit.query\"} 0\n"));
+        assert!(page.contains(
+            "steep_repl_ipc_request_duration_seconds_bucket{method=\"status.get\",le=\"0.00005\"} 1\n"
+        ));
+        assert!(page
+            .contains("steep_repl_ipc_request_duration_seconds_count{method=\"status.get\"} 1\n"));
+        assert!(page.contains("steep_repl_ipc_errors_total{code=\"NOT_CONNECTED\"} 0\n"));
+        assert!(page.contains(
+            "# TYPE steep_repl_ipc_connections_open gauge\nsteep_repl_ipc_connections_open 0\n"
+        ));
+        let declared = page.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(declared, 10);
     }
 
     #[test]
