@@ -21,6 +21,10 @@ STEEP_PG_CONFIG=$("$STEEP_ROOT/deploy/pg18.sh")
 export STEEP_PG_CONFIG STEEP_PG_USER
 "$STEEP_ROOT/deploy/extension.sh"
 
+step "Python gRPC client for the interoperability test"
+STEEP_TEST_PYTHON=$("$STEEP_ROOT/deploy/python-env.sh")
+export STEEP_TEST_PYTHON
+
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
