@@ -49,9 +49,11 @@ fn main() -> ExitCode {
             let dir = dir.unwrap_or_else(|| tls_cmd::default_dir(cli.config.as_deref()));
             tls_cmd::issue(&dir, &node_id, &hosts, days)
         }
-        Command::Install { user, print } => {
-            service_cmd::install(cli.config.as_deref(), user, print)
-        }
+        Command::Install {
+            user,
+            print,
+            platform,
+        } => service_cmd::install(cli.config.as_deref(), user, print, platform),
         Command::Uninstall { user } => service_cmd::uninstall(user),
         Command::Start { user } => service_cmd::drive("start", user),
         Command::Stop { user } => service_cmd::drive("stop", user),
