@@ -22,7 +22,14 @@ fn main() -> ExitCode {
     // connection to PostgreSQL and the peer channels.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let exit = match cli.command {
-        Command::Run { debug } => run::run(cli.config.as_deref(), debug),
+        Command::Run { debug } => {
+            // Under the Windows SCM the service handshake comes first.
+            #[cfg(windows)]
+            if let Some(exit) = service::windows::try_run_as_service(cli.config.clone(), debug) {
+                return exit.into();
+            }
+            run::run(cli.config.as_deref(), debug)
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(cli.config.as_deref()),

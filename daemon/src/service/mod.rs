@@ -10,6 +10,8 @@ pub mod launchd;
 #[cfg(target_os = "linux")]
 pub mod notify;
 pub mod systemd;
+#[cfg(windows)]
+pub mod windows;
 
 use service_manager::{
     RestartPolicy, ServiceInstallCtx, ServiceLabel, ServiceLevel, ServiceManager, ServiceStartCtx,
