@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# A local steep-repl cluster on this machine.
+# A local steep-repl cluster on this machine: the README's main job.
 #
-#   deploy/cluster.sh up [N]   provision PostgreSQL 18 and the extension, start
-#                              N nodes (default 3), print the registry schema
+#   deploy/cluster.sh up [N]   N nodes (default 3): PostgreSQL 18 + steep_repl,
+#                              a cluster CA and node certificates, one daemon
+#                              each; waits until they agree on a coordinator
 #   deploy/cluster.sh status   what is running
 #   deploy/cluster.sh down     stop everything `up` started (data is kept)
 #
-# Each node has its own PostgreSQL 18 server on 127.0.0.1, port 15432 + i,
-# with the steep_repl extension installed. State lives in $STEEP_CLUSTER_DIR
-# (default .cluster/ in this checkout, git-ignored).
+# Node i: PostgreSQL on 127.0.0.1:$((15432+i)), gRPC on 15500+i, HTTP probes
+# on 18080+i, IPC socket and logs in $STEEP_CLUSTER_DIR/node<i>/ (default
+# .cluster/ in this checkout, git-ignored). Idempotent: `up` again starts
+# only what is not running.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-BASE_PORT=${STEEP_CLUSTER_BASE_PORT:-15432}
+PG_BASE=${STEEP_CLUSTER_BASE_PORT:-15432}
+GRPC_BASE=${STEEP_CLUSTER_GRPC_BASE:-15500}
+HTTP_BASE=${STEEP_CLUSTER_HTTP_BASE:-18080}
+# release for a real cluster; CI passes debug to reuse the test build.
+PROFILE=${STEEP_CLUSTER_PROFILE:-release}
 
 cluster_dir() {
     if [ -n "${STEEP_CLUSTER_DIR:-}" ]; then
@@ -27,70 +33,171 @@ cluster_dir() {
 }
 
 DIR=$(cluster_dir)
+BIN="$STEEP_ROOT/target/$PROFILE/steep-repl"
 
-node_port() { echo $((BASE_PORT + $1)); }
-node_data() { echo "$DIR/node$1/pgdata"; }
-node_count() { ls -d "$DIR"/node* 2>/dev/null | wc -l; }
-
+node_dir() { echo "$DIR/node$1"; }
+pg_port() { echo $((PG_BASE + $1)); }
+node_count() { ls -d "$DIR"/node[0-9]* 2>/dev/null | wc -l; }
 pg_bin() { dirname "$("$STEEP_ROOT/deploy/pg18.sh")"; }
-
 pg_running() { as_pg_user "$1/pg_ctl" -D "$2" status >/dev/null 2>&1; }
+daemon_pid() { cat "$(node_dir "$1")/daemon.pid" 2>/dev/null || true; }
+daemon_running() {
+    local pid
+    pid=$(daemon_pid "$1")
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+psql_node() {
+    local i=$1
+    shift
+    as_pg_user "$(pg_bin)/psql" -X -q -h "$(node_dir "$i")" -p "$(pg_port "$i")" -U postgres -d postgres "$@"
+}
 
 start_pg() {
-    local i=$1 bin=$2 data port
-    data=$(node_data "$i")
-    port=$(node_port "$i")
+    local i=$1 bin=$2 data
+    data="$(node_dir "$i")/pgdata"
     if [ ! -f "$data/PG_VERSION" ]; then
-        mkdir -p "$DIR/node$i"
-        [ "$(id -u)" -eq 0 ] && chown "$STEEP_PG_USER:" "$DIR" "$DIR/node$i"
+        mkdir -p "$(node_dir "$i")"
+        [ "$(id -u)" -eq 0 ] && chown "$STEEP_PG_USER:" "$DIR" "$(node_dir "$i")"
         as_pg_user "$bin/initdb" -D "$data" -U postgres -E UTF8 --locale=C \
-            --auth-local=trust --auth-host=trust >"$DIR/node$i/initdb.log" 2>&1 \
-            || die "initdb for node$i failed: see $DIR/node$i/initdb.log"
+            --auth-local=trust --auth-host=trust >"$(node_dir "$i")/initdb.log" 2>&1 \
+            || die "initdb for node$i failed: see $(node_dir "$i")/initdb.log"
     fi
     if ! pg_running "$bin" "$data"; then
-        as_pg_user "$bin/pg_ctl" -D "$data" -l "$DIR/node$i/postgres.log" -w -t 60 \
-            -o "-p $port -k $DIR/node$i -c listen_addresses=127.0.0.1" start >/dev/null \
-            || die "PostgreSQL of node$i did not start: see $DIR/node$i/postgres.log"
+        as_pg_user "$bin/pg_ctl" -D "$data" -l "$(node_dir "$i")/postgres.log" -w -t 60 \
+            -o "-p $(pg_port "$i") -k $(node_dir "$i") -c listen_addresses=127.0.0.1" start >/dev/null \
+            || die "PostgreSQL of node$i did not start: see $(node_dir "$i")/postgres.log"
     fi
-    as_pg_user "$bin/psql" -q -h "$DIR/node$i" -p "$port" -U postgres -d postgres \
-        -c "CREATE EXTENSION IF NOT EXISTS steep_repl" >/dev/null \
+    psql_node "$i" -c "CREATE EXTENSION IF NOT EXISTS steep_repl" >/dev/null \
         || die "CREATE EXTENSION steep_repl failed on node$i"
 }
 
+write_config() {
+    local i=$1 n=$2 peers="" j
+    for ((j = 1; j <= n; j++)); do
+        [ "$j" -eq "$i" ] && continue
+        peers="$peers${peers:+, }\"127.0.0.1:$((GRPC_BASE + j))\""
+    done
+    cat >"$(node_dir "$i")/config.yaml" <<YAML
+# node$i of the local cluster (written by deploy/cluster.sh)
+repl:
+  node_id: node$i
+  priority: $((40 + 10 * i))
+  advertise_host: 127.0.0.1
+  postgresql:
+    host: 127.0.0.1
+    port: $(pg_port "$i")
+    user: postgres
+    database: postgres
+  grpc:
+    bind: 127.0.0.1
+    port: $((GRPC_BASE + i))
+    peers: [$peers]
+    tls:
+      ca_file: $DIR/tls/ca.crt
+      cert_file: $DIR/tls/node$i.crt
+      key_file: $DIR/tls/node$i.key
+  http:
+    bind: 127.0.0.1
+    port: $((HTTP_BASE + i))
+  ipc:
+    path: $(node_dir "$i")/steep-repl.sock
+  audit:
+    spool_path: $(node_dir "$i")/audit.spool
+  log:
+    target: terminal
+YAML
+    chmod 600 "$(node_dir "$i")/config.yaml"
+}
+
+start_daemon() {
+    local i=$1
+    daemon_running "$i" && return 0
+    nohup "$BIN" run --config "$(node_dir "$i")/config.yaml" \
+        >>"$(node_dir "$i")/daemon.log" 2>&1 </dev/null &
+    echo $! >"$(node_dir "$i")/daemon.pid"
+}
+
+# One coordinator, the same on every node, every node healthy everywhere.
+agreed() {
+    local n=$1 i first="" view healthy
+    for ((i = 1; i <= n; i++)); do
+        view=$(psql_node "$i" -Atc "SELECT node_id FROM steep_repl.nodes WHERE is_coordinator" 2>/dev/null) || return 1
+        healthy=$(psql_node "$i" -Atc "SELECT count(*) FROM steep_repl.nodes WHERE status = 'healthy'" 2>/dev/null) || return 1
+        [ -n "$view" ] && [ "$healthy" = "$n" ] || return 1
+        [ -z "$first" ] && first=$view
+        [ "$view" = "$first" ] || return 1
+    done
+    echo "$first"
+}
+
 cmd_up() {
-    local n=${1:-3} bin i
+    local n=${1:-3} bin i coordinator="" deadline
     [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "up takes a node count between 1 and 99 (got '$n')"
+    if [ "$(node_count)" -gt "$n" ]; then
+        die "$DIR holds $(node_count) nodes; run 'deploy/cluster.sh down' and remove $DIR to start a smaller cluster"
+    fi
     ensure_pg_user
     "$STEEP_ROOT/deploy/extension.sh"
+    say "building steep-repl ($PROFILE)"
+    if [ "$PROFILE" = release ]; then
+        (cd "$STEEP_ROOT" && cargo build --quiet --release -p steep-repl) || die "cargo build failed"
+    else
+        (cd "$STEEP_ROOT" && cargo build --quiet -p steep-repl) || die "cargo build failed"
+    fi
     bin=$(pg_bin)
-    mkdir -p "$DIR"
+    mkdir -p "$DIR/tls"
+    [ -f "$DIR/tls/ca.crt" ] || "$BIN" tls init --dir "$DIR/tls" --cluster-name "steep-repl local cluster" >/dev/null
     for ((i = 1; i <= n; i++)); do
+        [ -f "$DIR/tls/node$i.crt" ] || "$BIN" tls issue "node$i" --host 127.0.0.1 --host localhost --dir "$DIR/tls" >/dev/null
         start_pg "$i" "$bin"
-        say "node$i: PostgreSQL 18 on 127.0.0.1:$(node_port "$i") with steep_repl $(as_pg_user "$bin/psql" -Atq -h "$DIR/node$i" -p "$(node_port "$i")" -U postgres -c 'SELECT steep_repl.version()')"
+        write_config "$i" "$n"
+        start_daemon "$i"
+        say "node$i: PostgreSQL 127.0.0.1:$(pg_port "$i"), gRPC :$((GRPC_BASE + i)), HTTP :$((HTTP_BASE + i)), pid $(daemon_pid "$i")"
+    done
+    say "waiting for the nodes to agree on a coordinator"
+    deadline=$((SECONDS + 60))
+    until coordinator=$(agreed "$n"); do
+        if [ $SECONDS -ge $deadline ]; then
+            for ((i = 1; i <= n; i++)); do say "--- node$i log (last lines)"; tail -n 5 "$(node_dir "$i")/daemon.log" >&2 || true; done
+            die "the nodes did not agree on a coordinator within 60 s (logs in $DIR/node*/daemon.log)"
+        fi
+        sleep 0.2
     done
     echo
-    as_pg_user "$bin/psql" -h "$DIR/node1" -p "$(node_port 1)" -U postgres -d postgres \
-        -c '\dt steep_repl.*' -c '\df steep_repl.*'
-    echo "cluster of $n node(s) is up; state in $DIR; stop it with: deploy/cluster.sh down"
+    "$BIN" nodes --config "$(node_dir 1)/config.yaml" 2>/dev/null \
+        || psql_node 1 -c "SELECT node_id, status, priority, is_coordinator, grpc_port FROM steep_repl.nodes ORDER BY node_id"
+    echo
+    echo "cluster of $n node(s) is up; coordinator: $coordinator; state and logs in $DIR"
+    echo "try: $BIN status --config $(node_dir 1)/config.yaml; curl -s 127.0.0.1:$((HTTP_BASE + 1))/health"
+    echo "stop it with: deploy/cluster.sh down"
 }
 
 cmd_status() {
-    local bin i state
-    bin=$(pg_bin)
+    local bin i pg daemon
     [ "$(node_count)" -gt 0 ] || { echo "no cluster in $DIR"; return 0; }
+    bin=$(pg_bin)
     for ((i = 1; i <= $(node_count); i++)); do
-        if pg_running "$bin" "$(node_data "$i")"; then state=running; else state=stopped; fi
-        printf 'node%-3s postgresql 127.0.0.1:%-6s %s\n' "$i" "$(node_port "$i")" "$state"
+        if pg_running "$bin" "$(node_dir "$i")/pgdata"; then pg=running; else pg=stopped; fi
+        if daemon_running "$i"; then daemon="running (pid $(daemon_pid "$i"))"; else daemon=stopped; fi
+        printf 'node%-3s postgresql 127.0.0.1:%-6s %-8s daemon %s\n' "$i" "$(pg_port "$i")" "$pg" "$daemon"
     done
 }
 
 cmd_down() {
-    local bin i
+    local bin i pid
     bin=$(pg_bin)
     for ((i = 1; i <= $(node_count); i++)); do
-        if pg_running "$bin" "$(node_data "$i")"; then
-            as_pg_user "$bin/pg_ctl" -D "$(node_data "$i")" -m fast -w stop >/dev/null
-            say "node$i: stopped"
+        if daemon_running "$i"; then
+            pid=$(daemon_pid "$i")
+            kill -TERM "$pid"
+            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -0 "$pid" 2>/dev/null && { say "node$i: daemon did not stop in 10 s; killing it"; kill -KILL "$pid"; }
+            say "node$i: daemon stopped"
+        fi
+        rm -f "$(node_dir "$i")/daemon.pid"
+        if pg_running "$bin" "$(node_dir "$i")/pgdata"; then
+            as_pg_user "$bin/pg_ctl" -D "$(node_dir "$i")/pgdata" -m fast -w stop >/dev/null
+            say "node$i: PostgreSQL stopped"
         fi
     done
     echo "cluster is down (data kept in $DIR)"

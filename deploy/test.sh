@@ -12,14 +12,19 @@ step() { say ""; say "==> $*"; }
 step "test prerequisites"
 # postgresql-15: the version gate test; runuser (util-linux) runs servers
 # as the unprivileged account; haproxy: the load balancer test of the HTTP
-# probes (tests/tests/http.rs).
-ensure_apt postgresql-15 util-linux haproxy
+# probes (tests/tests/http.rs); systemd (systemd-analyze, systemctl) and
+# libplist-utils (plistutil): the service definitions (tests/tests/service.rs).
+ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils
 ensure_pg_user
 
 step "PostgreSQL 18 and the steep_repl extension"
 STEEP_PG_CONFIG=$("$STEEP_ROOT/deploy/pg18.sh")
 export STEEP_PG_CONFIG STEEP_PG_USER
 "$STEEP_ROOT/deploy/extension.sh"
+
+step "Python gRPC client for the interoperability test"
+STEEP_TEST_PYTHON=$("$STEEP_ROOT/deploy/python-env.sh")
+export STEEP_TEST_PYTHON
 
 step "format and lints"
 cargo fmt --all --check
@@ -33,5 +38,21 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast "$@"
 fi
+step "the main job: deploy/cluster.sh up, status, down"
+cluster_dir=$(mktemp -d /tmp/steep-cluster-ci.XXXXXX)
+chmod 755 "$cluster_dir"
+export STEEP_CLUSTER_DIR="$cluster_dir" STEEP_CLUSTER_PROFILE=debug
+"$STEEP_ROOT/deploy/cluster.sh" up 3
+"$STEEP_ROOT/deploy/cluster.sh" status
+"$STEEP_ROOT/deploy/cluster.sh" down
+if pgrep -f "steep-repl run --config $cluster_dir" >/dev/null; then
+    die "deploy/cluster.sh down left daemons running"
+fi
+if find "$cluster_dir" \( -name '*.sock' -o -name '*.lock' -o -name 'postmaster.pid' \) | grep -q .; then
+    die "deploy/cluster.sh down left sockets, locks or PostgreSQL pid files behind"
+fi
+rm -rf "$cluster_dir"
+unset STEEP_CLUSTER_DIR STEEP_CLUSTER_PROFILE
+
 say ""
 say "all tests passed"

@@ -79,6 +79,19 @@ pub struct GetPeers;
 #[rtype(result = "()")]
 struct Tick;
 
+/// Re-evaluates the peers' statuses from the clock alone (no requests).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Evaluate;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ElectNow;
+
+/// How often statuses are re-evaluated between heartbeats, so that a peer
+/// turns unreachable close to `unreachable_after`, not up to an interval later.
+const EVALUATE_EVERY: Duration = Duration::from_millis(100);
+
 // --- the actor -------------------------------------------------------------
 
 /// What we last did with a peer, and what it answered.
@@ -374,13 +387,17 @@ impl GrpcPeerActor {
                     status: status.as_str().to_string(),
                 })
                 .into_actor(self)
-                .map(move |result, act, _| {
+                .map(move |result, act, ctx| {
                     let Some(peer) = act.peers.get_mut(&address) else {
                         return;
                     };
                     peer.sync_in_flight = false;
                     match result {
-                        Ok(Ok(true)) => peer.synced = Some(status),
+                        Ok(Ok(true)) => {
+                            peer.synced = Some(status);
+                            // The registry changed: elect now, not at the next tick.
+                            ctx.notify(ElectNow);
+                        }
                         Ok(Ok(false)) => {} // not in the registry yet: next tick
                         Ok(Err(e)) => debug!(act.log, "peer.status_not_written"; "error" => %e),
                         Err(_) => {}
@@ -502,6 +519,10 @@ impl GrpcPeerActor {
             return;
         };
         peer.in_flight = false;
+        let was_setup = matches!(
+            answer,
+            Answer::Identified { .. } | Answer::Registered { .. }
+        );
         let change = match answer {
             Answer::Failed(reason) => {
                 if peer.last_error.as_deref() != Some(reason.as_str()) {
@@ -552,6 +573,10 @@ impl GrpcPeerActor {
             }
         };
         let node_id = peer.node_id.clone();
+        // Identify and Register lead straight to the next step instead of
+        // waiting a heartbeat interval: a new peer is fully known in one
+        // round of requests.
+        let chain = !duplicate && was_setup && peer.last_error.is_none();
         if duplicate {
             info!(self.log, "peer.duplicate_address"; "peer" => address,
                   "note" => "this address leads to a node already known (or to this node itself)");
@@ -561,6 +586,12 @@ impl GrpcPeerActor {
         }
         if !announced.is_empty() {
             self.announce(announced, ctx);
+        }
+        if chain {
+            self.send_next(address.to_string(), ctx);
+        }
+        if change.is_some() {
+            self.sync_registry(ctx);
         }
         self.publish_peers();
     }
@@ -638,6 +669,42 @@ impl Actor for GrpcPeerActor {
         }
         ctx.notify(Tick);
         ctx.run_interval(self.settings.heartbeat_interval, |_, ctx| ctx.notify(Tick));
+        ctx.run_interval(EVALUATE_EVERY, |_, ctx| ctx.notify(Evaluate));
+    }
+}
+
+impl Handler<Evaluate> for GrpcPeerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Evaluate, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        for (address, peer) in self.peers.iter_mut() {
+            if let Some(status) = peer.tracker.tick(now) {
+                changes.push((address.clone(), peer.node_id.clone(), status));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for (address, node_id, status) in changes {
+            self.status_changed(&address, node_id.as_deref(), status);
+        }
+        self.sync_registry(ctx);
+        self.publish_peers();
+    }
+}
+
+impl Handler<ElectNow> for GrpcPeerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ElectNow, ctx: &mut Context<Self>) {
+        if !self.stopping {
+            self.elect(ctx);
+        }
     }
 }
 

@@ -41,6 +41,9 @@ pub enum Command {
         /// Print the service definition instead of installing it
         #[arg(long)]
         print: bool,
+        /// With --print: the service manager to print for (default: this machine's)
+        #[arg(long, value_enum, requires = "print")]
+        platform: Option<crate::service::Platform>,
     },
     /// Remove the service registration (configuration and data are kept)
     Uninstall {

@@ -2,10 +2,10 @@
 //!
 //! Under `run` in a terminal the output is human-readable on stderr. Started
 //! by systemd (JOURNAL_STREAM is set) it goes to journald; otherwise, with
-//! no terminal, to syslog. `log.target` can force any of them. On Windows
-//! (Event Log) and macOS (os_log) the platform drains arrive through
-//! maintained crates behind `cfg`; until then those platforms log to stderr,
-//! which their service managers capture.
+//! no terminal, to syslog. `log.target` can force any of them. The Windows
+//! Event Log and macOS os_log go through the `log` facade (`slog-stdlog`)
+//! into the maintained `eventlog` and `oslog` crates, behind `cfg` (not
+//! compiled on the Linux machines this project is built on).
 
 use slog::{o, Drain, Level, Logger};
 use std::io::IsTerminal;
@@ -62,6 +62,12 @@ pub enum Sink {
     Journald,
     /// The local syslog daemon (/dev/log), RFC 3164.
     Syslog,
+    /// The Windows Event Log (source "steep-repl").
+    #[cfg(windows)]
+    EventLog,
+    /// macOS unified logging (subsystem io.steep.repl).
+    #[cfg(target_os = "macos")]
+    OsLog,
 }
 
 /// What `log.target: auto` means here and now.
@@ -134,6 +140,23 @@ fn open(
         }
         #[cfg(not(target_os = "linux"))]
         Sink::Journald | Sink::Syslog => Err("only available on Linux".to_string()),
+        #[cfg(windows)]
+        Sink::EventLog => {
+            // The event source must be registered (eventlog::register, done
+            // by an administrator at install); without it this fails.
+            eventlog::init("steep-repl", log::Level::Trace)
+                .map_err(|e| format!("cannot open the Windows Event Log source steep-repl: {e}"))?;
+            log::set_max_level(log::LevelFilter::Trace);
+            Ok(wrap_async(slog_stdlog::StdLog.ignore_res(), level, values))
+        }
+        #[cfg(target_os = "macos")]
+        Sink::OsLog => {
+            oslog::OsLogger::new("io.steep.repl")
+                .level_filter(log::LevelFilter::Trace)
+                .init()
+                .map_err(|e| format!("cannot set up os_log: {e}"))?;
+            Ok(wrap_async(slog_stdlog::StdLog.ignore_res(), level, values))
+        }
     }
 }
 

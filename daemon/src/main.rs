@@ -24,7 +24,14 @@ fn main() -> ExitCode {
     // connection to PostgreSQL and the peer channels.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let exit = match cli.command {
-        Command::Run { debug } => run::run(cli.config.as_deref(), debug),
+        Command::Run { debug } => {
+            // Under the Windows SCM the service handshake comes first.
+            #[cfg(windows)]
+            if let Some(exit) = service::windows::try_run_as_service(cli.config.clone(), debug) {
+                return exit.into();
+            }
+            run::run(cli.config.as_deref(), debug)
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(cli.config.as_deref()),
@@ -70,9 +77,11 @@ fn main() -> ExitCode {
             let dir = dir.unwrap_or_else(|| tls_cmd::default_dir(cli.config.as_deref()));
             tls_cmd::issue(&dir, &node_id, &hosts, days)
         }
-        Command::Install { user, print } => {
-            service_cmd::install(cli.config.as_deref(), user, print)
-        }
+        Command::Install {
+            user,
+            print,
+            platform,
+        } => service_cmd::install(cli.config.as_deref(), user, print, platform),
         Command::Uninstall { user } => service_cmd::uninstall(user),
         Command::Start { user } => service_cmd::drive("start", user),
         Command::Stop { user } => service_cmd::drive("stop", user),

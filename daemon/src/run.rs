@@ -18,7 +18,7 @@ use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHeal
 use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::ipc::IpcSettings;
 use steep_repl_actors::peer_tls::{PeerTransport, TlsPaths};
-use steep_repl_actors::system::{ConfigChange, ReloadHook, SystemActor, SystemSettings};
+use steep_repl_actors::system::{ConfigChange, ReloadHook, Shutdown, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,6 +28,17 @@ const STALE_AFTER: Duration = Duration::from_secs(3);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
+    run_until(config_path, debug, None)
+}
+
+/// `run`, plus an outside stop request (the Windows service control
+/// manager's Stop): a message on `stop` starts the same graceful shutdown
+/// as SIGTERM.
+pub fn run_until(
+    config_path: Option<&Path>,
+    debug: bool,
+    stop: Option<std::sync::mpsc::Receiver<()>>,
+) -> Exit {
     let config = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -103,9 +114,18 @@ pub fn run(config_path: Option<&Path>, debug: bool) -> Exit {
 
     let system = actix::System::new();
     let actor_log = log.clone();
-    system.block_on(async move {
-        actix::Actor::start(SystemActor::new(settings, health, actor_log));
+    let root = system.block_on(async move {
+        actix::Actor::start(SystemActor::new(settings, health, actor_log))
     });
+    if let Some(stop) = stop {
+        std::thread::spawn(move || {
+            if stop.recv().is_ok() {
+                root.do_send(Shutdown {
+                    reason: "service stop".to_string(),
+                });
+            }
+        });
+    }
     let result = system.run();
     drop(lock);
     match result {
@@ -205,8 +225,12 @@ fn sink(target: LogTarget) -> Sink {
         LogTarget::Terminal => Sink::Terminal,
         LogTarget::Journald => Sink::Journald,
         LogTarget::Syslog => Sink::Syslog,
-        // Native Event Log / os_log drains are not built yet: their service
-        // managers capture stderr.
+        #[cfg(windows)]
+        LogTarget::EventLog => Sink::EventLog,
+        #[cfg(target_os = "macos")]
+        LogTarget::OsLog => Sink::OsLog,
+        // The loader accepts these only on their platforms.
+        #[allow(unreachable_patterns)]
         LogTarget::EventLog | LogTarget::OsLog => Sink::Terminal,
         LogTarget::Auto => logging::auto_sink(),
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 fn service_config_path(explicit: Option<&Path>, user: bool) -> PathBuf {
     match explicit {
         Some(path) => service::absolute(path),
-        None if user => config::default_config_path(),
+        None if user => config::user_config_path(),
         None => config::system_config_path(),
     }
 }
@@ -24,7 +24,12 @@ fn fail(e: ServiceError) -> Exit {
     }
 }
 
-pub fn install(explicit: Option<&Path>, user: bool, print: bool) -> Exit {
+pub fn install(
+    explicit: Option<&Path>,
+    user: bool,
+    print: bool,
+    platform: Option<service::Platform>,
+) -> Exit {
     let config_path = service_config_path(explicit, user);
     let binary = match service::own_binary() {
         Ok(b) => b,
@@ -61,7 +66,8 @@ pub fn install(explicit: Option<&Path>, user: bool, print: bool) -> Exit {
         user,
     };
     if print {
-        print!("{}", service::definition(&def));
+        let platform = platform.unwrap_or_else(service::Platform::native);
+        print!("{}", service::definition_for(platform, &def));
         return Exit::Ok;
     }
     if let Err(e) = service::install(&def) {

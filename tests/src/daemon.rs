@@ -167,7 +167,18 @@ impl Daemon {
 
     /// Starts (again) with the configuration already in `home`.
     pub fn start_in(home: DaemonHome) -> Result<Daemon> {
-        let child = spawn_run(&home)?;
+        let child = spawn_run(&home, &[])?;
+        Ok(Daemon {
+            home,
+            child: Some(child),
+        })
+    }
+
+    /// Starts with extra environment variables (e.g. NOTIFY_SOCKET).
+    pub fn start_with_env(options: &DaemonOptions, env: &[(&str, &str)]) -> Result<Daemon> {
+        let home = DaemonHome::new()?;
+        home.write_config(options)?;
+        let child = spawn_run(&home, env)?;
         Ok(Daemon {
             home,
             child: Some(child),
@@ -179,7 +190,7 @@ impl Daemon {
         if self.child.is_some() {
             bail!("the daemon is still running");
         }
-        self.child = Some(spawn_run(&self.home)?);
+        self.child = Some(spawn_run(&self.home, &[])?);
         Ok(())
     }
 
@@ -309,7 +320,7 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn_run(home: &DaemonHome) -> Result<Child> {
+fn spawn_run(home: &DaemonHome, env: &[(&str, &str)]) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -322,13 +333,25 @@ fn spawn_run(home: &DaemonHome) -> Result<Child> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().copied())
         .spawn()
         .context("starting steep-repl run")
 }
 
 /// Runs the CLI to completion: `(exit code, stdout, stderr)`.
 pub fn run_cli(args: &[&str], config: Option<&Path>) -> Result<(i32, String, String)> {
+    run_cli_env(args, config, &[])
+}
+
+/// Like [`run_cli`], with extra environment variables.
+pub fn run_cli_env(
+    args: &[&str],
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Result<(i32, String, String)> {
     let mut cmd = Command::new(steep_repl_bin()?);
+    cmd.envs(env.iter().copied());
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }

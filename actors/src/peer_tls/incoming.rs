@@ -432,7 +432,10 @@ fn classify(err: &io::Error) -> HandshakeFailureReason {
         return match tls {
             rustls::Error::NoCertificatesPresented => R::NoClientCertificate,
             rustls::Error::InvalidCertificate(cert) => match cert {
-                CertificateError::UnknownIssuer => R::UnknownCa,
+                // One trusted CA: a certificate naming it as issuer whose
+                // signature does not verify was not signed by it either
+                // (e.g. another cluster's CA with the same name).
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => R::UnknownCa,
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                     R::CertificateExpired
                 }

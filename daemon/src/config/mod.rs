@@ -25,5 +25,5 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
-pub use paths::{default_config_path, system_config_path};
+pub use paths::{default_config_path, system_config_path, user_config_path};
 pub use schema::*;

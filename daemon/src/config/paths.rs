@@ -91,6 +91,20 @@ pub fn default_config_path() -> PathBuf {
     default_config_candidates(&Host::current(env)).0
 }
 
+/// The per-user config file (what a `--user` service runs with), whoever
+/// runs the command; falls back to the system file only where the platform
+/// has no user folder.
+pub fn user_config_path() -> PathBuf {
+    let env = std::env::vars()
+        .filter(|(k, _)| platform::PATH_VARS.contains(&k.as_str()))
+        .collect();
+    let host = Host::current(env);
+    match platform::user_config_dir(&host) {
+        Some(dir) => dir.join("steep").join("config.yaml"),
+        None => system_config_path_for(&host),
+    }
+}
+
 /// The chosen default path, and the paths looked at before it (for the
 /// "not found" message).
 pub(crate) fn default_config_candidates(host: &Host) -> (PathBuf, Vec<PathBuf>) {

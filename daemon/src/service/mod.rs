@@ -10,6 +10,8 @@ pub mod launchd;
 #[cfg(target_os = "linux")]
 pub mod notify;
 pub mod systemd;
+#[cfg(windows)]
+pub mod windows;
 
 use service_manager::{
     RestartPolicy, ServiceInstallCtx, ServiceLabel, ServiceLevel, ServiceManager, ServiceStartCtx,
@@ -123,26 +125,52 @@ pub struct Definition<'a> {
     pub user: bool,
 }
 
-/// The text `install` registers (what `install --print` shows): a systemd
-/// unit on Linux, a launchd plist on macOS, the SCM command on Windows.
+/// A service manager whose definition `install --print` can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Platform {
+    Systemd,
+    Launchd,
+    Windows,
+}
+
+impl Platform {
+    /// This machine's service manager.
+    pub fn native() -> Platform {
+        if cfg!(target_os = "macos") {
+            Platform::Launchd
+        } else if cfg!(windows) {
+            Platform::Windows
+        } else {
+            Platform::Systemd
+        }
+    }
+}
+
+/// The text `install` registers on this machine.
 pub fn definition(def: &Definition<'_>) -> String {
-    if cfg!(target_os = "macos") {
-        let logs = def.config.parent().unwrap_or(Path::new("/tmp"));
-        launchd::plist(def.binary, def.config, logs)
-    } else if cfg!(windows) {
-        format!(
+    definition_for(Platform::native(), def)
+}
+
+/// The definition for `platform`: a systemd unit, a launchd plist, or the
+/// Windows service command.
+pub fn definition_for(platform: Platform, def: &Definition<'_>) -> String {
+    match platform {
+        Platform::Launchd => {
+            let logs = def.config.parent().unwrap_or(Path::new("/tmp"));
+            launchd::plist(def.binary, def.config, logs)
+        }
+        Platform::Windows => format!(
             "Windows service \"steep-repl\" (automatic start, restart on failure):\n  \"{}\" run --config \"{}\"\n",
             def.binary.display(),
             def.config.display()
-        )
-    } else {
-        systemd::unit(&systemd::UnitSpec {
+        ),
+        Platform::Systemd => systemd::unit(&systemd::UnitSpec {
             binary: def.binary,
             config: def.config,
             node_id: def.node_id,
             ipc_path: def.ipc_path,
             user: def.user,
-        })
+        }),
     }
 }
 
@@ -216,8 +244,30 @@ pub fn restart(user: bool) -> Result<(), ServiceError> {
     start(user)
 }
 
+/// Where our systemd unit lives (user units follow XDG_CONFIG_HOME, as
+/// service-manager does).
+fn systemd_unit_path(user: bool) -> Option<PathBuf> {
+    if !user {
+        return Some(PathBuf::from("/etc/systemd/system/steep-repl.service"));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("systemd/user/steep-repl.service"))
+}
+
 /// The service manager's view; never fails (an unknown state says why).
 pub fn status(user: bool) -> ServiceState {
+    // systemd: the unit file tells whether it is installed, even where no
+    // systemd runs to ask (containers, CI); the manager tells the rest.
+    if cfg!(target_os = "linux") {
+        if let Some(unit) = systemd_unit_path(user) {
+            if !unit.exists() {
+                return ServiceState::NotInstalled;
+            }
+        }
+    }
     let manager = match manager(user) {
         Ok(m) => m,
         Err(e) => return ServiceState::Unknown(e.to_string()),

@@ -13,10 +13,23 @@ impl SystemdNotifier {
     /// A notifier when systemd asked for notifications, else None.
     pub fn from_env() -> Option<SystemdNotifier> {
         std::env::var_os("NOTIFY_SOCKET")?;
-        let mut usec = 0;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
-        Some(SystemdNotifier { watchdog })
+        Some(SystemdNotifier {
+            watchdog: watchdog_requested(),
+        })
     }
+}
+
+/// sd_watchdog_enabled's rule: WATCHDOG_USEC set to a positive number, and
+/// WATCHDOG_PID, when present, naming this process.
+fn watchdog_requested() -> bool {
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let pid_ok = match std::env::var("WATCHDOG_PID") {
+        Ok(pid) => pid.parse::<u32>().ok() == Some(std::process::id()),
+        Err(_) => true,
+    };
+    usec.is_some_and(|u| u > 0) && pid_ok
 }
 
 impl ServiceNotifier for SystemdNotifier {

@@ -80,7 +80,6 @@ pub fn unit(spec: &UnitSpec<'_>) -> String {
         "# Installed by `steep-repl install`; `steep-repl uninstall` removes it.\n\
 [Unit]\n\
 Description=steep-repl node daemon ({node})\n\
-Documentation=man:steep-repl(1)\n\
 After={after}\n\
 Wants=network-online.target\n\
 \n\
