@@ -13,16 +13,8 @@ use steep_repl_tests::pg::PgServer;
 fn home_with_config() -> DaemonHome {
     let home = DaemonHome::new().unwrap();
     let pg_port = 5432;
-    let mut options = DaemonOptions {
-        node_id: "node-a".into(),
-        pg_port,
-        pg_password: "x".into(),
-        pg_database: "postgres".into(),
-        extra: String::new(),
-        grpc: "    enabled: false\n".into(),
-        http_port: None,
-        http_enabled: false,
-    };
+    let mut options = DaemonOptions::for_port("node-a", pg_port);
+    options.pg_password = "x".into();
     options.extra = "  priority: 60\n".into();
     home.write_config(&options).unwrap();
     home
