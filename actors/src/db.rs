@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 const KNOCK_INTERVAL: Duration = Duration::from_millis(200);
 /// How often an unsupported server version is checked again.
 const VERSION_RECHECK: Duration = Duration::from_secs(30);
+/// Pings without an answer (port open) before the connection is declared
+/// lost and rebuilt.
+const SLOW_PINGS_BEFORE_LOSS: u32 = 3;
 /// A repeated identical failure is logged again after this long.
 const REPEAT_LOG_AFTER: Duration = Duration::from_secs(30);
 
@@ -257,6 +260,8 @@ pub struct DbActor {
     attempts: u64,
     losses: u64,
     last_error: Option<String>,
+    /// Pings in a row that got no answer while the port was open.
+    slow_pings: u32,
 }
 
 impl DbActor {
@@ -280,6 +285,7 @@ impl DbActor {
             attempts: 0,
             losses: 0,
             last_error: None,
+            slow_pings: 0,
         }
     }
 
@@ -336,6 +342,7 @@ impl DbActor {
         }
         warn!(self.log, "postgresql.connection_lost"; "error" => &reason);
         self.losses += 1;
+        self.slow_pings = 0;
         if let Some(pool) = self.pool.take() {
             actix::spawn(async move { pool.close().await });
         }
@@ -653,6 +660,18 @@ impl Handler<GetDbStatus> for DbActor {
     }
 }
 
+/// What one health ping found.
+enum PingOutcome {
+    Answered(Duration),
+    /// The connection is gone (a definite connection error, or a timeout
+    /// while the server's port refuses connections).
+    Lost(String),
+    /// No answer in time, but the server's port is open: busy, not gone.
+    Slow(String),
+    /// The statement failed for another reason.
+    Failed(String),
+}
+
 impl Handler<Ping> for DbActor {
     type Result = ();
 
@@ -662,29 +681,62 @@ impl Handler<Ping> for DbActor {
         };
         let timeout = self.settings.ping_timeout;
         let target = self.target_owned();
+        let knock_at = (!self.settings.host.starts_with('/'))
+            .then(|| format!("{}:{}", self.settings.host, self.settings.port));
         let ping = async move {
             let started = Instant::now();
             match tokio::time::timeout(timeout, sqlx::query(PING).execute(&pool)).await {
-                Ok(Ok(_)) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err((
-                    is_connection_error(&e),
-                    describe_connect_error(&e, &target.as_target()),
-                )),
-                Err(_) => Err((
-                    true,
-                    format!("ping timed out after {}s", timeout.as_secs_f64()),
-                )),
+                Ok(Ok(_)) => PingOutcome::Answered(started.elapsed()),
+                Ok(Err(e)) if is_connection_error(&e) => {
+                    PingOutcome::Lost(describe_connect_error(&e, &target.as_target()))
+                }
+                Ok(Err(e)) => PingOutcome::Failed(e.to_string()),
+                Err(_) => {
+                    let reason = format!("ping timed out after {}s", timeout.as_secs_f64());
+                    // A pool facing a dead server retries until its acquire
+                    // timeout; a refused port says it is dead now, while an
+                    // open one means the server (or this machine) is busy.
+                    let open = match knock_at {
+                        Some(addr) => matches!(
+                            tokio::time::timeout(
+                                KNOCK_INTERVAL,
+                                tokio::net::TcpStream::connect(addr)
+                            )
+                            .await,
+                            Ok(Ok(_))
+                        ),
+                        None => true,
+                    };
+                    if open {
+                        PingOutcome::Slow(reason)
+                    } else {
+                        PingOutcome::Lost(format!(
+                            "{reason}; the server's port refuses connections"
+                        ))
+                    }
+                }
             }
         };
-        ctx.spawn(ping.into_actor(self).map(|result, act, ctx| match result {
-            Ok(latency) => act.health.update(|s| {
-                if s.postgresql.phase == DbPhase::Connected {
-                    s.postgresql.latency = Some(latency);
-                    s.postgresql.checked_at = Some(Instant::now());
+        ctx.spawn(ping.into_actor(self).map(|outcome, act, ctx| match outcome {
+            PingOutcome::Answered(latency) => {
+                act.slow_pings = 0;
+                act.health.update(|s| {
+                    if s.postgresql.phase == DbPhase::Connected {
+                        s.postgresql.latency = Some(latency);
+                        s.postgresql.checked_at = Some(Instant::now());
+                    }
+                })
+            }
+            PingOutcome::Lost(reason) => act.lose(reason, ctx),
+            PingOutcome::Slow(reason) => {
+                act.slow_pings += 1;
+                warn!(act.log, "postgresql.ping_slow"; "error" => &reason, "in_a_row" => act.slow_pings);
+                // Health turns stale by itself meanwhile (no fresh answer).
+                if act.slow_pings >= SLOW_PINGS_BEFORE_LOSS {
+                    act.lose(format!("{reason} ({} times in a row)", act.slow_pings), ctx);
                 }
-            }),
-            Err((true, reason)) => act.lose(reason, ctx),
-            Err((false, reason)) => warn!(act.log, "postgresql.ping_failed"; "error" => reason),
+            }
+            PingOutcome::Failed(reason) => warn!(act.log, "postgresql.ping_failed"; "error" => reason),
         }));
     }
 }

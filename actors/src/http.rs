@@ -58,6 +58,8 @@ pub struct HttpSettings {
     /// does, so that a port in use stops the start). `None`: the actor binds
     /// `bind:port` itself and reports a failure into health.
     pub listener: Option<HttpListener>,
+    /// The IPC server's counters, for `/metrics` (when IPC runs).
+    pub ipc_metrics: Option<Arc<crate::ipc::metrics::IpcMetrics>>,
 }
 
 impl HttpSettings {
@@ -131,7 +133,8 @@ impl HttpActor {
                     source: std::io::Error::other("the listening socket was already taken"),
                 })?,
         };
-        let metrics = Arc::new(metrics::Metrics::new()?);
+        let metrics =
+            Arc::new(metrics::Metrics::new()?.with_ipc(self.settings.ipc_metrics.clone()));
         let probes = routes::Probes::new(self.health.clone(), self.live_after, metrics);
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -273,6 +276,7 @@ mod tests {
             bind: addr.ip(),
             port: addr.port(),
             listener: Some(listener),
+            ipc_metrics: None,
         };
         let log = Logger::root(slog::Discard, slog::o!());
         let stop = start(settings, health.clone(), Duration::from_secs(1), &log);
@@ -310,6 +314,7 @@ mod tests {
             bind: addr.ip(),
             port: addr.port(),
             listener: None,
+            ipc_metrics: None,
         };
         let log = Logger::root(slog::Discard, slog::o!());
         let _stop = start(settings, health.clone(), Duration::from_secs(1), &log);

@@ -99,6 +99,8 @@ pub struct SystemActor {
     log: Logger,
     children: Option<Children>,
     stopping: bool,
+    /// The poll that waits for the listeners at start.
+    listeners_wait: Option<SpawnHandle>,
 }
 
 impl SystemActor {
@@ -109,6 +111,7 @@ impl SystemActor {
             log,
             children: None,
             stopping: false,
+            listeners_wait: None,
         }
     }
 
@@ -181,14 +184,16 @@ impl SystemActor {
     /// Marks the daemon running once every enabled listener listens (or
     /// after a bound, so that a listener that failed to bind is reported by
     /// health instead of keeping the daemon "starting" forever).
-    fn await_listeners(&self, ctx: &mut Context<Self>) {
+    fn await_listeners(&mut self, ctx: &mut Context<Self>) {
         let started = Instant::now();
-        ctx.run_interval(Duration::from_millis(5), move |act, ctx| {
+        let handle = ctx.run_interval(Duration::from_millis(5), move |act, ctx| {
             let s = act.health.load();
             let all_up = s.grpc.ok() && s.ipc.ok() && s.http.ok();
             if all_up || started.elapsed() > Duration::from_secs(5) || act.stopping {
-                ctx.cancel_future(ctx.handle());
-                if !act.stopping {
+                if let Some(handle) = act.listeners_wait.take() {
+                    ctx.cancel_future(handle);
+                }
+                if !act.stopping && s.state == DaemonState::Starting {
                     act.health.update(|s| s.state = DaemonState::Running);
                     if let Some(notifier) = &act.settings.notifier {
                         notifier.ready();
@@ -198,6 +203,7 @@ impl SystemActor {
                 }
             }
         });
+        self.listeners_wait = Some(handle);
     }
 
     fn watch_signals(&self, ctx: &mut Context<Self>) {

@@ -8,7 +8,7 @@
 //! the service manager says), 4 when `health` finds the node unhealthy, 2
 //! when the daemon refuses the request as invalid, 1 for other failures.
 
-mod render;
+pub mod render;
 mod table;
 
 use crate::exit::Exit;
@@ -50,11 +50,7 @@ pub fn status(config: Option<&Path>, json: bool, watch: Option<u64>) -> Exit {
 
 pub fn health(config: Option<&Path>, remote: Option<&str>, json: bool, watch: Option<u64>) -> Exit {
     if let Some(remote) = remote {
-        eprintln!(
-            "steep-repl: health --remote {remote} is not yet available (it comes with the gRPC peer \
-             service); run `steep-repl health` on that node instead"
-        );
-        return Exit::Error;
+        return crate::remote_health::health(config, remote, json);
     }
     let view = View {
         method: "health.check",

@@ -8,6 +8,7 @@ mod inspect;
 mod ipc_client;
 mod lock;
 mod logging;
+mod remote_health;
 mod run;
 mod service;
 mod service_cmd;

@@ -98,7 +98,10 @@ pub fn run_until(
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
     settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
     settings.grpc = grpc;
-    settings.http = http;
+    settings.http = http.map(|mut http| {
+        http.ipc_metrics = settings.ipc.as_ref().map(|ipc| ipc.metrics.clone());
+        http
+    });
     let pg = PostgresHealth::new(
         &config.postgresql.host,
         config.postgresql.port,
@@ -413,6 +416,7 @@ fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
         bind,
         port,
         listener: Some(listener),
+        ipc_metrics: None,
     }))
 }
 

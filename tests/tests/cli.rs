@@ -176,9 +176,10 @@ fn status_without_a_daemon_says_so_and_exits_3() {
     assert_eq!(code, 3);
     assert!(err.contains("nothing answers"), "{err}");
 
+    // A peer's health needs this node's certificates; this config has none.
     let (code, _, err) = run_cli(&["health", "--remote", "db2:5433"], Some(&config)).unwrap();
-    assert_eq!(code, 1);
-    assert!(err.contains("not yet available"), "{err}");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("repl.grpc.tls.cert_file"), "{err}");
 }
 
 #[test]

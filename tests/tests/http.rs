@@ -419,6 +419,9 @@ async fn metrics_parse_as_prometheus_text_and_name_every_family() {
         ("steep_repl_http_request_duration_seconds", "histogram"),
         ("steep_repl_uptime_seconds", "gauge"),
         ("steep_repl_is_coordinator", "gauge"),
+        // The IPC server's counters share the page.
+        ("steep_repl_ipc_requests_total", "counter"),
+        ("steep_repl_ipc_request_duration_seconds", "histogram"),
     ];
     for (name, kind) in expected {
         let family = families

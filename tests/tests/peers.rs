@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 use steep_repl_tests::cluster::TestCluster;
+use steep_repl_tests::daemon::run_cli;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -157,4 +158,48 @@ async fn a_node_left_alone_claims_no_coordinator() {
     .await
     .unwrap();
     assert_eq!(last["coordinator"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn health_remote_asks_a_peer_over_mutual_tls_and_exits_4_when_it_is_unhealthy() {
+    let mut cluster = TestCluster::start(&[50, 60]).await.unwrap();
+    cluster
+        .wait_until("two healthy nodes", CONVERGE, || async {
+            cluster
+                .sees(0, &[("node-1", "healthy"), ("node-2", "healthy")])
+                .await
+        })
+        .await
+        .unwrap();
+    let config = cluster.nodes[0].daemon.home.config_path();
+    let peer = format!("127.0.0.1:{}", cluster.nodes[1].grpc_port);
+    let (code, out, err) =
+        run_cli(&["health", "--remote", &peer, "--json"], Some(&config)).unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["node"]["node_id"], "node-2");
+    assert_eq!(body["components"]["postgresql"]["healthy"], true);
+
+    let (code, out, _) = run_cli(&["health", "--remote", &peer], Some(&config)).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("node-2") && out.contains("postgresql"),
+        "{out}"
+    );
+
+    cluster.nodes[1].pg.stop().unwrap();
+    let mut last = String::new();
+    for _ in 0..100 {
+        let (code, out, _) =
+            run_cli(&["health", "--remote", &peer, "--json"], Some(&config)).unwrap();
+        if code == 4 {
+            let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(body["components"]["postgresql"]["healthy"], false);
+            return;
+        }
+        last = out;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health --remote never reported the peer unhealthy: {last}");
 }

@@ -49,6 +49,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     paths: Vec<PathMetrics>,
+    /// The IPC server's counters, rendered on the same page when IPC runs.
+    ipc: Option<std::sync::Arc<crate::ipc::metrics::IpcMetrics>>,
 }
 
 impl Metrics {
@@ -83,6 +85,7 @@ impl Metrics {
             registry,
             requests,
             paths,
+            ipc: None,
         })
     }
 
@@ -102,6 +105,15 @@ impl Metrics {
         }
     }
 
+    /// Adds the IPC server's counters to every page.
+    pub fn with_ipc(
+        mut self,
+        ipc: Option<std::sync::Arc<crate::ipc::metrics::IpcMetrics>>,
+    ) -> Self {
+        self.ipc = ipc;
+        self
+    }
+
     /// The whole page for a scrape at `now`.
     pub fn render(
         &self,
@@ -113,6 +125,9 @@ impl Metrics {
         let mut page = Page::default();
         snapshot_families(&mut page, s, now, stale_after, live);
         let mut out = page.0;
+        if let Some(ipc) = &self.ipc {
+            ipc.snapshot().write_prometheus(&mut out);
+        }
         // Encoding plain counters into a String cannot fail; should the
         // crate ever refuse, the snapshot part is still worth serving.
         let mut buf = Vec::new();

@@ -291,6 +291,12 @@ impl IpcMetricsSnapshot {
     }
 }
 
+impl std::fmt::Debug for IpcMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("IpcMetrics").field(&self.snapshot()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
