@@ -9,18 +9,53 @@ cd "$STEEP_ROOT"
 
 step() { say ""; say "==> $*"; }
 
+# Containers and networks of container tests that were killed before they
+# could clean up (the label is tests/src/containers.rs's TEST_LABEL). Only
+# those older than an hour: a test running beside this one is left alone.
+remove_stale_test_containers() {
+    local cutoff id created
+    cutoff=$(($(date +%s) - 3600))
+    for id in $(docker ps -aq --filter label=io.steep-repl.test); do
+        created=$(date -d "$(docker inspect -f '{{.Created}}' "$id")" +%s 2>/dev/null || echo "$cutoff")
+        [ "$created" -lt "$cutoff" ] && docker rm -f -v "$id" >/dev/null 2>&1 || true
+    done
+    for id in $(docker network ls -q --filter label=io.steep-repl.test); do
+        # Networks say "2026-11-27 02:02:53.5 +0000 UTC"; date wants no "UTC".
+        created=$(docker network inspect -f '{{.Created}}' "$id")
+        created=$(date -d "${created% UTC}" +%s 2>/dev/null || echo "$cutoff")
+        [ "$created" -lt "$cutoff" ] && docker network rm "$id" >/dev/null 2>&1 || true
+    done
+}
+
 step "test prerequisites"
 # postgresql-15: the version gate test; runuser (util-linux) runs servers
 # as the unprivileged account; haproxy: the load balancer test of the HTTP
 # probes (tests/tests/http.rs); systemd (systemd-analyze, systemctl) and
-# libplist-utils (plistutil): the service definitions (tests/tests/service.rs).
-ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils
+# libplist-utils (plistutil): the service definitions (tests/tests/service.rs);
+# busybox-static, tini and debootstrap: the container images (deploy/image.sh).
+ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils busybox-static tini debootstrap
 ensure_pg_user
 
 step "PostgreSQL 18 and the steep_repl extension"
 STEEP_PG_CONFIG=$("$STEEP_ROOT/deploy/pg18.sh")
 export STEEP_PG_CONFIG STEEP_PG_USER
 "$STEEP_ROOT/deploy/extension.sh"
+
+step "container images for the cluster tests in containers (tests/tests/containers.rs)"
+case "${STEEP_SKIP_CONTAINER_TESTS:-}" in "" | 0 | false | no) skip_containers="" ;; *) skip_containers=1 ;; esac
+if [ -n "$skip_containers" ]; then
+    say "SKIPPED: STEEP_SKIP_CONTAINER_TESTS=$STEEP_SKIP_CONTAINER_TESTS: no images built; each container test reports itself skipped"
+else
+    remove_stale_test_containers
+    # The extension was installed just above.
+    t0=$SECONDS
+    hint="the container tests need these images; STEEP_SKIP_CONTAINER_TESTS=1 runs the other tests without them"
+    STEEP_TEST_IMAGE=$(STEEP_EXTENSION_INSTALLED=1 "$STEEP_ROOT/deploy/image.sh" node) || die "$hint"
+    t1=$SECONDS
+    STEEP_TEST_SYSTEMD_IMAGE=$(STEEP_EXTENSION_INSTALLED=1 "$STEEP_ROOT/deploy/image.sh" systemd) || die "$hint"
+    say "images: $STEEP_TEST_IMAGE ($((t1 - t0)) s), $STEEP_TEST_SYSTEMD_IMAGE ($((SECONDS - t1)) s)"
+    export STEEP_TEST_IMAGE STEEP_TEST_SYSTEMD_IMAGE
+fi
 
 step "Python gRPC client for the interoperability test"
 STEEP_TEST_PYTHON=$("$STEEP_ROOT/deploy/python-env.sh")

@@ -7,6 +7,7 @@
 //! the CLI.
 
 pub mod cluster;
+pub mod containers;
 pub mod daemon;
 pub mod ext;
 pub mod haproxy;

@@ -1,0 +1,448 @@
+//! Cluster scenarios with every node in its own container (PostgreSQL 18 +
+//! steep_repl + the daemon, mutual TLS), on a private Docker network made
+//! for each test: convergence, a partition, a frozen node, a restart, and
+//! PostgreSQL stopped under a running daemon; and a daemon installed as a
+//! systemd service coming back after the container restarts.
+//!
+//! Needs a Docker engine and the images of deploy/image.sh (deploy/test.sh
+//! builds them). STEEP_SKIP_CONTAINER_TESTS=1 skips these tests, each
+//! saying so in the output.
+
+use std::time::Duration;
+use steep_repl_tests::containers::cluster::ContainerCluster;
+use steep_repl_tests::containers::systemd::SystemdNode;
+use steep_repl_tests::containers::{announce, node_image, should_run, systemd_image};
+
+/// Convergence, failover and recovery bounds: generous, since these run
+/// beside other tests on two cores; the daemon's own bound for "unreachable"
+/// is unreachable_after (3 s) plus one heartbeat.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// node-1 (50), node-2 (70), node-3 (60): node-2 is the coordinator while it
+/// is healthy and seen by a majority, node-3 next.
+const PRIORITIES: [u8; 3] = [50, 70, 60];
+
+const ALL: [usize; 3] = [0, 1, 2];
+const ALL_HEALTHY: [(&str, &str); 3] = [
+    ("node-1", "healthy"),
+    ("node-2", "healthy"),
+    ("node-3", "healthy"),
+];
+
+async fn converged_cluster() -> ContainerCluster {
+    let cluster = ContainerCluster::start(&node_image(), &PRIORITIES)
+        .await
+        .unwrap();
+    cluster
+        .wait_until(
+            "all three healthy everywhere, node-2 coordinator everywhere",
+            CONVERGE,
+            || async {
+                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
+                    && cluster.agree(&ALL, Some("node-2")).await?)
+            },
+        )
+        .await
+        .unwrap();
+    cluster
+}
+
+/// The last `coordinator.elected` audit row of node `i`: its coordinator.
+async fn last_election(cluster: &ContainerCluster, i: usize) -> serde_json::Value {
+    let json = cluster.nodes[i]
+        .sql(
+            "SELECT new_value FROM steep_repl.audit_log \
+             WHERE action = 'coordinator.elected' ORDER BY id DESC LIMIT 1",
+        )
+        .await
+        .unwrap();
+    serde_json::from_str::<serde_json::Value>(&json).unwrap()["coordinator"].clone()
+}
+
+#[tokio::test]
+async fn three_containers_converge_on_one_coordinator_that_every_node_names() {
+    if !should_run(&node_image()) {
+        return;
+    }
+    let cluster = converged_cluster().await;
+    for i in ALL {
+        let node = &cluster.nodes[i];
+        // Each node's own probe, at its own address, agrees with its registry.
+        let health = node.http_get("/health").await.unwrap();
+        assert_eq!(health.status, 200, "{}: {}", node.node_id(), health.text());
+        let body = health.json().unwrap();
+        assert_eq!(body["node"]["node_id"], node.node_id());
+        assert_eq!(body["node"]["is_coordinator"], node.node_id() == "node-2");
+        // Peers registered under their container names and gRPC port.
+        let peers = node
+            .sql("SELECT string_agg(node_id || '@' || grpc_host || ':' || grpc_port, ',' ORDER BY node_id) FROM steep_repl.nodes")
+            .await
+            .unwrap();
+        let expected: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{}@{}:5433", n.node_id(), n.host()))
+            .collect();
+        assert_eq!(peers, expected.join(","), "registry of {}", node.node_id());
+        // The CLI inside the container (over the daemon's local socket)
+        // tells the same story.
+        let cli = node.cli_nodes().await.unwrap();
+        let rows = cli["nodes"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{cli}");
+        for row in rows {
+            assert_eq!(row["status"], "healthy", "{cli}");
+            assert_eq!(row["is_coordinator"], row["node_id"] == "node-2", "{cli}");
+        }
+        assert_eq!(last_election(&cluster, i).await, "node-2");
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_coordinator_is_replaced_by_the_majority_and_claims_none_until_healed() {
+    if !should_run(&node_image()) {
+        return;
+    }
+    let cluster = converged_cluster().await;
+    let coordinator = &cluster.nodes[1];
+
+    coordinator.disconnect().unwrap();
+    announce(&format!(
+        "  {} disconnected from {}",
+        coordinator.host(),
+        cluster.network
+    ));
+    cluster
+        .wait_until(
+            "majority (node-1, node-3): node-2 unreachable, node-3 coordinator",
+            CONVERGE,
+            || async {
+                Ok(cluster
+                    .all_see(&[0, 2], &[("node-2", "unreachable")])
+                    .await?
+                    && cluster.agree(&[0, 2], Some("node-3")).await?)
+            },
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_until(
+            "isolated node-2: both peers unreachable, no coordinator",
+            CONVERGE,
+            || async {
+                let view = cluster.registry(1).await?;
+                Ok(
+                    view.shows(&[("node-1", "unreachable"), ("node-3", "unreachable")])
+                        && view.coordinator.is_none(),
+                )
+            },
+        )
+        .await
+        .unwrap();
+    // The isolated node's own probe says the same (read from inside: it has
+    // no address the test can reach).
+    let health = coordinator
+        .exec(&["wget", "-q", "-O", "-", "http://127.0.0.1:8080/health"])
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&health.stdout).unwrap();
+    assert_eq!(body["node"]["is_coordinator"], false, "{body}");
+    assert_eq!(last_election(&cluster, 1).await, serde_json::Value::Null);
+
+    coordinator.reconnect().unwrap();
+    announce(&format!("  {} reconnected", coordinator.host()));
+    cluster
+        .wait_until(
+            "healed: all healthy everywhere, node-2 coordinator everywhere",
+            CONVERGE,
+            || async {
+                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
+                    && cluster.agree(&ALL, Some("node-2")).await?)
+            },
+        )
+        .await
+        .unwrap();
+    for i in ALL {
+        assert_eq!(last_election(&cluster, i).await, "node-2");
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_node_is_marked_unreachable_and_healthy_again_once_thawed() {
+    if !should_run(&node_image()) {
+        return;
+    }
+    let cluster = converged_cluster().await;
+    cluster.nodes[1].pause().await.unwrap();
+    announce("  node-2 paused");
+    cluster
+        .wait_until(
+            "node-1 and node-3: node-2 unreachable, node-3 coordinator",
+            CONVERGE,
+            || async {
+                Ok(cluster
+                    .all_see(&[0, 2], &[("node-2", "unreachable")])
+                    .await?
+                    && cluster.agree(&[0, 2], Some("node-3")).await?)
+            },
+        )
+        .await
+        .unwrap();
+
+    cluster.nodes[1].unpause().await.unwrap();
+    announce("  node-2 unpaused");
+    cluster
+        .wait_until(
+            "thawed: all healthy everywhere, node-2 coordinator everywhere",
+            CONVERGE,
+            || async {
+                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
+                    && cluster.agree(&ALL, Some("node-2")).await?)
+            },
+        )
+        .await
+        .unwrap();
+    let transitions: i64 = cluster.nodes[0]
+        .sql(
+            "SELECT count(*) FROM steep_repl.audit_log \
+             WHERE action = 'node.status_changed' AND target_id = 'node-2'",
+        )
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        transitions >= 3,
+        "unknown->healthy->unreachable->healthy should be audited on node-1, got {transitions}"
+    );
+}
+
+/// Node `i` has a heartbeat newer than `since` from each of `peers`, and
+/// sees them healthy.
+async fn heard_since(
+    cluster: &ContainerCluster,
+    i: usize,
+    peers: &[&str],
+    since: &str,
+) -> anyhow::Result<bool> {
+    let list: Vec<String> = peers.iter().map(|p| format!("'{p}'")).collect();
+    let fresh: usize = cluster.nodes[i]
+        .sql(&format!(
+            "SELECT count(*) FROM steep_repl.nodes WHERE node_id IN ({}) \
+             AND status = 'healthy' AND last_seen > '{since}'",
+            list.join(", ")
+        ))
+        .await?
+        .parse()?;
+    Ok(fresh == peers.len())
+}
+
+#[tokio::test]
+async fn a_restarted_container_rejoins_with_its_registry_and_audit_trail_intact() {
+    if !should_run(&node_image()) {
+        return;
+    }
+    let cluster = converged_cluster().await;
+    let node = &cluster.nodes[2];
+    node.sql("SELECT steep_repl.set_state('test.marker', '\"before the restart\"')")
+        .await
+        .unwrap();
+    let before = node
+        .sql("SELECT count(*) || ',' || max(id) FROM steep_repl.audit_log")
+        .await
+        .unwrap();
+    let (count_before, max_before) = before.split_once(',').unwrap();
+    let ids_before = node
+        .sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM steep_repl.audit_log")
+        .await
+        .unwrap();
+
+    node.restart().unwrap();
+    announce("  node-3 restarted (docker restart)");
+    // Rows written before the restart say "healthy" already: only
+    // heartbeats newer than the restart show that node-3 rejoined. The
+    // containers share the host's clock.
+    let restarted_at = cluster.nodes[0].sql("SELECT now()").await.unwrap();
+    cluster
+        .wait_until(
+            "node-3 back: fresh heartbeats both ways, node-2 coordinator everywhere",
+            CONVERGE,
+            || async {
+                Ok(
+                    heard_since(&cluster, 2, &["node-1", "node-2"], &restarted_at).await?
+                        && heard_since(&cluster, 0, &["node-3"], &restarted_at).await?
+                        && heard_since(&cluster, 1, &["node-3"], &restarted_at).await?
+                        && cluster.all_see(&ALL, &ALL_HEALTHY).await?
+                        && cluster.agree(&ALL, Some("node-2")).await?,
+                )
+            },
+        )
+        .await
+        .unwrap();
+
+    // Every audit row from before is still there, unchanged in number...
+    let ids_after = node
+        .sql(&format!(
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM steep_repl.audit_log WHERE id <= {max_before}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ids_after, ids_before);
+    let count_after: i64 = node
+        .sql("SELECT count(*) FROM steep_repl.audit_log")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count_after > count_before.parse::<i64>().unwrap());
+    // ... with the graceful stop and the new start recorded after them.
+    let lifecycle = node
+        .sql(&format!(
+            "SELECT string_agg(action, ',' ORDER BY id) FROM steep_repl.audit_log \
+             WHERE id > {max_before} AND action IN ('daemon.stopped', 'daemon.started')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(lifecycle, "daemon.stopped,daemon.started");
+    // The state and the registry survived on the container's filesystem.
+    assert_eq!(
+        node.sql("SELECT steep_repl.get_state('test.marker')")
+            .await
+            .unwrap(),
+        "\"before the restart\""
+    );
+    let rows = node
+        .sql("SELECT count(*) FROM steep_repl.nodes")
+        .await
+        .unwrap();
+    assert_eq!(rows, "3");
+}
+
+#[tokio::test]
+async fn a_node_whose_postgresql_stops_is_unhealthy_and_degraded_for_its_peers_until_it_is_back() {
+    if !should_run(&node_image()) {
+        return;
+    }
+    let cluster = converged_cluster().await;
+    let node = &cluster.nodes[0];
+    node.postgresql("stop").await.unwrap();
+    announce("  node-1: PostgreSQL stopped inside the container");
+
+    let health = cluster
+        .wait_for_http(0, "/health", 503, CONVERGE)
+        .await
+        .unwrap();
+    let body = health.json().unwrap();
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    assert_eq!(body["components"]["postgresql"]["healthy"], false, "{body}");
+    // The daemon itself is fine: liveness does not depend on PostgreSQL.
+    assert_eq!(node.http_get("/live").await.unwrap().status, 200);
+    cluster
+        .wait_until(
+            "node-2 and node-3: node-1 degraded, node-2 still coordinator",
+            CONVERGE,
+            || async {
+                Ok(cluster.all_see(&[1, 2], &[("node-1", "degraded")]).await?
+                    && cluster.agree(&[1, 2], Some("node-2")).await?)
+            },
+        )
+        .await
+        .unwrap();
+
+    node.postgresql("start").await.unwrap();
+    announce("  node-1: PostgreSQL started again");
+    cluster
+        .wait_for_http(0, "/health", 200, CONVERGE)
+        .await
+        .unwrap();
+    cluster
+        .wait_until(
+            "all healthy everywhere, node-2 coordinator everywhere",
+            CONVERGE,
+            || async {
+                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
+                    && cluster.agree(&ALL, Some("node-2")).await?)
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_daemon_installed_as_a_systemd_service_runs_again_after_the_container_restarts() {
+    if !should_run(&systemd_image()) {
+        return;
+    }
+    let node = SystemdNode::start(&systemd_image()).await.unwrap();
+    let state = node.wait_for_boot(CONVERGE).await.unwrap();
+    announce(&format!("  systemd booted ({state})"));
+    assert_eq!(node.unit_state("postgresql").await.unwrap(), "active");
+
+    let install = node
+        .run(&[
+            "steep-repl",
+            "install",
+            "--config",
+            "/etc/steep/config.yaml",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        install.stdout.contains("installed the steep-repl service"),
+        "{install:?}"
+    );
+    let enabled = node
+        .exec(&["systemctl", "is-enabled", "steep-repl"])
+        .await
+        .unwrap();
+    assert_eq!(enabled.stdout.trim(), "enabled", "{enabled:?}");
+    node.run(&["steep-repl", "start"]).await.unwrap();
+    let health = node.wait_for_health(200, CONVERGE).await.unwrap();
+    assert_eq!(health.json().unwrap()["node"]["node_id"], "node-1");
+    let first_pid = node
+        .run(&[
+            "systemctl",
+            "show",
+            "--property=MainPID",
+            "--value",
+            "steep-repl",
+        ])
+        .await
+        .unwrap()
+        .stdout;
+
+    // A reboot: systemd shuts every unit down (the image's stop signal is
+    // SIGRTMIN+3), the container starts again and systemd boots. Nobody
+    // starts the daemon this time.
+    steep_repl_tests::containers::docker::restart(&node.spec.host, 60).unwrap();
+    announce("  container restarted (docker restart)");
+    node.wait_for_boot(CONVERGE).await.unwrap();
+    node.wait_for_health(200, CONVERGE).await.unwrap();
+    assert_eq!(node.unit_state("steep-repl").await.unwrap(), "active");
+    let second_pid = node
+        .run(&[
+            "systemctl",
+            "show",
+            "--property=MainPID",
+            "--value",
+            "steep-repl",
+        ])
+        .await
+        .unwrap()
+        .stdout;
+    assert_ne!(second_pid.trim(), "0");
+    announce(&format!(
+        "  steep-repl.service: pid {} before, {} after the restart",
+        first_pid.trim(),
+        second_pid.trim()
+    ));
+    // Two starts and the stop between them, in the audit trail that
+    // survived the reboot.
+    let lifecycle = node
+        .sql(
+            "SELECT string_agg(action, ',' ORDER BY id) FROM steep_repl.audit_log \
+             WHERE action IN ('daemon.stopped', 'daemon.started')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(lifecycle, "daemon.started,daemon.stopped,daemon.started");
+}
