@@ -1,72 +1,271 @@
 //! Daemon core measurements (issue "daemon core"), on a real PostgreSQL 18:
 //!
-//! 1. start-up: process spawn to "PostgreSQL connected and registered"
-//!    (the `postgresql.connected` log line, written after registration);
-//! 2. idle RSS of a running daemon;
-//! 3. audit throughput through the AuditActor (spool + batched INSERT via
+//! 1. start-up: process spawn to "PostgreSQL connected and registered" (the
+//!    `postgresql.connected` log line, written after registration), and to
+//!    "connected and every listener up" as a client sees it (IPC
+//!    `health.check` healthy with IPC, HTTP and gRPC over mTLS all
+//!    listening); both polled every millisecond;
+//! 2. idle RSS of a running daemon, and its RSS before and after a million
+//!    IPC `status.get` and a million HTTP `/health` requests;
+//! 3. reconnect: PostgreSQL stopped for 10 s (deep into the backoff), then
+//!    started; time from its port opening to the daemon's `health.check`
+//!    reporting PostgreSQL healthy again;
+//! 4. audit throughput through the AuditActor (spool + batched INSERT via
 //!    the DbActor), against a reference measured in the same run: the same
 //!    rows written by a bare sqlx loop with the same batched statement and
 //!    no spool.
 //!
-//! Run: `cargo build --release && cargo run --release -p steep-repl-benches --bin core_bench`
+//! Run: `cargo build --release && target/release/core_bench`
 //! (STEEP_DAEMON_BIN defaults to target/release/steep-repl here).
 
 use actix::Actor;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sqlx::Executor;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use steep_repl_actors::audit::{AuditActor, AuditSettings, Flush, GetAuditStatus, RecordBatch};
 use steep_repl_actors::audit_event::{AuditAction, AuditEvent};
 use steep_repl_actors::db::{DbActor, DbSettings, SelfRegistration};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
+use steep_repl_benches::ipc_load;
+use steep_repl_tests::cluster::{grpc_yaml, Certificates};
 use steep_repl_tests::daemon::{Daemon, DaemonOptions};
 use steep_repl_tests::ext::server_with_extension;
+use steep_repl_tests::ipc::IpcClient;
 use steep_repl_tests::paths::repo_root;
 use steep_repl_tests::pg::PgServer;
+use steep_repl_tests::ports::free_port;
 
 const STARTS: usize = 15;
 const EVENTS: usize = 200_000;
+const RECONNECTS: usize = 3;
+const MILLION: usize = 1_000_000;
+const POLL: Duration = Duration::from_millis(1);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx]
 }
 
-fn startup(pg: &PgServer) -> Result<Vec<f64>> {
-    let mut times = Vec::new();
-    for i in 0..STARTS {
-        let started = Instant::now();
-        let mut daemon = Daemon::start(&DaemonOptions::for_server(&format!("bench-{i}"), pg))?;
-        daemon.wait_for_log("postgresql.connected", Duration::from_secs(20))?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        daemon.stop()?;
-    }
+fn summary(label: &str, times: &mut [f64]) {
     times.sort_by(f64::total_cmp);
-    Ok(times)
+    println!(
+        "{label} ({} runs): median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        times.len(),
+        percentile(times, 0.5),
+        percentile(times, 0.9),
+        times[0],
+        times[times.len() - 1]
+    );
 }
 
-fn idle_rss_kib(pg: &PgServer) -> Result<(u64, u64)> {
-    let mut daemon = Daemon::start(&DaemonOptions::for_server("bench-rss", pg))?;
-    daemon.wait_for_log("postgresql.connected", Duration::from_secs(20))?;
-    let read = |pid: u32| -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .context("no VmRSS")?;
-        Ok(line
-            .split_whitespace()
-            .nth(1)
-            .context("VmRSS value")?
-            .parse()?)
-    };
+/// A production-shaped daemon: IPC, HTTP and gRPC with mutual TLS.
+fn full_options(node_id: &str, pg: &PgServer, certs: &Certificates) -> DaemonOptions {
+    let mut options = DaemonOptions::for_server(node_id, pg).with_http();
+    options.grpc = grpc_yaml(free_port(), &[], &certs.tls_yaml(node_id));
+    options
+}
+
+/// The `health.check` answer, or None while the socket is not there yet.
+fn health(daemon: &Daemon) -> Option<serde_json::Value> {
+    IpcClient::connect(&daemon.home.socket_path())
+        .ok()?
+        .call("health.check", serde_json::json!({}))
+        .ok()
+}
+
+fn all_healthy(h: &serde_json::Value) -> bool {
+    h["status"] == "healthy"
+        && ["postgresql", "ipc", "http", "grpc"].iter().all(|c| {
+            h["components"][c]["healthy"] == true && h["components"][c]["status"] != "disabled"
+        })
+}
+
+/// Start-up times in ms: (to `postgresql.connected`, to every listener up).
+fn startup(pg: &PgServer, certs: &Certificates) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut connected, mut all_up) = (Vec::new(), Vec::new());
+    for i in 0..STARTS {
+        let options = full_options(&format!("bench-{i}"), pg, certs);
+        let started = Instant::now();
+        let mut daemon = Daemon::start(&options)?;
+        let (mut at_connected, mut at_all_up) = (None, None);
+        while at_connected.is_none() || at_all_up.is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("start {i} not ready after 20 s; log:\n{}", daemon.log());
+            }
+            if at_connected.is_none() && daemon.log().contains("postgresql.connected") {
+                at_connected = Some(started.elapsed());
+            }
+            if at_all_up.is_none() && health(&daemon).is_some_and(|h| all_healthy(&h)) {
+                at_all_up = Some(started.elapsed());
+            }
+            std::thread::sleep(POLL);
+        }
+        connected.push(at_connected.unwrap_or_default().as_secs_f64() * 1000.0);
+        all_up.push(at_all_up.unwrap_or_default().as_secs_f64() * 1000.0);
+        daemon.stop()?;
+    }
+    Ok((connected, all_up))
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `requests` keep-alive `GET /health` on `connections` connections;
+/// every answer must be a 200.
+fn http_load(addr: SocketAddr, requests: usize, connections: usize) -> Result<()> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..connections)
+            .map(|_| {
+                scope.spawn(move || -> Result<()> {
+                    let stream = TcpStream::connect(addr)?;
+                    stream.set_nodelay(true)?;
+                    let mut writer = stream.try_clone()?;
+                    let mut reader = BufReader::new(stream);
+                    let mut body = Vec::new();
+                    for _ in 0..requests / connections {
+                        writer.write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        reader.read_line(&mut line)?;
+                        if !line.starts_with("HTTP/1.1 200") {
+                            bail!("answer: {line:?}");
+                        }
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line)? == 0 {
+                                bail!("connection closed");
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                if name.eq_ignore_ascii_case("content-length") {
+                                    length = value.trim().parse()?;
+                                }
+                            }
+                        }
+                        body.resize(length, 0);
+                        reader.read_exact(&mut body)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("an HTTP client panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// RSS in KiB: (idle after 5 s, idle after 30 s, after a million IPC
+/// requests, after a million HTTP requests).
+fn memory(pg: &PgServer, certs: &Certificates) -> Result<[u64; 4]> {
+    let options = full_options("bench-rss", pg, certs);
+    let http = options.http_addr().context("http address")?;
+    let mut daemon = Daemon::start(&options)?;
+    daemon.wait_for_postgresql(Duration::from_secs(20))?;
     let pid = daemon.pid().context("pid")?;
     std::thread::sleep(Duration::from_secs(5));
-    let after_5s = read(pid)?;
+    let after_5s = rss_kib(pid)?;
     std::thread::sleep(Duration::from_secs(25));
-    let after_30s = read(pid)?;
+    let after_30s = rss_kib(pid)?;
+    let started = Instant::now();
+    let line = r#"{"id":1,"method":"status.get","params":{}}"#;
+    ipc_load::run(
+        &daemon.home.socket_path(),
+        line,
+        MILLION,
+        2,
+        100,
+        |_| Ok(()),
+    )?;
+    let after_ipc = rss_kib(pid)?;
+    println!(
+        "  (a million status.get in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    http_load(http, MILLION, 2)?;
+    let after_http = rss_kib(pid)?;
+    println!(
+        "  (a million GET /health in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
     daemon.stop()?;
-    Ok((after_5s, after_30s))
+    Ok([after_5s, after_30s, after_ipc, after_http])
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(50),
+    )
+    .is_ok()
+}
+
+/// Reconnect times in ms: PostgreSQL's port open to the daemon healthy again.
+fn reconnect(pg: &mut PgServer, certs: &Certificates) -> Result<Vec<f64>> {
+    let mut daemon = Daemon::start(&full_options("bench-reconnect", pg, certs))?;
+    daemon.wait_for_postgresql(Duration::from_secs(20))?;
+    let port = pg.port;
+    let mut times = Vec::new();
+    for _ in 0..RECONNECTS {
+        pg.stop()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health(&daemon).is_some_and(|h| h["components"]["postgresql"]["healthy"] == true) {
+            if Instant::now() > deadline {
+                bail!("the daemon never noticed PostgreSQL stopping");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_secs(10));
+        let (opened, healthy) = std::thread::scope(|scope| -> Result<(Instant, Instant)> {
+            let starting = scope.spawn(|| pg.start_again());
+            while !port_open(port) {
+                std::thread::sleep(POLL);
+            }
+            let opened = Instant::now();
+            let deadline = opened + Duration::from_secs(30);
+            while !health(&daemon).is_some_and(|h| h["components"]["postgresql"]["healthy"] == true)
+            {
+                if Instant::now() > deadline {
+                    bail!(
+                        "not reconnected 30 s after PostgreSQL returned; log:\n{}",
+                        daemon.log()
+                    );
+                }
+                std::thread::sleep(POLL);
+            }
+            let healthy = Instant::now();
+            starting
+                .join()
+                .map_err(|_| anyhow::anyhow!("pg_ctl start panicked"))??;
+            Ok((opened, healthy))
+        })?;
+        times.push((healthy - opened).as_secs_f64() * 1000.0);
+    }
+    daemon.stop()?;
+    Ok(times)
 }
 
 fn events(n: usize) -> Vec<AuditEvent> {
@@ -105,7 +304,7 @@ fn db_settings(pg: &PgServer) -> DbSettings {
 }
 
 /// Events per second through AuditActor -> DbActor -> PostgreSQL.
-async fn audit_actor_rate(pg: &PgServer, spool_dir: &std::path::Path) -> Result<f64> {
+async fn audit_actor_rate(pg: &PgServer, spool_dir: &Path) -> Result<f64> {
     let health = SharedHealth::new(
         HealthSnapshot::starting(
             "bench",
@@ -201,19 +400,26 @@ fn main() -> Result<()> {
     }
     let system = actix_rt::System::new();
     system.block_on(async {
-        let (pg, mut conn) = server_with_extension().await?;
+        let (mut pg, mut conn) = server_with_extension().await?;
         conn.execute("SELECT 1").await?;
+        let ids: Vec<String> = (0..STARTS)
+            .map(|i| format!("bench-{i}"))
+            .chain(["bench-rss".into(), "bench-reconnect".into()])
+            .collect();
+        let certs = Certificates::new(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
 
-        let times = startup(&pg)?;
+        let (mut connected, mut all_up) = startup(&pg, &certs)?;
+        summary("start-up to PostgreSQL connected+registered", &mut connected);
+        summary("start-up to connected and IPC, HTTP, gRPC (mTLS) listening", &mut all_up);
+
+        let [rss5, rss30, rss_ipc, rss_http] = memory(&pg, &certs)?;
         println!(
-            "start-up to PostgreSQL connected+registered ({STARTS} starts): median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-            percentile(&times, 0.5),
-            percentile(&times, 0.9),
-            times[times.len() - 1]
+            "RSS: idle {:.1} MiB after 5 s, {:.1} MiB after 30 s; {:.1} MiB after 1M IPC status.get; {:.1} MiB after 1M more HTTP /health",
+            mib(rss5), mib(rss30), mib(rss_ipc), mib(rss_http)
         );
 
-        let (rss5, rss30) = idle_rss_kib(&pg)?;
-        println!("idle RSS: {:.1} MiB after 5 s, {:.1} MiB after 30 s", rss5 as f64 / 1024.0, rss30 as f64 / 1024.0);
+        let mut back = reconnect(&mut pg, &certs)?;
+        summary("reconnect: PostgreSQL port open to daemon healthy, after 10 s down", &mut back);
 
         let spool = tempfile::tempdir()?;
         let reference = bare_insert_rate(&pg).await?;

@@ -3,7 +3,8 @@
 //! 1. HealthCheck round trip over an open mTLS channel from another process
 //!    (this one) to a daemon, p50/p99, against a reference measured in the
 //!    same run: a bare tonic Coordinator answering a constant HealthCheck
-//!    over the same mTLS transport, served from this process;
+//!    over the same mTLS transport, served by a child process (this binary
+//!    with `serve-reference`) on a single-threaded runtime like the daemon's;
 //! 2. time for three fresh nodes to agree on a coordinator;
 //! 3. time from `kill -9` of a peer to `unreachable` in another node's
 //!    registry, at default settings (heartbeat 1 s, unreachable after 3 s).
@@ -95,7 +96,39 @@ async fn agree(cluster: &TestCluster, alive: &[usize], who: Option<&str>) -> Res
     Ok(true)
 }
 
+/// `peers_bench serve-reference CERT KEY CA`: the reference server, in its
+/// own process; prints its port on stdout, serves until killed.
+fn serve_reference(args: &[String]) -> Result<()> {
+    let [cert, key, ca] = args else {
+        anyhow::bail!("usage: peers_bench serve-reference CERT KEY CA");
+    };
+    let paths = TlsPaths {
+        cert_file: cert.into(),
+        key_file: key.into(),
+        ca_file: ca.into(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let transport = PeerTransport::mtls_from_files(&paths)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?.port());
+        let incoming = transport.incoming(listener, IncomingOptions::default(), |_| {});
+        tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::new(Constant))
+            .serve_with_incoming(incoming)
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.first().map(String::as_str) == Some("serve-reference") {
+        return serve_reference(&args[1..]);
+    }
     if std::env::var_os("STEEP_DAEMON_BIN").is_none() {
         std::env::set_var(
             "STEEP_DAEMON_BIN",
@@ -132,17 +165,25 @@ fn main() -> Result<()> {
         };
         let transport = PeerTransport::mtls_from_files(&paths)?;
         let options = ConnectOptions::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let incoming = transport.incoming(listener, IncomingOptions::default(), |_| {});
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(CoordinatorServer::new(Constant))
-                .serve_with_incoming(incoming),
-        );
-        let reference = round_trips(transport.connect("127.0.0.1", port, &options).await?).await?;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("serve-reference")
+            .arg(&paths.cert_file)
+            .arg(&paths.key_file)
+            .arg(&paths.ca_file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?),
+            &mut line,
+        )?;
+        let port: u16 = line.trim().parse()?;
+        let reference = round_trips(transport.connect("127.0.0.1", port, &options).await?).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let reference = reference?;
         let ours = round_trips(transport.connect("127.0.0.1", cluster.nodes[1].grpc_port, &options).await?).await?;
-        report("reference: bare tonic + same mTLS, in-process", &reference);
+        report("reference: bare tonic + same mTLS, other process", &reference);
         report("steep-repl daemon HealthCheck, other process", &ours);
         println!(
             "ratio daemon/reference: p50 {:.2}, p99 {:.2}",
