@@ -155,8 +155,7 @@ pub struct GrpcPeerActor {
     auth_failures: Arc<AuthFailures>,
     peers: HashMap<String, Peer>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Fires when the server thread has finished serving.
-    server: Option<tokio::sync::oneshot::Receiver<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
     reporter: Option<tonic_health::server::HealthReporter>,
     serving: Option<bool>,
     electing: bool,
@@ -230,11 +229,6 @@ impl GrpcPeerActor {
         self.publish_peers();
     }
 
-    /// Starts the tonic server on its own thread and single-threaded
-    /// runtime: requests from peers are then answered without waiting for
-    /// the actors' turns, and use the second core (measured: docs/BENCHMARKS.md).
-    /// The service reaches the actors through their addresses and the shared
-    /// health, which work across threads.
     fn start_server(&mut self, ctx: &mut Context<Self>) {
         let taken = self
             .settings
@@ -246,8 +240,31 @@ impl GrpcPeerActor {
             warn!(self.log, "grpc.no_listener");
             return;
         };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let error = format!("cannot use the gRPC socket: {e}");
+                warn!(self.log, "grpc.listen_failed"; "error" => &error);
+                self.health.update(|s| s.grpc.error = Some(error.clone()));
+                return;
+            }
+        };
         let failures = self.auth_failures.clone();
-        let transport = self.settings.transport.clone();
+        let incoming = self.settings.transport.incoming(
+            listener,
+            IncomingOptions::default(),
+            move |failure| {
+                failures.record(
+                    failure.peer_addr.ip(),
+                    failure.reason.kind(),
+                    None,
+                    &failure.reason.to_string(),
+                );
+            },
+        );
         let service = CoordinatorService {
             health: self.health.clone(),
             db: self.db.clone(),
@@ -256,71 +273,25 @@ impl GrpcPeerActor {
         };
         let (reporter, health_service) = tonic_health::server::health_reporter();
         self.reporter = Some(reporter);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        self.shutdown = Some(stop_tx);
-        self.server = Some(done_rx);
-        let (log, health) = (self.log.clone(), self.health.clone());
-        let spawned = std::thread::Builder::new()
-            .name("steep-repl-grpc".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let error = format!("cannot start the gRPC runtime: {e}");
-                        warn!(log, "grpc.listen_failed"; "error" => &error);
-                        health.update(|s| s.grpc.error = Some(error.clone()));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match std_listener
-                        .set_nonblocking(true)
-                        .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
-                    {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let error = format!("cannot use the gRPC socket: {e}");
-                            warn!(log, "grpc.listen_failed"; "error" => &error);
-                            health.update(|s| s.grpc.error = Some(error.clone()));
-                            return;
-                        }
-                    };
-                    let incoming =
-                        transport.incoming(listener, IncomingOptions::default(), move |failure| {
-                            failures.record(
-                                failure.peer_addr.ip(),
-                                failure.reason.kind(),
-                                None,
-                                &failure.reason.to_string(),
-                            );
-                        });
-                    health.update(|s| {
-                        s.grpc.listening = true;
-                        s.grpc.error = None;
-                    });
-                    let served = tonic::transport::Server::builder()
-                        .add_service(health_service)
-                        .add_service(CoordinatorServer::new(service))
-                        .serve_with_incoming_shutdown(incoming, async {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        warn!(log, "grpc.server_failed"; "error" => %e);
-                    }
-                });
-                let _ = done_tx.send(());
-            });
-        if let Err(e) = spawned {
-            let error = format!("cannot start the gRPC thread: {e}");
-            warn!(self.log, "grpc.listen_failed"; "error" => &error);
-            self.health.update(|s| s.grpc.error = Some(error.clone()));
-            return;
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.shutdown = Some(tx);
+        let log = self.log.clone();
+        self.server = Some(actix::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(CoordinatorServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                warn!(log, "grpc.server_failed"; "error" => %e);
+            }
+        }));
+        self.health.update(|s| {
+            s.grpc.listening = true;
+            s.grpc.error = None;
+        });
         info!(self.log, "grpc.listening"; "port" => self.settings.port, "tls" => self.settings.transport.is_tls());
     }
 
