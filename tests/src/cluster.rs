@@ -20,32 +20,11 @@ pub struct Certificates {
 
 impl Certificates {
     pub fn new(node_ids: &[&str]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("steep-tls-").tempdir()?;
-        let d = dir.path().to_str().unwrap_or_default().to_string();
-        let (code, _, err) = run_cli(&["tls", "init", "--dir", &d], None)?;
-        if code != 0 {
-            bail!("tls init failed: {err}");
-        }
-        for id in node_ids {
-            let (code, _, err) = run_cli(
-                &[
-                    "tls",
-                    "issue",
-                    id,
-                    "--host",
-                    "127.0.0.1",
-                    "--host",
-                    "localhost",
-                    "--dir",
-                    &d,
-                ],
-                None,
-            )?;
-            if code != 0 {
-                bail!("tls issue {id} failed: {err}");
-            }
-        }
-        Ok(Certificates { dir })
+        let hosts = ["127.0.0.1", "localhost"];
+        let nodes: Vec<(&str, &[&str])> = node_ids.iter().map(|id| (*id, &hosts[..])).collect();
+        Ok(Certificates {
+            dir: issue_certificates("steep-tls-", &nodes)?,
+        })
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -56,6 +35,29 @@ impl Certificates {
     pub fn tls_yaml(&self, node_id: &str) -> String {
         tls_yaml(self.dir.path(), node_id)
     }
+}
+
+/// A new folder (named `prefix`...) with a cluster CA and, for each
+/// `(node_id, hosts)`, a node certificate carrying those hosts, all made by
+/// the real CLI (`steep-repl tls init` and `tls issue`).
+pub fn issue_certificates(prefix: &str, nodes: &[(&str, &[&str])]) -> Result<TempDir> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let d = dir.path().display().to_string();
+    let (code, _, err) = run_cli(&["tls", "init", "--dir", &d], None)?;
+    if code != 0 {
+        bail!("steep-repl tls init failed: {err}");
+    }
+    for (id, hosts) in nodes {
+        let mut args = vec!["tls", "issue", id, "--dir", &d];
+        for host in *hosts {
+            args.extend(["--host", host]);
+        }
+        let (code, _, err) = run_cli(&args, None)?;
+        if code != 0 {
+            bail!("steep-repl tls issue {id} failed: {err}");
+        }
+    }
+    Ok(dir)
 }
 
 pub fn tls_yaml(dir: &Path, node_id: &str) -> String {

@@ -84,8 +84,31 @@ impl PgServer {
         };
         server.initdb()?;
         let mut server = server;
-        server.start_again()?;
-        Ok(server)
+        // The port was free when chosen, but another test's process (or an
+        // outgoing connection) may take it before the server binds it: then
+        // start on another one rather than fail the test.
+        let mut attempts = 1;
+        loop {
+            match server.start_again() {
+                Ok(()) => return Ok(server),
+                Err(e) if attempts < 4 && server.log_tail().contains("could not bind") => {
+                    attempts += 1;
+                    server.port = free_port();
+                    eprintln!(
+                        "PostgreSQL could not bind its port ({e:#}); trying port {}",
+                        server.port
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The last lines of the server's log (empty when there is none).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -158,7 +181,8 @@ impl PgServer {
                 .output()
                 .context("running pg_ctl start")?,
             &format!("pg_ctl start (log: {})", self.log_file().display()),
-        )?;
+        )
+        .map_err(|e| e.context(format!("PostgreSQL's log ends with:\n{}", self.log_tail())))?;
         self.running = true;
         Ok(())
     }

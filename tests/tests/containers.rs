@@ -29,21 +29,36 @@ const ALL_HEALTHY: [(&str, &str); 3] = [
     ("node-3", "healthy"),
 ];
 
+/// Waits until every node in `viewers` shows `statuses` in its registry
+/// and names `coordinator` (None: no coordinator).
+async fn wait_for_view(
+    cluster: &ContainerCluster,
+    what: &str,
+    viewers: &[usize],
+    statuses: &[(&str, &str)],
+    coordinator: Option<&str>,
+) {
+    cluster
+        .wait_until(what, CONVERGE, || async {
+            Ok(cluster.all_see(viewers, statuses).await?
+                && cluster.agree(viewers, coordinator).await?)
+        })
+        .await
+        .unwrap();
+}
+
 async fn converged_cluster() -> ContainerCluster {
     let cluster = ContainerCluster::start(&node_image(), &PRIORITIES)
         .await
         .unwrap();
-    cluster
-        .wait_until(
-            "all three healthy everywhere, node-2 coordinator everywhere",
-            CONVERGE,
-            || async {
-                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
-                    && cluster.agree(&ALL, Some("node-2")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "all three healthy everywhere, node-2 coordinator everywhere",
+        &ALL,
+        &ALL_HEALTHY,
+        Some("node-2"),
+    )
+    .await;
     cluster
 }
 
@@ -111,19 +126,14 @@ async fn a_partitioned_coordinator_is_replaced_by_the_majority_and_claims_none_u
         coordinator.host(),
         cluster.network
     ));
-    cluster
-        .wait_until(
-            "majority (node-1, node-3): node-2 unreachable, node-3 coordinator",
-            CONVERGE,
-            || async {
-                Ok(cluster
-                    .all_see(&[0, 2], &[("node-2", "unreachable")])
-                    .await?
-                    && cluster.agree(&[0, 2], Some("node-3")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "majority (node-1, node-3): node-2 unreachable, node-3 coordinator",
+        &[0, 2],
+        &[("node-2", "unreachable")],
+        Some("node-3"),
+    )
+    .await;
     cluster
         .wait_until(
             "isolated node-2: both peers unreachable, no coordinator",
@@ -150,17 +160,14 @@ async fn a_partitioned_coordinator_is_replaced_by_the_majority_and_claims_none_u
 
     coordinator.reconnect().unwrap();
     announce(&format!("  {} reconnected", coordinator.host()));
-    cluster
-        .wait_until(
-            "healed: all healthy everywhere, node-2 coordinator everywhere",
-            CONVERGE,
-            || async {
-                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
-                    && cluster.agree(&ALL, Some("node-2")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "healed: all healthy everywhere, node-2 coordinator everywhere",
+        &ALL,
+        &ALL_HEALTHY,
+        Some("node-2"),
+    )
+    .await;
     for i in ALL {
         assert_eq!(last_election(&cluster, i).await, "node-2");
     }
@@ -174,33 +181,25 @@ async fn a_frozen_node_is_marked_unreachable_and_healthy_again_once_thawed() {
     let cluster = converged_cluster().await;
     cluster.nodes[1].pause().await.unwrap();
     announce("  node-2 paused");
-    cluster
-        .wait_until(
-            "node-1 and node-3: node-2 unreachable, node-3 coordinator",
-            CONVERGE,
-            || async {
-                Ok(cluster
-                    .all_see(&[0, 2], &[("node-2", "unreachable")])
-                    .await?
-                    && cluster.agree(&[0, 2], Some("node-3")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "node-1 and node-3: node-2 unreachable, node-3 coordinator",
+        &[0, 2],
+        &[("node-2", "unreachable")],
+        Some("node-3"),
+    )
+    .await;
 
     cluster.nodes[1].unpause().await.unwrap();
     announce("  node-2 unpaused");
-    cluster
-        .wait_until(
-            "thawed: all healthy everywhere, node-2 coordinator everywhere",
-            CONVERGE,
-            || async {
-                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
-                    && cluster.agree(&ALL, Some("node-2")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "thawed: all healthy everywhere, node-2 coordinator everywhere",
+        &ALL,
+        &ALL_HEALTHY,
+        Some("node-2"),
+    )
+    .await;
     let transitions: i64 = cluster.nodes[0]
         .sql(
             "SELECT count(*) FROM steep_repl.audit_log \
@@ -336,17 +335,14 @@ async fn a_node_whose_postgresql_stops_is_unhealthy_and_degraded_for_its_peers_u
     assert_eq!(body["components"]["postgresql"]["healthy"], false, "{body}");
     // The daemon itself is fine: liveness does not depend on PostgreSQL.
     assert_eq!(node.http_get("/live").await.unwrap().status, 200);
-    cluster
-        .wait_until(
-            "node-2 and node-3: node-1 degraded, node-2 still coordinator",
-            CONVERGE,
-            || async {
-                Ok(cluster.all_see(&[1, 2], &[("node-1", "degraded")]).await?
-                    && cluster.agree(&[1, 2], Some("node-2")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "node-2 and node-3: node-1 degraded, node-2 still coordinator",
+        &[1, 2],
+        &[("node-1", "degraded")],
+        Some("node-2"),
+    )
+    .await;
 
     node.postgresql("start").await.unwrap();
     announce("  node-1: PostgreSQL started again");
@@ -354,17 +350,14 @@ async fn a_node_whose_postgresql_stops_is_unhealthy_and_degraded_for_its_peers_u
         .wait_for_http(0, "/health", 200, CONVERGE)
         .await
         .unwrap();
-    cluster
-        .wait_until(
-            "all healthy everywhere, node-2 coordinator everywhere",
-            CONVERGE,
-            || async {
-                Ok(cluster.all_see(&ALL, &ALL_HEALTHY).await?
-                    && cluster.agree(&ALL, Some("node-2")).await?)
-            },
-        )
-        .await
-        .unwrap();
+    wait_for_view(
+        &cluster,
+        "all healthy everywhere, node-2 coordinator everywhere",
+        &ALL,
+        &ALL_HEALTHY,
+        Some("node-2"),
+    )
+    .await;
 }
 
 #[tokio::test]

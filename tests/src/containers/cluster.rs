@@ -5,7 +5,7 @@
 
 use super::docker;
 use super::node::{describe, tail, ContainerNode, NodeSpec, Registry};
-use crate::daemon::run_cli;
+use crate::cluster::issue_certificates;
 use anyhow::{bail, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,30 +22,13 @@ pub struct ContainerCluster {
 /// Makes the cluster CA and one certificate per node, with the node's
 /// container name as a host, through the real CLI.
 pub fn certificates(specs: &[NodeSpec]) -> Result<TempDir> {
-    let dir = tempfile::Builder::new().prefix("steep-ctls-").tempdir()?;
-    let d = dir.path().display().to_string();
-    let (code, _, err) = run_cli(&["tls", "init", "--dir", &d], None)?;
-    if code != 0 {
-        bail!("steep-repl tls init failed: {err}");
-    }
-    for spec in specs {
-        let (code, _, err) = run_cli(
-            &[
-                "tls",
-                "issue",
-                &spec.node_id,
-                "--host",
-                &spec.host,
-                "--dir",
-                &d,
-            ],
-            None,
-        )?;
-        if code != 0 {
-            bail!("steep-repl tls issue {} failed: {err}", spec.node_id);
-        }
-    }
-    Ok(dir)
+    let hosts: Vec<[&str; 1]> = specs.iter().map(|s| [s.host.as_str()]).collect();
+    let nodes: Vec<(&str, &[&str])> = specs
+        .iter()
+        .zip(&hosts)
+        .map(|(spec, host)| (spec.node_id.as_str(), &host[..]))
+        .collect();
+    issue_certificates("steep-ctls-", &nodes)
 }
 
 /// A name no other test (or test run) uses at the same time.
