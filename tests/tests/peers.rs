@@ -24,6 +24,20 @@ async fn all_agree(
     Ok(true)
 }
 
+/// Every node in `among` shows every node of `expected` with that status.
+async fn all_see(
+    cluster: &TestCluster,
+    among: &[usize],
+    expected: &[(&str, &str)],
+) -> anyhow::Result<bool> {
+    for &i in among {
+        if !cluster.sees(i, expected).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[tokio::test]
 async fn three_nodes_see_each_other_healthy_and_agree_on_one_coordinator() {
     let cluster = TestCluster::start(&PRIORITIES).await.unwrap();
@@ -37,12 +51,8 @@ async fn three_nodes_see_each_other_healthy_and_agree_on_one_coordinator() {
             "all healthy everywhere, node-2 coordinator",
             CONVERGE,
             || async {
-                for i in 0..3 {
-                    if !cluster.sees(i, &healthy).await? {
-                        return Ok(false);
-                    }
-                }
-                all_agree(&cluster, &[0, 1, 2], Some("node-2")).await
+                Ok(all_see(&cluster, &[0, 1, 2], &healthy).await?
+                    && all_agree(&cluster, &[0, 1, 2], Some("node-2")).await?)
             },
         )
         .await
@@ -107,12 +117,8 @@ async fn a_killed_coordinator_is_replaced_and_rejoins_after_a_restart() {
             "node-2 back: healthy and coordinator again",
             CONVERGE,
             || async {
-                for i in 0..3 {
-                    if !cluster.sees(i, &healthy).await? {
-                        return Ok(false);
-                    }
-                }
-                all_agree(&cluster, &[0, 1, 2], Some("node-2")).await
+                Ok(all_see(&cluster, &[0, 1, 2], &healthy).await?
+                    && all_agree(&cluster, &[0, 1, 2], Some("node-2")).await?)
             },
         )
         .await
@@ -158,6 +164,54 @@ async fn a_node_left_alone_claims_no_coordinator() {
     .await
     .unwrap();
     assert_eq!(last["coordinator"], serde_json::Value::Null);
+}
+
+/// A node whose PostgreSQL is down still answers its peers and says its
+/// database is down: they mark it degraded, and it stays so (never
+/// unreachable) until the database is back.
+#[tokio::test]
+async fn a_node_without_its_postgresql_is_degraded_for_its_peers_not_unreachable() {
+    let mut cluster = TestCluster::start(&PRIORITIES).await.unwrap();
+    let all_healthy = [
+        ("node-1", "healthy"),
+        ("node-2", "healthy"),
+        ("node-3", "healthy"),
+    ];
+    cluster
+        .wait_until("all healthy everywhere", CONVERGE, || {
+            all_see(&cluster, &[0, 1, 2], &all_healthy)
+        })
+        .await
+        .unwrap();
+
+    cluster.nodes[0].pg.stop().unwrap();
+    cluster
+        .wait_until("node-2 and node-3 see node-1 degraded", CONVERGE, || {
+            all_see(&cluster, &[1, 2], &[("node-1", "degraded")])
+        })
+        .await
+        .unwrap();
+    // Past unreachable_after (3 s) and then some: still degraded.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for i in [1, 2] {
+        let statuses = cluster.statuses(i).await.unwrap();
+        assert_eq!(
+            statuses.get("node-1").map(String::as_str),
+            Some("degraded"),
+            "node-{} sees {statuses:?}",
+            i + 1
+        );
+    }
+
+    cluster.nodes[0].pg.start_again().unwrap();
+    cluster
+        .wait_until(
+            "node-1 healthy again for node-2 and node-3",
+            CONVERGE,
+            || all_see(&cluster, &[1, 2], &[("node-1", "healthy")]),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -165,14 +165,31 @@ impl Coordinator for CoordinatorService {
             });
         }
         // Unknown senders are told so (acknowledged: false) and register.
-        let known = self
+        let touched = self
             .db
             .send(TouchPeer {
                 node_id: req.node_id.clone(),
             })
             .await
-            .map_err(mailbox)?
-            .map_err(db_status)?;
+            .map_err(mailbox)?;
+        let known = match touched {
+            Ok(known) => known,
+            // Without its PostgreSQL this node is still alive and answers:
+            // an error here would make the sender count it unreachable,
+            // while its own heartbeats report the database down so that its
+            // peers mark it degraded (SPEC: degraded when a peer "reports
+            // its PostgreSQL down"). Whether it knows the sender cannot be
+            // read now, and asking it to register again would fail the same
+            // way, so the beat is acknowledged without a node list.
+            Err(DbError::NotConnected(_)) => {
+                return Ok(Response::new(HeartbeatResponse {
+                    acknowledged: true,
+                    coordinator_id: self.coordinator_id(),
+                    updated_nodes: Vec::new(),
+                }))
+            }
+            Err(e) => return Err(db_status(e)),
+        };
         let updated_nodes = if known {
             self.nodes(Vec::new()).await?
         } else {
