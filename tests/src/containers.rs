@@ -54,30 +54,35 @@ pub fn current_test() -> String {
 /// is skipped (only when [`SKIP_VAR`] asks for it); panics with what to do
 /// when Docker or the image is missing.
 pub fn should_run(image: &str) -> bool {
-    let test = current_test();
-    if let Some(why) = skip_requested() {
-        announce(&format!("SKIPPED {test}: {why}"));
-        return false;
+    let skip = std::env::var(SKIP_VAR).ok();
+    match preflight(image, skip.as_deref(), &[]) {
+        Ok(go) => go,
+        Err(message) => panic!("{message}"),
     }
-    if let Err(e) = docker::check_engine() {
-        panic!(
-            "{test}: {e:#}\nThe container tests need a Docker engine; set {SKIP_VAR}=1 to skip them (they are then reported as skipped)."
-        );
-    }
-    if let Err(e) = docker::check_image(image) {
-        panic!("{test}: {e:#}");
-    }
-    true
 }
 
-fn skip_requested() -> Option<String> {
-    let value = std::env::var(SKIP_VAR).ok()?;
-    match value.trim() {
-        "" | "0" | "false" | "no" => None,
-        _ => Some(format!(
-            "{SKIP_VAR}={value} asks to skip the container tests"
-        )),
+/// What [`should_run`] decides, given the value of [`SKIP_VAR`] and extra
+/// environment for the docker CLI: `Ok(false)` to skip (after announcing
+/// it), `Ok(true)` to go on, `Err` with the message for the operator.
+pub fn preflight(
+    image: &str,
+    skip: Option<&str>,
+    docker_env: &[(&str, &str)],
+) -> Result<bool, String> {
+    let test = current_test();
+    if let Some(value) = skip.filter(|v| !matches!(v.trim(), "" | "0" | "false" | "no")) {
+        announce(&format!(
+            "SKIPPED {test}: {SKIP_VAR}={value} asks to skip the container tests"
+        ));
+        return Ok(false);
     }
+    docker::check_engine_with(docker_env).map_err(|e| {
+        format!(
+            "{test}: {e:#}\nThe container tests need a Docker engine; set {SKIP_VAR}=1 to skip them (they are then reported as skipped)."
+        )
+    })?;
+    docker::check_image(image).map_err(|e| format!("{test}: {e:#}"))?;
+    Ok(true)
 }
 
 /// Prints a line that the test harness does not capture: libtest captures

@@ -16,3 +16,9 @@ pub mod ipc;
 pub mod paths;
 pub mod pg;
 pub mod ports;
+
+/// The last `n` lines of `text` (for failure messages that quote a log).
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -106,9 +106,10 @@ impl PgServer {
 
     /// The last lines of the server's log (empty when there is none).
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        crate::tail(
+            &std::fs::read_to_string(self.log_file()).unwrap_or_default(),
+            20,
+        )
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -11,7 +11,9 @@
 use std::time::Duration;
 use steep_repl_tests::containers::cluster::ContainerCluster;
 use steep_repl_tests::containers::systemd::SystemdNode;
-use steep_repl_tests::containers::{announce, node_image, should_run, systemd_image};
+use steep_repl_tests::containers::{
+    announce, node_image, preflight, should_run, systemd_image, SKIP_VAR,
+};
 
 /// Convergence, failover and recovery bounds: generous, since these run
 /// beside other tests on two cores; the daemon's own bound for "unreachable"
@@ -343,6 +345,18 @@ async fn a_node_whose_postgresql_stops_is_unhealthy_and_degraded_for_its_peers_u
         Some("node-2"),
     )
     .await;
+    // ... and it stays degraded: it still answers its peers, so it must not
+    // turn unreachable once unreachable_after (3 s) has passed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for i in [1, 2] {
+        let view = cluster.registry(i).await.unwrap();
+        assert!(
+            view.shows(&[("node-1", "degraded")]),
+            "node-{} sees {:?} 6 s later",
+            i + 1,
+            view.statuses
+        );
+    }
 
     node.postgresql("start").await.unwrap();
     announce("  node-1: PostgreSQL started again");
@@ -438,4 +452,30 @@ async fn a_daemon_installed_as_a_systemd_service_runs_again_after_the_container_
         .await
         .unwrap();
     assert_eq!(lifecycle, "daemon.started,daemon.stopped,daemon.started");
+}
+
+/// Where Docker cannot be reached, a container test fails with a message
+/// that says so and how to skip; asked to skip, it skips; and a missing
+/// image is named with the script that builds it. (No container is
+/// started: this runs with or without an engine.)
+#[test]
+fn without_docker_the_tests_fail_clearly_unless_told_to_skip() {
+    let no_engine = [("DOCKER_HOST", "unix:///nonexistent/steep-test-docker.sock")];
+    // Without the docker command at all, the message names that instead.
+    let unreachable = |e: &str| {
+        e.contains("Docker engine does not answer") || e.contains("docker command is not available")
+    };
+    let err = preflight(&node_image(), None, &no_engine).unwrap_err();
+    assert!(unreachable(&err), "{err}");
+    assert!(err.contains(&format!("set {SKIP_VAR}=1 to skip")), "{err}");
+    let err = preflight(&node_image(), Some("0"), &no_engine).unwrap_err();
+    assert!(unreachable(&err), "{err}");
+
+    assert_eq!(preflight(&node_image(), Some("1"), &no_engine), Ok(false));
+
+    if preflight(&node_image(), None, &[]).is_ok() {
+        let err = preflight("steep-repl-no-such-image:none", None, &[]).unwrap_err();
+        assert!(err.contains("not on this machine"), "{err}");
+        assert!(err.contains("deploy/image.sh"), "{err}");
+    }
 }

@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo build --release && cargo run --release -p steep-repl-benches --bin peers_bench`
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use steep_repl_actors::peer_tls::{ConnectOptions, IncomingOptions, PeerTransport, TlsPaths};
 use steep_repl_proto::coordinator_client::CoordinatorClient;
@@ -172,13 +172,15 @@ fn main() -> Result<()> {
             .arg(&paths.ca_file)
             .stdout(std::process::Stdio::piped())
             .spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?),
-            &mut line,
-        )?;
-        let port: u16 = line.trim().parse()?;
-        let reference = round_trips(transport.connect("127.0.0.1", port, &options).await?).await;
+        // Whatever happens, the child is stopped before the result is used.
+        let reference = async {
+            let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+            let port: u16 = line.trim().parse().with_context(|| format!("serve-reference said {line:?}"))?;
+            round_trips(transport.connect("127.0.0.1", port, &options).await?).await
+        }
+        .await;
         let _ = child.kill();
         let _ = child.wait();
         let reference = reference?;

@@ -27,8 +27,14 @@ pub fn docker(args: &[&str]) -> Result<String> {
 
 /// The engine answers (`docker version` reaches the server).
 pub fn check_engine() -> Result<()> {
+    check_engine_with(&[])
+}
+
+/// The same with extra environment for the docker CLI (e.g. `DOCKER_HOST`).
+pub fn check_engine_with(env: &[(&str, &str)]) -> Result<()> {
     match Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
     {

@@ -194,13 +194,7 @@ impl ContainerNode {
 
     /// `GET path` on the node's HTTP probe port, at its address.
     pub async fn http_get(&self, path: &str) -> Result<Response> {
-        let addr = SocketAddr::new(self.address()?, HTTP_PORT);
-        let path = path.to_string();
-        tokio::task::spawn_blocking(move || {
-            http::request(addr, "GET", &path, Duration::from_secs(3))
-        })
-        .await
-        .context("the HTTP request task failed")?
+        http_get(self.address()?, path).await
     }
 
     /// Everything the container wrote to stdout and stderr so far.
@@ -247,6 +241,16 @@ impl ContainerNode {
         }
         Ok(())
     }
+}
+
+/// `GET path` on a node's HTTP probe port at `address` (blocking client,
+/// off the runtime's thread).
+pub async fn http_get(address: IpAddr, path: &str) -> Result<Response> {
+    let addr = SocketAddr::new(address, HTTP_PORT);
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || http::request(addr, "GET", &path, Duration::from_secs(3)))
+        .await
+        .context("the HTTP request task failed")?
 }
 
 /// Runs `cmd` in `container`; its exit code and output.
@@ -330,11 +334,7 @@ pub async fn logs(container: &ContainerAsync<GenericImage>) -> String {
     )
 }
 
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+pub use crate::tail;
 
 /// `http::Response` status, or the error, in a few words (for messages).
 pub fn describe(res: &Result<Response>) -> String {

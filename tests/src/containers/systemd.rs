@@ -14,7 +14,6 @@ use super::docker;
 use super::node::{self, describe, exec, tail, ExecOutput, NodeSpec};
 use crate::http::Response;
 use anyhow::{bail, Context, Result};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use testcontainers::core::{AccessMode, CgroupnsMode, Mount};
@@ -145,16 +144,7 @@ impl SystemdNode {
 
     /// `GET path` on the daemon's probe port at the container's address.
     pub async fn http_get(&self, path: &str) -> Result<Response> {
-        let addr = SocketAddr::new(
-            docker::address_on(&self.spec.host, &self.network)?,
-            node::HTTP_PORT,
-        );
-        let path = path.to_string();
-        tokio::task::spawn_blocking(move || {
-            crate::http::request(addr, "GET", &path, Duration::from_secs(3))
-        })
-        .await
-        .context("the HTTP request task failed")?
+        node::http_get(docker::address_on(&self.spec.host, &self.network)?, path).await
     }
 
     /// Waits until `/health` answers `status`.
