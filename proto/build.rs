@@ -1,4 +1,5 @@
-//! Generates the Rust code of `steep.repl.v1` from `proto/steep/repl/v1/repl.proto`.
+//! Generates the Rust code of `steep.repl.v1` from `proto/steep/repl/v1/repl.proto`
+//! (Coordinator) and `raft.proto` (the consensus transport).
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, never from the system:
 //! machines and CI need no apt package, and every build uses the same protoc.
@@ -19,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("steep_repl_v1_descriptor.bin"))
         .compile_with_config(
             config,
-            &[PathBuf::from("proto/steep/repl/v1/repl.proto")],
+            &[
+                PathBuf::from("proto/steep/repl/v1/repl.proto"),
+                PathBuf::from("proto/steep/repl/v1/raft.proto"),
+            ],
             &[PathBuf::from("proto"), well_known],
         )?;
     println!("cargo:rerun-if-changed=proto");

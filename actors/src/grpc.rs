@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use steep_repl_proto::coordinator_client::CoordinatorClient;
 use steep_repl_proto::coordinator_server::CoordinatorServer;
+use steep_repl_proto::raft_server::RaftServer;
 use steep_repl_proto::{
     HealthCheckRequest, HeartbeatRequest, NodeInfo, NodeStatus, RegisterNodeRequest,
 };
@@ -52,6 +53,9 @@ pub struct GrpcSettings {
     pub unreachable_after: Duration,
     /// How this node registers with peers.
     pub node: SelfRegistration,
+    /// This node's member of the cluster: its Raft service is served on
+    /// the same port, and the members are peers to watch.
+    pub cluster: Option<crate::raft::ClusterNode>,
 }
 
 // --- messages --------------------------------------------------------------
@@ -276,10 +280,19 @@ impl GrpcPeerActor {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.shutdown = Some(tx);
         let log = self.log.clone();
+        let raft_service = self.settings.cluster.clone().map(|node| {
+            RaftServer::new(crate::raft::service::RaftService {
+                node,
+                auth_failures: self.auth_failures.clone(),
+            })
+            .max_decoding_message_size(crate::raft::transport::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::raft::transport::MAX_MESSAGE_BYTES)
+        });
         self.server = Some(actix::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(CoordinatorServer::new(service))
+                .add_optional_service(raft_service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })
@@ -619,6 +632,26 @@ impl GrpcPeerActor {
         }
     }
 
+    /// Watches every member of the cluster, whether or not `grpc.peers`
+    /// or a peer's answer named it.
+    fn watch_members(&mut self) {
+        let Some(cluster) = self.settings.cluster.clone() else {
+            return;
+        };
+        for member in cluster.members().into_values() {
+            let known = self
+                .peers
+                .values()
+                .any(|p| p.node_id.as_deref() == Some(member.node_id.as_str()));
+            if known {
+                continue;
+            }
+            if let Some((host, port)) = crate::raft::transport::split_address(&member.grpc) {
+                self.add_peer(&host, port, Some(&member.node_id));
+            }
+        }
+    }
+
     fn elect(&mut self, ctx: &mut Context<Self>) {
         if self.electing {
             return;
@@ -725,6 +758,7 @@ impl Handler<Tick> for GrpcPeerActor {
         for (address, node_id, status) in changes {
             self.status_changed(&address, node_id.as_deref(), status);
         }
+        self.watch_members();
         let addresses: Vec<String> = self.peers.keys().cloned().collect();
         for address in addresses {
             self.send_next(address, ctx);

@@ -101,6 +101,8 @@ pub struct IpcSettings {
     pub db_concurrency: usize,
     /// Shared with whoever reports the counters (HTTP `/metrics`).
     pub metrics: Arc<IpcMetrics>,
+    /// This node's member of the cluster; `None` without gRPC.
+    pub cluster: Option<crate::raft::ClusterNode>,
 }
 
 impl IpcSettings {
@@ -115,6 +117,7 @@ impl IpcSettings {
             db_timeout: DEFAULT_DB_TIMEOUT,
             db_concurrency: DEFAULT_DB_CONCURRENCY,
             metrics: Arc::new(IpcMetrics::new()),
+            cluster: None,
         }
     }
 }
@@ -264,6 +267,7 @@ impl IpcActor {
             metrics: settings.metrics.clone(),
             db_timeout: settings.db_timeout,
             db_slots: tokio::sync::Semaphore::new(settings.db_concurrency.max(1)),
+            cluster: settings.cluster.clone(),
         });
         let accept = actix::spawn(accept_loop(
             bound.listener,

@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod peer_status;
 pub mod peer_tls;
 pub mod proc_stats;
+pub mod raft;
 pub mod system;
 
 pub use steep_repl_proto::PACKAGE as PROTO_PACKAGE;

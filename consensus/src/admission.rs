@@ -201,7 +201,9 @@ mod tests {
         };
         let refusal = admit(&envelope("n1", 1), Some(&names(&["n1"])), &r).unwrap_err();
         assert_eq!(refusal.kind(), "wrong_incarnation");
-        assert!(refusal.to_string().contains("remove the node and add it again"));
+        assert!(refusal
+            .to_string()
+            .contains("remove the node and add it again"));
     }
 
     #[test]

@@ -4,16 +4,33 @@
 //! daemon: the Raft type configuration and a member's data (`types`), the
 //! commands that travel in the log and their outcomes (`command`), the
 //! replicated state map they are applied to (`kv`), the durable store in
-//! local files (`log_store`, `state_machine`, `store_identity`), the
-//! network adapter over any request/response transport (`network`) and the
-//! rule that decides whether a Raft message may be accepted (`admission`).
+//! local files (`store` opens it: `store_identity`, `log_store`,
+//! `state_machine`, with `durable` for atomic file writes) and the rule that
+//! decides whether a Raft message may be accepted (`admission`), openraft's
+//! network over any request/response transport (`network`) and the client
+//! side that forwards writes and read-index requests to the leader (`client`).
 //! The daemon (`steep-repl-actors`) supplies the transport (gRPC over mutual
-//! TLS), the projection into PostgreSQL and the faces (IPC, CLI).
+//! TLS), the projection into PostgreSQL (from `state_machine::SharedState`)
+//! and the faces (IPC, CLI).
 
 pub mod admission;
+pub mod client;
 pub mod command;
+pub mod durable;
 pub mod kv;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod store;
+pub mod store_identity;
 pub mod types;
 
+/// The engine, re-exported so that the daemon uses the same version.
+pub use openraft;
+
 pub use command::{Command, Outcome, Proposal, Requester};
+pub use log_store::{LogStats, LogStore, TornTail};
+pub use state_machine::{Applied, AppliedEvent, Gap, SharedState, StateMachineStore, StateView};
+pub use store::{open, StoreError};
+pub use store_identity::StoreIdentity;
 pub use types::{Member, RaftId, Role, TypeConfig};

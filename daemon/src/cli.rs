@@ -114,6 +114,86 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The cluster: create it, add and remove members, show it (SPEC: Raft membership).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        /// Print the result as one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// The replicated key/value state (coordinator_state), linearizable from any member.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+        /// Print the result as one JSON document.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a new cluster whose only member is this node (its store must be empty).
+    Init,
+    /// Add a node: it joins as a learner and becomes a voter once caught up.
+    Add {
+        /// The node_id of the new member (its certificate must name it).
+        node_id: String,
+        /// Where its daemon answers gRPC.
+        #[arg(long, value_name = "HOST:PORT")]
+        grpc: String,
+        /// Coordinator priority, 1..100 (higher preferred).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+        priority: u8,
+        /// The node is a witness: it votes, has no PostgreSQL, is never coordinator.
+        #[arg(long)]
+        witness: bool,
+    },
+    /// Remove a member from the cluster.
+    Remove { node_id: String },
+    /// Members, leader, term, log and applied index as this node sees them.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Read one key (linearizable unless --local).
+    Get {
+        key: String,
+        /// Answer from this node's applied state, possibly stale, without the leader.
+        #[arg(long)]
+        local: bool,
+    },
+    /// List the keys under a prefix.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        local: bool,
+    },
+    /// Set a key. VALUE is JSON when it parses as JSON, otherwise a string.
+    Set {
+        key: String,
+        value: String,
+        /// Makes a retry apply once (use the same id when retrying).
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Set a key only if it holds EXPECTED ("absent": the key must not exist).
+    Cas {
+        key: String,
+        expected: String,
+        value: String,
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
 }
 
 /// How `status`, `health` and `nodes` show their result.

@@ -20,6 +20,12 @@ pub enum Exit {
     Config = 5,
     /// Another daemon already runs with this configuration.
     AlreadyRunning = 6,
+    /// This node cannot reach a majority of the cluster (NO_QUORUM).
+    NoQuorum = 7,
+    /// A compare-and-set found another value (CAS_FAILED).
+    CasFailed = 8,
+    /// A write may or may not have been applied (UNKNOWN_OUTCOME).
+    UnknownOutcome = 9,
 }
 
 impl From<Exit> for ExitCode {
@@ -37,4 +43,7 @@ Exit codes:
   3  the daemon is not running, or the service is not installed
   4  the daemon is unhealthy
   5  the configuration is missing or invalid
-  6  another steep-repl already runs with this configuration";
+  6  another steep-repl already runs with this configuration
+  7  no quorum: this node cannot reach a majority of the cluster (nothing was done)
+  8  compare-and-set failed: the key holds another value
+  9  unknown outcome: the write may or may not have been applied (retry with the same --request-id)";

@@ -9,7 +9,7 @@
 //! when the daemon refuses the request as invalid, 1 for other failures.
 
 pub mod render;
-mod table;
+pub(crate) mod table;
 
 use crate::exit::Exit;
 use crate::ipc_client::{self, ClientError, IpcClient, Target};

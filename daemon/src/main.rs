@@ -2,6 +2,7 @@
 
 mod certs;
 mod cli;
+mod cluster_cmd;
 mod config;
 mod exit;
 mod inspect;
@@ -15,8 +16,9 @@ mod service_cmd;
 mod tls_cmd;
 
 use clap::Parser;
-use cli::{Cli, Command, ConfigCommand, TlsCommand};
+use cli::{Cli, ClusterCommand, Command, ConfigCommand, StateCommand, TlsCommand};
 use exit::Exit;
+use serde_json::json;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -47,6 +49,67 @@ fn main() -> ExitCode {
         ),
         Command::Nodes { status, output } => {
             inspect::nodes(cli.config.as_deref(), &status, output.json, output.watch)
+        }
+        Command::Cluster { command, json } => {
+            let (method, params) = match command {
+                ClusterCommand::Init => ("cluster.init", json!({})),
+                ClusterCommand::Add {
+                    node_id,
+                    grpc,
+                    priority,
+                    witness,
+                } => (
+                    "cluster.add",
+                    json!({"node_id": node_id, "grpc": grpc, "priority": priority, "witness": witness}),
+                ),
+                ClusterCommand::Remove { node_id } => {
+                    ("cluster.remove", json!({"node_id": node_id}))
+                }
+                ClusterCommand::Status => ("cluster.status", json!({})),
+            };
+            cluster_cmd::call(cli.config.as_deref(), method, params, json)
+        }
+        Command::State { command, json } => {
+            let consistency = |local: bool| if local { "local" } else { "linearizable" };
+            let (method, params) = match command {
+                StateCommand::Get { key, local } => (
+                    "state.get",
+                    json!({"key": key, "consistency": consistency(local)}),
+                ),
+                StateCommand::List { prefix, local } => (
+                    "state.list",
+                    json!({"prefix": prefix, "consistency": consistency(local)}),
+                ),
+                StateCommand::Set {
+                    key,
+                    value,
+                    request_id,
+                } => (
+                    "state.set",
+                    json!({"key": key, "value": cluster_cmd::parse_value(&value), "request_id": request_id}),
+                ),
+                StateCommand::Cas {
+                    key,
+                    expected,
+                    value,
+                    request_id,
+                } => {
+                    let expected = if expected == "absent" {
+                        serde_json::Value::Null
+                    } else {
+                        cluster_cmd::parse_value(&expected)
+                    };
+                    (
+                        "state.cas",
+                        json!({"key": key, "expected": expected, "value": cluster_cmd::parse_value(&value), "request_id": request_id}),
+                    )
+                }
+                StateCommand::Delete { key, request_id } => (
+                    "state.delete",
+                    json!({"key": key, "request_id": request_id}),
+                ),
+            };
+            cluster_cmd::call(cli.config.as_deref(), method, params, json)
         }
         Command::Audit {
             limit,

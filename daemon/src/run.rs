@@ -18,6 +18,7 @@ use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHeal
 use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::ipc::IpcSettings;
 use steep_repl_actors::peer_tls::{PeerTransport, TlsPaths};
+use steep_repl_actors::raft::{ClusterNode, RaftSettings};
 use steep_repl_actors::system::{ConfigChange, ReloadHook, Shutdown, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.
@@ -75,13 +76,28 @@ pub fn run_until(
         }
     };
 
-    let grpc = match grpc_settings(&config) {
+    let mut grpc = match grpc_settings(&config) {
         Ok(grpc) => grpc,
         Err((exit, message)) => {
             eprintln!("steep-repl: {message}");
             return exit;
         }
     };
+    // The cluster member: its store is opened before anything starts, so a
+    // damaged or unreadable Raft directory stops the daemon with its path.
+    let cluster = match grpc.as_ref() {
+        Some(grpc) => match ClusterNode::start(raft_settings(&config), grpc.transport.clone()) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                eprintln!("steep-repl: {}: {e}", config.raft.dir.display());
+                return Exit::Error;
+            }
+        },
+        None => None,
+    };
+    if let Some(grpc) = grpc.as_mut() {
+        grpc.cluster = cluster.clone();
+    }
 
     let level = if debug {
         slog::Level::Debug
@@ -98,6 +114,9 @@ pub fn run_until(
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));
     settings.reload = Some(reload_hook(config.clone(), level_handle, debug));
     settings.grpc = grpc;
+    if let Some(ipc) = settings.ipc.as_mut() {
+        ipc.cluster = cluster.clone();
+    }
     settings.http = http.map(|mut http| {
         http.ipc_metrics = settings.ipc.as_ref().map(|ipc| ipc.metrics.clone());
         http
@@ -130,6 +149,9 @@ pub fn run_until(
         });
     }
     let result = system.run();
+    if let Some(cluster) = &cluster {
+        cluster.stop();
+    }
     drop(lock);
     match result {
         Ok(()) => {
@@ -287,7 +309,30 @@ fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)
         degraded_rtt: grpc.degraded_rtt,
         unreachable_after: grpc.unreachable_after,
         node: registration,
+        cluster: None,
     }))
+}
+
+/// The Raft member's settings (`raft.*`), with the address peers reach
+/// this daemon at.
+fn raft_settings(config: &Config) -> RaftSettings {
+    let host = &config.advertise_host;
+    let grpc_address = if host.contains(':') {
+        format!("[{host}]:{}", config.grpc.port)
+    } else {
+        format!("{host}:{}", config.grpc.port)
+    };
+    RaftSettings {
+        dir: config.raft.dir.clone(),
+        node_id: config.node_id.clone(),
+        grpc_address,
+        priority: config.priority,
+        witness: !config.postgresql.enabled,
+        heartbeat_interval: config.raft.heartbeat_interval,
+        election_timeout_min: config.raft.election_timeout_min,
+        election_timeout_max: config.raft.election_timeout_max,
+        snapshot_every: config.raft.snapshot_every,
+    }
 }
 
 /// How this node registers itself (locally and with peers).

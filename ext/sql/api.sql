@@ -256,36 +256,25 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION steep_repl.get_state(text) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.get_state(text) IS
-    'Returns the value of a coordinator state key, or NULL when the key is not set.';
+    'Returns the value of a coordinator state key, or NULL when the key is not set, from this node''s projection of the cluster''s state (possibly stale; steep_repl.projection() says up to which log index).';
 
+-- Released in 0.1.0 as the upsert of a key. Since 0.2.0 coordinator_state is
+-- the projection of the cluster's replicated state: the signature stays (a
+-- released API), the call is refused naming the command to use.
 CREATE FUNCTION steep_repl.set_state(key text, value jsonb) RETURNS boolean
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    fn constant text := 'steep_repl.set_state';
 BEGIN
-    IF set_state.key IS NULL OR set_state.key !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' THEN
-        RAISE EXCEPTION '%: key must be a dotted name such as cluster.version (got %)',
-                fn, COALESCE(quote_literal(set_state.key), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF set_state.value IS NULL THEN
-        RAISE EXCEPTION '%: value must not be NULL', fn
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use the JSON value ''null''::jsonb, or DELETE the key from steep_repl.coordinator_state.';
-    END IF;
-    INSERT INTO steep_repl.coordinator_state AS s (key, value)
-    VALUES (set_state.key, set_state.value)
-    ON CONFLICT ON CONSTRAINT coordinator_state_pkey DO UPDATE
-        SET value = EXCLUDED.value
-        WHERE s.value IS DISTINCT FROM EXCLUDED.value;
-    RETURN FOUND;
+    RAISE EXCEPTION 'steep_repl.coordinator_state is replicated by the cluster: steep_repl.set_state() is refused; use "steep-repl state set KEY VALUE" (or "steep-repl state delete KEY")'
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'The table is this node''s projection of the cluster''s replicated state; only the steep-repl daemon writes it, as it applies the cluster''s log.',
+              HINT = 'Over IPC: the methods state.set and state.delete. Reading (steep_repl.get_state(), SELECT) works as before.';
 END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.set_state(text, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.set_state(text, jsonb) IS
-    'Sets a coordinator state key (upsert); updated_at is kept current and the change is audited as state.updated. Returns false when the value was already the same.';
+    'Refused since 0.2.0 (kept for its released signature): coordinator_state is replicated by the cluster; use "steep-repl state set KEY VALUE" or the IPC method state.set.';
 
 ------------------------------------------------------------------------------
 -- Audit retention

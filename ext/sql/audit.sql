@@ -98,6 +98,11 @@ CREATE FUNCTION steep_repl.audit_state_change() RETURNS trigger
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The apply functions (projection.sql) write one audit row per applied
+    -- log entry themselves, with the requester carried in the entry.
+    IF current_setting('steep_repl.applying', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         PERFORM steep_repl.write_audit('state.updated', 'state', NEW.key, NULL, to_jsonb(NEW));
     ELSIF TG_OP = 'DELETE' THEN
@@ -109,7 +114,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION steep_repl.audit_state_change() IS
-    'Trigger: audits every INSERT, UPDATE and DELETE on coordinator_state as state.updated.';
+    'Trigger: audits every INSERT, UPDATE and DELETE on coordinator_state as state.updated, except the writes of the apply functions, which write one row per applied log entry themselves.';
 
 CREATE TRIGGER coordinator_state_audit
     AFTER INSERT OR UPDATE OR DELETE ON steep_repl.coordinator_state

@@ -18,6 +18,7 @@ CREATE TABLE steep_repl.nodes (
     status         text        NOT NULL DEFAULT 'unknown',
     grpc_host      text,
     grpc_port      integer,
+    role           text        NOT NULL DEFAULT 'data',
     CONSTRAINT nodes_pkey PRIMARY KEY (node_id),
     CONSTRAINT nodes_node_id_not_empty CHECK (node_id <> ''),
     CONSTRAINT nodes_node_name_not_empty CHECK (node_name <> ''),
@@ -27,7 +28,8 @@ CREATE TABLE steep_repl.nodes (
     CONSTRAINT nodes_status_valid
         CHECK (status IN ('unknown', 'healthy', 'degraded', 'unreachable', 'offline')),
     CONSTRAINT nodes_grpc_host_not_empty CHECK (grpc_host <> ''),
-    CONSTRAINT nodes_grpc_port_range CHECK (grpc_port BETWEEN 1 AND 65535)
+    CONSTRAINT nodes_grpc_port_range CHECK (grpc_port BETWEEN 1 AND 65535),
+    CONSTRAINT nodes_role_valid CHECK (role IN ('data', 'witness'))
 );
 
 CREATE INDEX idx_nodes_status ON steep_repl.nodes (status);
@@ -46,6 +48,8 @@ COMMENT ON COLUMN steep_repl.nodes.last_seen IS 'Time of the last heartbeat from
 COMMENT ON COLUMN steep_repl.nodes.status IS 'unknown, healthy, degraded, unreachable or offline (offline is set by an operator).';
 COMMENT ON COLUMN steep_repl.nodes.grpc_host IS 'Host where the node''s daemon answers gRPC; null until known.';
 COMMENT ON COLUMN steep_repl.nodes.grpc_port IS 'Port where the node''s daemon answers gRPC (1..65535); null until known.';
+COMMENT ON COLUMN steep_repl.nodes.role IS
+    'data (a node with PostgreSQL, eligible as coordinator) or witness (votes in the cluster, has no PostgreSQL); set from the cluster membership by steep_repl.apply_membership().';
 COMMENT ON INDEX steep_repl.nodes_pkey IS 'One row per node_id.';
 COMMENT ON INDEX steep_repl.idx_nodes_status IS 'Finds nodes by status.';
 COMMENT ON INDEX steep_repl.idx_nodes_coordinator IS 'Unique partial index: enforces at most one coordinator.';
@@ -63,7 +67,7 @@ CREATE TABLE steep_repl.coordinator_state (
 );
 
 COMMENT ON TABLE steep_repl.coordinator_state IS
-    'Key/value state for cluster coordination; keys are dotted names such as cluster.version or election.term.';
+    'Key/value state for cluster coordination; keys are dotted names such as cluster.version or election.term. A projection of the cluster''s replicated state, written only by the steep-repl daemon through steep_repl.apply_state(); possibly stale, never the source of truth.';
 COMMENT ON INDEX steep_repl.coordinator_state_pkey IS 'One row per key.';
 COMMENT ON COLUMN steep_repl.coordinator_state.key IS 'Dotted key name, e.g. election.term.';
 COMMENT ON COLUMN steep_repl.coordinator_state.value IS 'The value, as jsonb.';

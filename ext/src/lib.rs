@@ -9,6 +9,12 @@
 //!
 //! Order matters: `bootstrap.sql` must run before anything else so that an
 //! older server sees our version message instead of a library load error.
+//!
+//! Upgrades: `sql/released/` holds the install script of every released
+//! version as shipped, and `sql/steep_repl--A--B.sql` the upgrade scripts.
+//! The fresh install of this version (the files below) and the oldest
+//! release plus every upgrade script must give the same schema
+//! (tests/tests/extension_upgrade.rs compares them).
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -20,4 +26,5 @@ pgrx::extension_sql_file!(
     requires = ["tables"]
 );
 pgrx::extension_sql_file!("../sql/api.sql", name = "api", requires = ["audit"]);
+pgrx::extension_sql_file!("../sql/projection.sql", name = "projection", requires = ["api"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

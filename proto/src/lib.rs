@@ -1,9 +1,10 @@
 //! `steep.repl.v1`: the gRPC contract between steep-repl daemons.
 //!
-//! This crate owns `proto/steep/repl/v1/repl.proto` and the code tonic and
-//! prost generate from it at build time: the messages, the `Coordinator`
-//! client (`coordinator_client::CoordinatorClient`) and server
-//! (`coordinator_server::{Coordinator, CoordinatorServer}`). It knows nothing
+//! This crate owns `proto/steep/repl/v1/repl.proto` and `raft.proto` and the
+//! code tonic and prost generate from them at build time: the messages, the
+//! `Coordinator` client (`coordinator_client::CoordinatorClient`) and server
+//! (`coordinator_server::{Coordinator, CoordinatorServer}`), and the `Raft`
+//! transport between members (`raft_client`, `raft_server`). It knows nothing
 //! of actors or TLS; `steep-repl-actors` builds on it.
 //!
 //! The field numbers are a wire contract with other implementations: see the
@@ -16,6 +17,9 @@ pub const PACKAGE: &str = "steep.repl.v1";
 /// The fully qualified name of the Coordinator service, as it appears in
 /// request paths and in the standard health service.
 pub const COORDINATOR_SERVICE: &str = "steep.repl.v1.Coordinator";
+
+/// The fully qualified name of the Raft transport service.
+pub const RAFT_SERVICE: &str = "steep.repl.v1.Raft";
 
 /// The generated code of package `steep.repl.v1`.
 pub mod v1 {
@@ -41,7 +45,7 @@ mod tests {
         let file = set
             .file
             .iter()
-            .find(|f| f.package() == PACKAGE)
+            .find(|f| f.package() == PACKAGE && f.name().ends_with("repl.proto"))
             .expect("repl.proto is in the set");
         let service = &file.service[0];
         assert_eq!(service.name(), "Coordinator");
@@ -55,7 +59,11 @@ mod tests {
     #[test]
     fn field_numbers_match_the_wire_contract() {
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
-        let file = set.file.iter().find(|f| f.package() == PACKAGE).unwrap();
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.package() == PACKAGE && f.name().ends_with("repl.proto"))
+            .unwrap();
         let numbers = |message: &str| -> Vec<(String, i32)> {
             let m = file
                 .message_type
@@ -147,6 +155,39 @@ mod tests {
                 ("coordinator_id", 2),
                 ("updated_nodes", 3)
             ])
+        );
+    }
+
+    #[test]
+    fn the_raft_service_keeps_its_methods_and_field_numbers() {
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.name().ends_with("raft.proto"))
+            .expect("raft.proto is in the set");
+        let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
+        assert_eq!(methods, ["Call", "Join"]);
+        let message = file
+            .message_type
+            .iter()
+            .find(|m| m.name() == "RaftMessage")
+            .unwrap();
+        let fields: Vec<(&str, i32)> = message
+            .field
+            .iter()
+            .map(|f| (f.name(), f.number()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("cluster_id", 1),
+                ("from_node_id", 2),
+                ("from_raft_id", 3),
+                ("to_raft_id", 4),
+                ("kind", 5),
+                ("payload", 6)
+            ]
         );
     }
 

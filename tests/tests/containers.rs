@@ -244,7 +244,9 @@ async fn a_restarted_container_rejoins_with_its_registry_and_audit_trail_intact(
     }
     let cluster = converged_cluster().await;
     let node = &cluster.nodes[2];
-    node.sql("SELECT steep_repl.set_state('test.marker', '\"before the restart\"')")
+    // An audited write of the test's own: an applied state entry of a
+    // cluster id no daemon uses (coordinator_state refuses direct writes).
+    node.sql("SELECT steep_repl.apply_state('test', 1, 1, 'test.marker', '\"before the restart\"', false, 'postgres@local', NULL, NULL)")
         .await
         .unwrap();
     let before = node

@@ -106,8 +106,6 @@ async fn bad_arguments_are_refused_naming_the_argument() {
         ("SELECT steep_repl.heartbeat('')", "steep_repl.heartbeat: node_id must not be empty"),
         ("SELECT steep_repl.remove_node(NULL)", "steep_repl.remove_node: node_id must not be empty"),
         ("SELECT steep_repl.set_coordinator('')", "steep_repl.set_coordinator: node_id must be a registered node or NULL (no coordinator)"),
-        ("SELECT steep_repl.set_state('not a key', '1')", "steep_repl.set_state: key must be a dotted name such as cluster.version (got 'not a key')"),
-        ("SELECT steep_repl.set_state('a.b', NULL)", "steep_repl.set_state: value must not be NULL"),
         ("SELECT steep_repl.prune_audit('-1 day')", "steep_repl.prune_audit: older_than must be a positive interval (got -1 days)"),
         ("SELECT steep_repl.prune_audit('0')", "steep_repl.prune_audit: older_than must be a positive interval (got 00:00:00)"),
     ];
@@ -252,8 +250,11 @@ async fn each_change_of_coordinator_is_audited_once() {
     );
 }
 
+/// Since 0.2.0 the state is replicated by the cluster: get_state reads the
+/// local projection, set_state is refused (tests/tests/extension_projection.rs
+/// covers the apply functions).
 #[tokio::test]
-async fn state_round_trips_and_unchanged_values_write_nothing() {
+async fn get_state_reads_the_projection_and_set_state_is_refused() {
     let (_pg, mut conn) = server_with_extension().await.unwrap();
     let missing: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT steep_repl.get_state('cluster.version')")
@@ -262,15 +263,24 @@ async fn state_round_trips_and_unchanged_values_write_nothing() {
             .unwrap();
     assert_eq!(missing, None);
     let value = json!({"major": 18, "nodes": ["a", "b"]});
-    for expected_change in [true, false] {
-        let changed: bool =
-            sqlx::query_scalar("SELECT steep_repl.set_state('cluster.version', $1)")
-                .bind(&value)
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        assert_eq!(changed, expected_change);
-    }
+    let (code, message) = db_error_code(
+        sqlx::query("SELECT steep_repl.set_state('cluster.version', $1)")
+            .bind(&value)
+            .execute(&mut conn)
+            .await,
+    );
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains("\"steep-repl state set KEY VALUE\""),
+        "{message}"
+    );
+    sqlx::query(
+        "SELECT steep_repl.apply_state('c1', 1, 1, 'cluster.version', $1, false, 'postgres@local', NULL, NULL)",
+    )
+    .bind(&value)
+    .execute(&mut conn)
+    .await
+    .unwrap();
     let read: serde_json::Value =
         sqlx::query_scalar("SELECT steep_repl.get_state('cluster.version')")
             .fetch_one(&mut conn)

@@ -76,16 +76,16 @@ async fn a_local_socket_session_is_audited_as_local_without_client_ip() {
         .await
         .unwrap();
     local
-        .execute("SELECT steep_repl.set_state('cluster.version', '\"18\"')")
+        .execute("SELECT steep_repl.register_node('a', 'A', 'db-a')")
         .await
         .unwrap();
     let entry = last_entry(&mut local).await;
-    assert_eq!(entry.action, "state.updated");
+    assert_eq!(entry.action, "node.registered");
     assert_eq!(entry.actor, "postgres@local");
     assert_eq!(entry.client_ip, None);
-    assert_eq!(entry.target_type.as_deref(), Some("state"));
-    assert_eq!(entry.target_id.as_deref(), Some("cluster.version"));
-    assert_eq!(entry.new_value.unwrap()["value"], json!("18"));
+    assert_eq!(entry.target_type.as_deref(), Some("node"));
+    assert_eq!(entry.target_id.as_deref(), Some("a"));
+    assert_eq!(entry.new_value.unwrap()["host"], json!("db-a"));
 }
 
 #[tokio::test]
@@ -170,19 +170,24 @@ async fn removing_a_node_is_audited_with_its_last_values() {
     assert_eq!(entry.new_value, None);
 }
 
+/// Since 0.2.0 coordinator_state changes only as the cluster's log is
+/// applied (direct writes are refused: tests/tests/extension_projection.rs);
+/// each applied change is audited once with old and new values.
 #[tokio::test]
 async fn state_changes_are_audited_and_updated_at_is_kept_current() {
     let (_pg, mut conn) = server_with_extension().await.unwrap();
-    conn.execute(
-        "INSERT INTO steep_repl.coordinator_state (key, value) VALUES ('election.term', '1')",
-    )
-    .await
-    .unwrap();
+    let apply = |index: i64, value: Option<Value>| {
+        sqlx::query(
+            "SELECT steep_repl.apply_state('c1', $1, 1, 'election.term', $2, $3, 'steep-repl@a', NULL, NULL)",
+        )
+        .bind(index)
+        .bind(value.clone())
+        .bind(value.is_none())
+    };
+    apply(1, Some(json!(1))).execute(&mut conn).await.unwrap();
     let first = updated_at(&mut conn).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    conn.execute("UPDATE steep_repl.coordinator_state SET value = '2' WHERE key = 'election.term'")
-        .await
-        .unwrap();
+    apply(2, Some(json!(2))).execute(&mut conn).await.unwrap();
     let second = updated_at(&mut conn).await;
     assert!(
         second > first,
@@ -191,12 +196,11 @@ async fn state_changes_are_audited_and_updated_at_is_kept_current() {
 
     let entry = last_entry(&mut conn).await;
     assert_eq!(entry.action, "state.updated");
+    assert_eq!(entry.actor, "steep-repl@a");
     assert_eq!(entry.old_value.unwrap()["value"], json!(1));
     assert_eq!(entry.new_value.unwrap()["value"], json!(2));
 
-    conn.execute("DELETE FROM steep_repl.coordinator_state")
-        .await
-        .unwrap();
+    apply(3, None).execute(&mut conn).await.unwrap();
     let entry = last_entry(&mut conn).await;
     assert_eq!(entry.action, "state.updated");
     assert_eq!(entry.new_value, None);

@@ -19,7 +19,7 @@ fn col(table: &str, name: &str, ty: &str, nullable: bool, default: Option<&str>)
 }
 
 #[tokio::test]
-async fn the_extension_creates_exactly_three_tables_in_its_schema() {
+async fn the_extension_creates_exactly_four_tables_in_its_schema() {
     let (_pg, mut conn) = server_with_extension().await.unwrap();
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
@@ -29,7 +29,15 @@ async fn the_extension_creates_exactly_three_tables_in_its_schema() {
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert_eq!(tables, ["audit_log", "coordinator_state", "nodes"]);
+    assert_eq!(
+        tables,
+        [
+            "audit_log",
+            "cluster_projection",
+            "coordinator_state",
+            "nodes"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -64,6 +72,30 @@ async fn columns_types_nullability_and_defaults_match_the_spec() {
         col("audit_log", "success", "boolean", false, Some("true")),
         col("audit_log", "error_message", "text", true, None),
         col("audit_log", "event_id", "uuid", true, None),
+        col("cluster_projection", "id", "boolean", false, Some("true")),
+        col("cluster_projection", "cluster_id", "text", true, None),
+        col(
+            "cluster_projection",
+            "applied_index",
+            "bigint",
+            false,
+            Some("0"),
+        ),
+        col(
+            "cluster_projection",
+            "applied_term",
+            "bigint",
+            false,
+            Some("0"),
+        ),
+        col(
+            "cluster_projection",
+            "membership_index",
+            "bigint",
+            true,
+            None,
+        ),
+        col("cluster_projection", "updated_at", tz, false, Some("now()")),
         col("coordinator_state", "key", "text", false, None),
         col("coordinator_state", "value", "jsonb", false, None),
         col("coordinator_state", "updated_at", tz, false, Some("now()")),
@@ -77,6 +109,7 @@ async fn columns_types_nullability_and_defaults_match_the_spec() {
         col("nodes", "status", "text", false, Some("'unknown'::text")),
         col("nodes", "grpc_host", "text", true, None),
         col("nodes", "grpc_port", "integer", true, None),
+        col("nodes", "role", "text", false, Some("'data'::text")),
     ];
     assert_eq!(rows, expected);
 }
@@ -92,6 +125,7 @@ async fn indexes_are_the_ones_the_spec_names() {
     .unwrap();
     let expected = [
         ("audit_log_pkey", "CREATE UNIQUE INDEX audit_log_pkey ON steep_repl.audit_log USING btree (id)"),
+        ("cluster_projection_pkey", "CREATE UNIQUE INDEX cluster_projection_pkey ON steep_repl.cluster_projection USING btree (id)"),
         ("coordinator_state_pkey", "CREATE UNIQUE INDEX coordinator_state_pkey ON steep_repl.coordinator_state USING btree (key)"),
         ("idx_audit_log_action", "CREATE INDEX idx_audit_log_action ON steep_repl.audit_log USING btree (action)"),
         ("idx_audit_log_actor", "CREATE INDEX idx_audit_log_actor ON steep_repl.audit_log USING btree (actor)"),
@@ -128,6 +162,11 @@ async fn check_constraints_cover_every_rule_of_the_spec() {
             "audit_log_action_format",
             "audit_log_actor_format",
             "audit_log_target_type_valid",
+            "cluster_projection_applied_index_not_negative",
+            "cluster_projection_applied_term_not_negative",
+            "cluster_projection_cluster_id_not_empty",
+            "cluster_projection_membership_index_not_negative",
+            "cluster_projection_single_row",
             "coordinator_state_key_dotted",
             "nodes_grpc_host_not_empty",
             "nodes_grpc_port_range",
@@ -136,6 +175,7 @@ async fn check_constraints_cover_every_rule_of_the_spec() {
             "nodes_node_name_not_empty",
             "nodes_port_range",
             "nodes_priority_range",
+            "nodes_role_valid",
             "nodes_status_valid",
         ]
     );
@@ -152,6 +192,10 @@ async fn check_constraints_cover_every_rule_of_the_spec() {
     assert_eq!(
         def("nodes_priority_range"),
         "CHECK (((priority >= 1) AND (priority <= 100)))"
+    );
+    assert_eq!(
+        def("nodes_role_valid"),
+        "CHECK ((role = ANY (ARRAY['data'::text, 'witness'::text])))"
     );
     assert_eq!(
         def("nodes_status_valid"),
@@ -204,18 +248,30 @@ async fn the_sql_api_is_the_documented_set_of_functions() {
     assert_eq!(
         functions,
         [
+            "steep_repl.advance_projection(text,bigint,bigint)",
+            "steep_repl.apply_membership(bigint,jsonb)",
+            "steep_repl.apply_state(text,bigint,bigint,text,jsonb,boolean,text,inet,text)",
+            "steep_repl.apply_state_snapshot(text,bigint,bigint,jsonb)",
             "steep_repl.audit_nodes_change()",
             "steep_repl.audit_state_change()",
+            "steep_repl.check_log_position(text,text,bigint,bigint)",
             "steep_repl.check_node_id(text,text)",
             "steep_repl.check_status(text,text)",
+            "steep_repl.claim_log_index(text,text,bigint,bigint)",
             "steep_repl.current_actor()",
             "steep_repl.elect_coordinator()",
             "steep_repl.get_state(text)",
             "steep_repl.heartbeat(text,text)",
+            "steep_repl.lock_projection()",
+            "steep_repl.log_event_id(text,bigint)",
+            "steep_repl.member_integer(text,bigint,jsonb,text,integer,integer)",
+            "steep_repl.member_text(text,bigint,jsonb,text)",
             "steep_repl.next_audit_id()",
+            "steep_repl.projection()",
             "steep_repl.prune_audit(interval)",
             "steep_repl.raise_unknown_node(text,text)",
             "steep_repl.refuse_audit_rewrite()",
+            "steep_repl.refuse_projection_write()",
             "steep_repl.register_node(text,text,text,integer,integer,text,integer)",
             "steep_repl.remove_node(text)",
             "steep_repl.set_coordinator(text)",
@@ -271,6 +327,7 @@ async fn the_tables_are_registered_for_pg_dump() {
         [
             "steep_repl.audit_log",
             "steep_repl.audit_log_id_seq",
+            "steep_repl.cluster_projection",
             "steep_repl.coordinator_state",
             "steep_repl.nodes"
         ]
@@ -282,7 +339,7 @@ async fn pg_dump_keeps_the_registry_state_and_audit_rows_and_they_restore() {
     let (pg, mut conn) = server_with_extension().await.unwrap();
     conn.execute(
         "SELECT steep_repl.register_node('node-a', 'Node A', 'db-a.example', 5432, 70);
-         SELECT steep_repl.set_state('cluster.version', '\"1\"');",
+         SELECT steep_repl.apply_state('c1', 7, 2, 'cluster.version', '\"1\"', false, 'steep-repl@node-a', NULL, NULL);",
     )
     .await
     .unwrap();
@@ -330,6 +387,22 @@ async fn pg_dump_keeps_the_registry_state_and_audit_rows_and_they_restore() {
             .await
             .unwrap();
     assert_eq!(state, serde_json::json!("1"));
+    // The projection comes back with the log index it was applied up to, so
+    // the daemon goes on from there; its rows were restored by COPY, which
+    // the refusal of direct writes lets a superuser do.
+    let projection: (String, i64, i64) = sqlx::query_as(
+        "SELECT cluster_id, applied_index, applied_term FROM steep_repl.projection()",
+    )
+    .fetch_one(&mut restored)
+    .await
+    .unwrap();
+    assert_eq!(projection, ("c1".to_string(), 7, 2));
+    let message = db_error(
+        restored
+            .execute("DELETE FROM steep_repl.coordinator_state")
+            .await,
+    );
+    assert!(message.contains("steep-repl state set"), "{message}");
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'node.registered' AND target_id = 'node-a'",
     )

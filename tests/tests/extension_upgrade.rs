@@ -6,8 +6,10 @@
 //! released version X as shipped; `ext/sql/steep_repl--A--B.sql` are the
 //! upgrade scripts cargo-pgrx installs beside the current one.
 
+use serde_json::{json, Value};
 use sqlx::Executor;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use steep_repl_tests::paths::{pg18_config, pg_config_dir, repo_root};
 use steep_repl_tests::pg::PgServer;
 
@@ -46,6 +48,21 @@ fn extension_dir() -> PathBuf {
     pg_config_dir(&pg18_config().unwrap(), "sharedir")
         .unwrap()
         .join("extension")
+}
+
+/// Makes the install script of released version `old` available the way an
+/// old package would have left it. Tests run in parallel: one copy at a time.
+fn install_released_script(old: &str) {
+    static COPYING: Mutex<()> = Mutex::new(());
+    let _turn = COPYING.lock().unwrap_or_else(|e| e.into_inner());
+    let target = extension_dir().join(format!("steep_repl--{old}.sql"));
+    if !target.exists() {
+        std::fs::copy(
+            repo_root().join(format!("ext/sql/released/steep_repl--{old}.sql")),
+            &target,
+        )
+        .unwrap();
+    }
 }
 
 /// Drops the source-location comments pgrx writes, which move when lib.rs
@@ -110,15 +127,7 @@ async fn every_released_version_upgrades_to_the_same_schema_as_a_fresh_install()
     );
 
     for old in released_versions().into_iter().filter(|v| *v != current) {
-        // Make the old install script available the way an old package would.
-        let target = extension_dir().join(format!("steep_repl--{old}.sql"));
-        if !target.exists() {
-            std::fs::copy(
-                repo_root().join(format!("ext/sql/released/steep_repl--{old}.sql")),
-                &target,
-            )
-            .unwrap();
-        }
+        install_released_script(&old);
         let db = format!("from_{}", old.replace('.', "_"));
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
             .await
@@ -145,6 +154,120 @@ async fn every_released_version_upgrades_to_the_same_schema_as_a_fresh_install()
             "schema after upgrading from {old}"
         );
     }
+}
+
+/// The rows of a database, one JSON document per table, in a stable order.
+async fn rows(conn: &mut sqlx::PgConnection) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let nodes = sqlx::query_scalar("SELECT to_jsonb(n) FROM steep_repl.nodes n ORDER BY node_id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let state =
+        sqlx::query_scalar("SELECT to_jsonb(s) FROM steep_repl.coordinator_state s ORDER BY key")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let audit = sqlx::query_scalar("SELECT to_jsonb(a) FROM steep_repl.audit_log a ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    (nodes, state, audit)
+}
+
+#[tokio::test]
+async fn a_0_1_0_database_keeps_every_row_through_the_upgrade_to_the_current_version() {
+    let current = current_version();
+    install_released_script("0.1.0");
+    let pg = PgServer::start().unwrap();
+    let mut conn = pg.connect().await.unwrap();
+    conn.execute("CREATE DATABASE old").await.unwrap();
+    let mut old = pg.connect_to("old").await.unwrap();
+    old.execute("CREATE EXTENSION steep_repl VERSION '0.1.0'")
+        .await
+        .unwrap();
+    // What a 0.1.0 cluster leaves behind, written through the 0.1.0 API.
+    old.execute(
+        "SET steep_repl.actor = 'steep-repl@node-a';
+         SELECT steep_repl.register_node('node-a', 'Node A', 'db-a', 5432, 70, 'db-a', 5433);
+         SELECT steep_repl.register_node('node-b', 'Node B', 'db-b', 5432, 50, 'db-b', 5433);
+         SELECT steep_repl.heartbeat('node-a', 'healthy');
+         SELECT steep_repl.heartbeat('node-b', 'degraded');
+         SELECT steep_repl.set_coordinator('node-a');
+         SELECT steep_repl.set_state('cluster.version', '\"0.1.0\"');
+         SELECT steep_repl.set_state('election.term', '{\"term\": 4, \"by\": [\"node-a\"]}');
+         INSERT INTO steep_repl.audit_log (action, actor, event_id)
+         VALUES ('daemon.started', 'steep-repl@node-a', '7d0f4d3a-8f2e-4c1b-9a55-0d6f1f2b3c4d');
+         RESET steep_repl.actor;",
+    )
+    .await
+    .unwrap();
+    let (nodes, state, audit) = rows(&mut old).await;
+    assert_eq!((nodes.len(), state.len()), (2, 2));
+    assert!(audit.len() >= 7, "{audit:?}");
+
+    old.execute("ALTER EXTENSION steep_repl UPDATE")
+        .await
+        .unwrap();
+    let version: String = sqlx::query_scalar("SELECT steep_repl.version()")
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(version, current);
+
+    // Every row is still there, unchanged; the upgrade audits nothing.
+    let (nodes_after, state_after, audit_after) = rows(&mut old).await;
+    let with_role: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            n["role"] = json!("data");
+            n
+        })
+        .collect();
+    assert_eq!(nodes_after, with_role);
+    assert_eq!(state_after, state);
+    assert_eq!(audit_after, audit);
+    // The projection has applied nothing yet.
+    let projection: (Option<String>, i64, i64) = sqlx::query_as(
+        "SELECT cluster_id, applied_index, applied_term FROM steep_repl.projection()",
+    )
+    .fetch_one(&mut old)
+    .await
+    .unwrap();
+    assert_eq!(projection, (None, 0, 0));
+    let projection_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM steep_repl.cluster_projection")
+            .fetch_one(&mut old)
+            .await
+            .unwrap();
+    assert_eq!(projection_rows, 0);
+
+    // The upgraded database behaves as 0.2.0: the daemon's apply path works,
+    // a direct write is refused.
+    let applied: bool = sqlx::query_scalar(
+        "SELECT steep_repl.apply_state('c1', 3, 1, 'cluster.version', '\"0.2.0\"', false, 'steep-repl@node-a', NULL, NULL)",
+    )
+    .fetch_one(&mut old)
+    .await
+    .unwrap();
+    assert!(applied);
+    let message = match old
+        .execute("UPDATE steep_repl.coordinator_state SET value = '1'")
+        .await
+    {
+        Err(sqlx::Error::Database(e)) => e.message().to_string(),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(message.contains("steep-repl state set"), "{message}");
+
+    // And its schema is the fresh install's.
+    conn.execute("CREATE DATABASE fresh").await.unwrap();
+    let mut fresh = pg.connect_to("fresh").await.unwrap();
+    fresh.execute("CREATE EXTENSION steep_repl").await.unwrap();
+    assert_eq!(
+        schema_fingerprint(&mut old).await,
+        schema_fingerprint(&mut fresh).await
+    );
 }
 
 /// Everything that defines the extension's schema, one line per object, in

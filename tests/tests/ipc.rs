@@ -557,8 +557,9 @@ async fn audit_query_counts_filters_and_pages() {
         "SELECT steep_repl.register_node('n1', 'N1 renamed', 'db1', 5432, 60)",
         "SELECT steep_repl.set_status('n2', 'offline')",
         "SELECT steep_repl.remove_node('n3')",
-        "SELECT steep_repl.set_state('cluster.version', '\"1\"')",
-        "SELECT steep_repl.set_state('cluster.version', '\"2\"')",
+        // coordinator_state changes only as the cluster's log is applied.
+        "SELECT steep_repl.apply_state('test', 1, 1, 'cluster.version', '\"1\"', false, 'postgres@local', NULL, NULL)",
+        "SELECT steep_repl.apply_state('test', 2, 1, 'cluster.version', '\"2\"', false, 'postgres@local', NULL, NULL)",
     ] {
         conn.execute(sql).await.unwrap();
     }

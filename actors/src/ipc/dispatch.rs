@@ -11,10 +11,16 @@ use crate::db::queries::{AuditPage, NodeRow};
 use crate::db::{DbActor, DbError, GetNode, ListNodes, QueryAudit};
 use crate::health_report::{health_report, status_report, HealthReport, StatusReport};
 use crate::health_state::SharedHealth;
+use crate::raft::node::StateEntry;
+use crate::raft::{ClusterError, ClusterNode, ClusterStatus};
 use actix::prelude::*;
+use protocol::StateWriteParams;
 use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use steep_repl_consensus::client::Consistency;
+use steep_repl_consensus::{Command, Outcome, Requester};
 
 /// The result member of a successful answer.
 #[derive(Serialize)]
@@ -22,9 +28,29 @@ use std::time::{Duration, Instant};
 enum Reply {
     Status(StatusReport),
     Health(HealthReport),
-    Nodes { nodes: Vec<NodeRow> },
-    Node { node: NodeRow },
+    Nodes {
+        nodes: Vec<NodeRow>,
+    },
+    Node {
+        node: NodeRow,
+    },
     Audit(AuditPage),
+    Cluster(ClusterStatus),
+    StateValue {
+        key: String,
+        found: bool,
+        value: Value,
+    },
+    StateList {
+        entries: Vec<StateEntry>,
+    },
+    StateWritten {
+        key: String,
+        /// The Raft log index of the write.
+        applied_index: u64,
+        /// What the key held before (null: absent).
+        previous: Value,
+    },
 }
 
 /// Shared by every connection of one listener.
@@ -39,6 +65,8 @@ pub(crate) struct Dispatcher {
     /// pooled connection from the daemon's own work (its health ping has a
     /// short bound and would declare PostgreSQL lost).
     pub(crate) db_slots: tokio::sync::Semaphore,
+    /// This node's member of the cluster (`cluster.*`, `state.*`).
+    pub(crate) cluster: Option<ClusterNode>,
 }
 
 impl Answer for Dispatcher {
@@ -112,7 +140,95 @@ impl Dispatcher {
                 };
                 Ok(Reply::Audit(self.ask(query).await?))
             }
+            Method::ClusterStatus => Ok(Reply::Cluster(self.cluster()?.status())),
+            Method::ClusterInit => Ok(Reply::Cluster(
+                self.cluster()?.init().await.map_err(cluster_error)?,
+            )),
+            Method::ClusterAdd(p) => Ok(Reply::Cluster(
+                self.cluster()?
+                    .add(&p.node_id, &p.grpc, p.priority, p.witness)
+                    .await
+                    .map_err(cluster_error)?,
+            )),
+            Method::ClusterRemove { node_id } => Ok(Reply::Cluster(
+                self.cluster()?
+                    .remove(&node_id)
+                    .await
+                    .map_err(cluster_error)?,
+            )),
+            Method::StateGet { key, consistency } => {
+                let value = self
+                    .cluster()?
+                    .get(&key, consistency.into())
+                    .await
+                    .map_err(cluster_error)?;
+                Ok(Reply::StateValue {
+                    key,
+                    found: value.is_some(),
+                    value: value.unwrap_or(Value::Null),
+                })
+            }
+            Method::StateList {
+                prefix,
+                consistency,
+            } => Ok(Reply::StateList {
+                entries: self
+                    .cluster()?
+                    .list(&prefix, consistency.into())
+                    .await
+                    .map_err(cluster_error)?,
+            }),
+            Method::StateWrite(_, p) => self.state_write(p).await,
         }
+    }
+
+    fn cluster(&self) -> Result<&ClusterNode, ErrorBody> {
+        self.cluster.as_ref().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NotAMember,
+                "this daemon runs without the cluster layer (grpc.enabled: false)",
+            )
+        })
+    }
+
+    async fn state_write(&self, p: StateWriteParams) -> Result<Reply, ErrorBody> {
+        let cluster = self.cluster()?;
+        let key = p.key.clone();
+        let command = match (p.value, p.expected) {
+            (Some(value), Some(expected)) => Command::Cas {
+                key: p.key,
+                expected,
+                value,
+            },
+            (Some(value), None) => Command::Set { key: p.key, value },
+            (None, _) => Command::Delete { key: p.key },
+        };
+        let node_id = cluster.settings().node_id.clone();
+        let requester = Requester {
+            actor: format!("ipc@{node_id}"),
+            client_addr: None,
+            node_id,
+        };
+        let (log_id, outcome) = cluster
+            .write(command, p.request_id, requester)
+            .await
+            .map_err(cluster_error)?;
+        let previous = match outcome {
+            Outcome::Written { previous } | Outcome::Deleted { previous } => previous,
+            Outcome::CasFailed { current } => {
+                let current = current.map_or("absent".to_string(), |v| v.to_string());
+                return Err(ErrorBody::new(
+                    ErrorCode::CasFailed,
+                    format!("{key} holds {current}, not the expected value"),
+                ));
+            }
+            Outcome::Nothing => None,
+        };
+        Ok(Reply::StateWritten {
+            key,
+            applied_index: log_id.index,
+            previous: previous.unwrap_or(Value::Null),
+        })
     }
 
     /// Sends `msg` to the DbActor and maps every way it can fail.
@@ -148,4 +264,24 @@ impl Dispatcher {
             )),
         }
     }
+}
+
+impl From<protocol::ReadConsistency> for Consistency {
+    fn from(c: protocol::ReadConsistency) -> Self {
+        match c {
+            protocol::ReadConsistency::Linearizable => Consistency::Linearizable,
+            protocol::ReadConsistency::Local => Consistency::Local,
+        }
+    }
+}
+
+fn cluster_error(e: ClusterError) -> ErrorBody {
+    let code = match &e {
+        ClusterError::NotAMember(_) => ErrorCode::NotAMember,
+        ClusterError::NoQuorum(_) => ErrorCode::NoQuorum,
+        ClusterError::UnknownOutcome(_) => ErrorCode::UnknownOutcome,
+        ClusterError::Invalid(_) => ErrorCode::InvalidRequest,
+        ClusterError::Failed(_) => ErrorCode::InternalError,
+    };
+    ErrorBody::new(code, e.to_string())
 }

@@ -39,16 +39,29 @@ pub enum ErrorCode {
     NodeNotFound,
     /// Reserved for access checks beyond the socket's file mode.
     PermissionDenied,
+    /// This node cannot reach a majority of the cluster: nothing was done.
+    NoQuorum,
+    /// A compare-and-set found another value (the message and `current` say which).
+    CasFailed,
+    /// This node belongs to no cluster (or the named node is not a member).
+    NotAMember,
+    /// A write was proposed but its outcome is not known: it may or may not
+    /// have been applied. Retry with the same request_id to apply it once.
+    UnknownOutcome,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
         ErrorCode::InternalError,
         ErrorCode::NotConnected,
         ErrorCode::NodeNotFound,
         ErrorCode::PermissionDenied,
+        ErrorCode::NoQuorum,
+        ErrorCode::CasFailed,
+        ErrorCode::NotAMember,
+        ErrorCode::UnknownOutcome,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +72,10 @@ impl ErrorCode {
             ErrorCode::NotConnected => "NOT_CONNECTED",
             ErrorCode::NodeNotFound => "NODE_NOT_FOUND",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NoQuorum => "NO_QUORUM",
+            ErrorCode::CasFailed => "CAS_FAILED",
+            ErrorCode::NotAMember => "NOT_A_MEMBER",
+            ErrorCode::UnknownOutcome => "UNKNOWN_OUTCOME",
         }
     }
 
@@ -96,15 +113,33 @@ pub enum MethodKind {
     NodesList,
     NodesGet,
     AuditQuery,
+    ClusterStatus,
+    ClusterInit,
+    ClusterAdd,
+    ClusterRemove,
+    StateGet,
+    StateList,
+    StateSet,
+    StateCas,
+    StateDelete,
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 5] = [
+    pub const ALL: [MethodKind; 14] = [
         MethodKind::StatusGet,
         MethodKind::HealthCheck,
         MethodKind::NodesList,
         MethodKind::NodesGet,
         MethodKind::AuditQuery,
+        MethodKind::ClusterStatus,
+        MethodKind::ClusterInit,
+        MethodKind::ClusterAdd,
+        MethodKind::ClusterRemove,
+        MethodKind::StateGet,
+        MethodKind::StateList,
+        MethodKind::StateSet,
+        MethodKind::StateCas,
+        MethodKind::StateDelete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +149,15 @@ impl MethodKind {
             MethodKind::NodesList => "nodes.list",
             MethodKind::NodesGet => "nodes.get",
             MethodKind::AuditQuery => "audit.query",
+            MethodKind::ClusterStatus => "cluster.status",
+            MethodKind::ClusterInit => "cluster.init",
+            MethodKind::ClusterAdd => "cluster.add",
+            MethodKind::ClusterRemove => "cluster.remove",
+            MethodKind::StateGet => "state.get",
+            MethodKind::StateList => "state.list",
+            MethodKind::StateSet => "state.set",
+            MethodKind::StateCas => "state.cas",
+            MethodKind::StateDelete => "state.delete",
         }
     }
 
@@ -129,7 +173,17 @@ impl MethodKind {
     /// The parameter names the method accepts.
     fn params(self) -> &'static [&'static str] {
         match self {
-            MethodKind::StatusGet | MethodKind::HealthCheck => &[],
+            MethodKind::StatusGet
+            | MethodKind::HealthCheck
+            | MethodKind::ClusterStatus
+            | MethodKind::ClusterInit => &[],
+            MethodKind::ClusterAdd => &["node_id", "grpc", "priority", "witness"],
+            MethodKind::ClusterRemove => &["node_id"],
+            MethodKind::StateGet => &["key", "consistency"],
+            MethodKind::StateList => &["prefix", "consistency"],
+            MethodKind::StateSet => &["key", "value", "request_id"],
+            MethodKind::StateCas => &["key", "expected", "value", "request_id"],
+            MethodKind::StateDelete => &["key", "request_id"],
             MethodKind::NodesList => &["status_filter"],
             MethodKind::NodesGet => &["node_id"],
             MethodKind::AuditQuery => &["limit", "offset", "action_filter", "since"],
@@ -147,14 +201,69 @@ pub struct AuditQueryParams {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// How a `state.get`/`state.list` may be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Through the leader's read index: never stale (the default).
+    #[default]
+    Linearizable,
+    /// From this node's applied state: possibly stale, works without quorum.
+    Local,
+}
+
+/// `cluster.add` parameters, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterAddParams {
+    pub node_id: String,
+    /// `host:port` of the new member's gRPC.
+    pub grpc: String,
+    pub priority: u8,
+    pub witness: bool,
+}
+
+/// A change to the replicated state map, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWriteParams {
+    pub key: String,
+    /// `None` for a delete.
+    pub value: Option<Value>,
+    /// `Some(expected)` for a compare-and-set (`Some(None)`: "absent").
+    pub expected: Option<Option<Value>>,
+    pub request_id: Option<String>,
+}
+
+/// Longest key of the replicated state map.
+pub const MAX_STATE_KEY: usize = 256;
+/// Longest request id.
+pub const MAX_REQUEST_ID: usize = 128;
+
 /// A method with its validated parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
     StatusGet,
     HealthCheck,
-    NodesList { status_filter: Vec<String> },
-    NodesGet { node_id: String },
+    NodesList {
+        status_filter: Vec<String>,
+    },
+    NodesGet {
+        node_id: String,
+    },
     AuditQuery(AuditQueryParams),
+    ClusterStatus,
+    ClusterInit,
+    ClusterAdd(ClusterAddParams),
+    ClusterRemove {
+        node_id: String,
+    },
+    StateGet {
+        key: String,
+        consistency: ReadConsistency,
+    },
+    StateList {
+        prefix: String,
+        consistency: ReadConsistency,
+    },
+    StateWrite(MethodKind, StateWriteParams),
 }
 
 impl Method {
@@ -165,6 +274,13 @@ impl Method {
             Method::NodesList { .. } => MethodKind::NodesList,
             Method::NodesGet { .. } => MethodKind::NodesGet,
             Method::AuditQuery(_) => MethodKind::AuditQuery,
+            Method::ClusterStatus => MethodKind::ClusterStatus,
+            Method::ClusterInit => MethodKind::ClusterInit,
+            Method::ClusterAdd(_) => MethodKind::ClusterAdd,
+            Method::ClusterRemove { .. } => MethodKind::ClusterRemove,
+            Method::StateGet { .. } => MethodKind::StateGet,
+            Method::StateList { .. } => MethodKind::StateList,
+            Method::StateWrite(kind, _) => *kind,
         }
     }
 }
@@ -321,6 +437,72 @@ fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, E
                 since,
             })
         }
+        MethodKind::ClusterStatus => Method::ClusterStatus,
+        MethodKind::ClusterInit => Method::ClusterInit,
+        MethodKind::ClusterAdd => {
+            let node_id = params.required_text("node_id", 128)?;
+            let grpc = params.required_text("grpc", 300)?;
+            let priority = params.integer("priority", 1, 100)?.unwrap_or(50) as u8;
+            let witness = params.boolean("witness")?.unwrap_or(false);
+            Method::ClusterAdd(ClusterAddParams {
+                node_id,
+                grpc,
+                priority,
+                witness,
+            })
+        }
+        MethodKind::ClusterRemove => Method::ClusterRemove {
+            node_id: params.required_text("node_id", 128)?,
+        },
+        MethodKind::StateGet => Method::StateGet {
+            key: params.required_text("key", MAX_STATE_KEY)?,
+            consistency: params.consistency()?,
+        },
+        MethodKind::StateList => Method::StateList {
+            prefix: params.string("prefix")?.unwrap_or_default(),
+            consistency: params.consistency()?,
+        },
+        MethodKind::StateSet | MethodKind::StateCas | MethodKind::StateDelete => {
+            let key = params.required_text("key", MAX_STATE_KEY)?;
+            let expected = match kind {
+                // Present and null means "expected absent".
+                MethodKind::StateCas => Some(
+                    params
+                        .map
+                        .remove("expected")
+                        .map(|v| (!v.is_null()).then_some(v))
+                        .ok_or_else(|| params.missing("expected"))?,
+                ),
+                _ => None,
+            };
+            let value = match kind {
+                MethodKind::StateDelete => None,
+                _ => Some(
+                    params
+                        .map
+                        .remove("value")
+                        .ok_or_else(|| params.missing("value"))?,
+                ),
+            };
+            let request_id = match params.string("request_id")? {
+                Some(id) if id.is_empty() || id.len() > MAX_REQUEST_ID => {
+                    return Err(params.ill_typed(
+                        "request_id",
+                        &format!("a non-empty string of at most {MAX_REQUEST_ID} bytes"),
+                    ))
+                }
+                other => other,
+            };
+            Method::StateWrite(
+                kind,
+                StateWriteParams {
+                    key,
+                    value,
+                    expected,
+                    request_id,
+                },
+            )
+        }
     })
 }
 
@@ -389,6 +571,31 @@ impl Params {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(self.ill_typed(name, "a string")),
+        }
+    }
+
+    /// A required, non-empty string of at most `max` bytes.
+    fn required_text(&mut self, name: &str, max: usize) -> Result<String, ErrorBody> {
+        let text = self.string(name)?.ok_or_else(|| self.missing(name))?;
+        if text.is_empty() || text.len() > max {
+            return Err(self.ill_typed(name, &format!("a non-empty string of at most {max} bytes")));
+        }
+        Ok(text)
+    }
+
+    fn boolean(&mut self, name: &str) -> Result<Option<bool>, ErrorBody> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(self.ill_typed(name, "true or false")),
+        }
+    }
+
+    fn consistency(&mut self) -> Result<ReadConsistency, ErrorBody> {
+        match self.string("consistency")?.as_deref() {
+            None | Some("linearizable") => Ok(ReadConsistency::Linearizable),
+            Some("local") => Ok(ReadConsistency::Local),
+            Some(_) => Err(self.ill_typed("consistency", "\"linearizable\" or \"local\"")),
         }
     }
 

@@ -508,7 +508,12 @@ impl Settings {
     /// A path, made absolute: relative to the file's directory when the file
     /// gave it, to the working directory when a variable did.
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
-        let Some(p) = self.optional(key, values::PATH, values::name)? else {
+        self.path_of(key, values::PATH)
+    }
+
+    /// `path`, for a key that wants something else than a file (`expected`).
+    fn path_of(&self, key: &str, expected: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(p) = self.optional(key, expected, values::name)? else {
             return Ok(None);
         };
         let base = match self.map.get(key).map(|s| &s.from) {
@@ -616,17 +621,26 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
             })?,
     };
 
+    let pg_enabled = s
+        .one("postgresql.enabled", values::BOOL, values::boolean)?
+        .unwrap_or(true);
     let user = match s.one("postgresql.user", values::NAME, values::name)? {
         Some(u) => u,
-        None => host.os_user.clone().ok_or_else(|| {
-            s.no_default(
-                "postgresql.user",
-                "the OS user name cannot be read",
-                "PGUSER",
-            )
-        })?,
+        None => match host.os_user.clone() {
+            Some(u) => u,
+            // A witness never connects: no user is needed.
+            None if !pg_enabled => String::new(),
+            None => {
+                return Err(s.no_default(
+                    "postgresql.user",
+                    "the OS user name cannot be read",
+                    "PGUSER",
+                ))
+            }
+        },
     };
     let postgresql = PostgresqlConfig {
+        enabled: pg_enabled,
         host: s
             .one("postgresql.host", values::PG_HOST, values::pg_host)?
             .unwrap_or_else(|| DEFAULT_PG_HOST.into()),
@@ -687,6 +701,49 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
             "grpc.unreachable_after",
             values::UNREACHABLE,
             DEFAULT_UNREACHABLE_AFTER,
+        )?,
+    };
+
+    let raft_dir = match s.path_of("raft.dir", values::DIR)? {
+        Some(p) => p,
+        None => paths::default_raft_dir(host, &node_id)
+            .map_err(|why| s.no_default("raft.dir", &why, "STEEP_REPL_RAFT__DIR"))?,
+    };
+    let raft = RaftConfig {
+        dir: raft_dir,
+        heartbeat_interval: s.duration(
+            "raft.heartbeat_interval",
+            values::RAFT_HEARTBEAT,
+            DEFAULT_RAFT_HEARTBEAT_INTERVAL,
+        )?,
+        election_timeout_min: s.duration(
+            "raft.election_timeout_min",
+            values::ELECTION_TIMEOUT,
+            DEFAULT_ELECTION_TIMEOUT_MIN,
+        )?,
+        election_timeout_max: s.duration(
+            "raft.election_timeout_max",
+            values::ELECTION_TIMEOUT,
+            DEFAULT_ELECTION_TIMEOUT_MAX,
+        )?,
+        snapshot_every: s
+            .one("raft.snapshot_every", values::COUNT, values::count)?
+            .unwrap_or(DEFAULT_SNAPSHOT_EVERY),
+    };
+
+    let coordinator = CoordinatorConfig {
+        lease: s.duration("coordinator.lease", values::LEASE, DEFAULT_LEASE)?,
+        clock_error: s
+            .one(
+                "coordinator.clock_error",
+                values::CLOCK_ERROR,
+                values::clock_error,
+            )?
+            .unwrap_or(DEFAULT_CLOCK_ERROR),
+        failback_after: s.duration(
+            "coordinator.failback_after",
+            values::FAILBACK,
+            DEFAULT_FAILBACK_AFTER,
         )?,
     };
 
@@ -751,6 +808,8 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
         advertise_host,
         postgresql,
         grpc,
+        raft,
+        coordinator,
         http,
         ipc,
         audit,

@@ -1,5 +1,5 @@
 //! Where things are on this machine: the default and system config file
-//! paths, the state directory for the audit spool, and the machine facts the
+//! paths, the state directory for the audit spool and the Raft log, and the machine facts the
 //! defaults depend on (`Host`: environment, root or not, home, hostname, OS
 //! user, working directory). Loading takes a `Host` so tests can describe
 //! any machine without touching the real one. Platform code stays thin and
@@ -128,13 +128,23 @@ pub(crate) fn system_config_path_for(host: &Host) -> PathBuf {
         .join("config.yaml")
 }
 
+/// The daemon's own state directory, `<state dir>/steep-repl`, where the
+/// audit spool and the Raft log live by default. `Err` says why no state
+/// directory can be chosen here.
+fn daemon_state_dir(host: &Host) -> Result<PathBuf, String> {
+    Ok(platform::state_dir(host)?.join("steep-repl"))
+}
+
 /// The default audit spool: `<state dir>/steep-repl/audit-<node_id>.spool`.
-/// `Err` says why no state directory can be chosen here.
 pub(crate) fn default_spool_path(host: &Host, node_id: &str) -> Result<PathBuf, String> {
-    let dir = platform::state_dir(host)?;
-    Ok(dir
-        .join("steep-repl")
-        .join(format!("audit-{node_id}.spool")))
+    Ok(daemon_state_dir(host)?.join(format!("audit-{node_id}.spool")))
+}
+
+/// The default Raft directory, beside the audit spool:
+/// `<state dir>/steep-repl/raft-<node_id>`. Named after the node, as the
+/// spool is, so several daemons on one machine never share a log.
+pub(crate) fn default_raft_dir(host: &Host, node_id: &str) -> Result<PathBuf, String> {
+    Ok(daemon_state_dir(host)?.join(format!("raft-{node_id}")))
 }
 
 #[cfg(all(unix, not(target_os = "macos")))]
@@ -338,6 +348,28 @@ mod tests {
         );
         let h = host(&[], false);
         assert!(default_spool_path(&h, "n1").is_err());
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn the_raft_dir_lives_beside_the_spool() {
+        for (vars, root) in [
+            (&[("HOME", "/home/u")][..], false),
+            (&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/st")][..], false),
+            (&[("HOME", "/root")][..], true),
+        ] {
+            let h = host(vars, root);
+            let spool = default_spool_path(&h, "n1").unwrap();
+            assert_eq!(
+                default_raft_dir(&h, "n1").unwrap(),
+                spool.parent().unwrap().join("raft-n1")
+            );
+        }
+        assert_eq!(
+            default_raft_dir(&host(&[("HOME", "/home/u")], false), "n1").unwrap(),
+            PathBuf::from("/home/u/.local/state/steep-repl/raft-n1")
+        );
+        assert!(default_raft_dir(&host(&[], false), "n1").is_err());
     }
 
     #[cfg(all(unix, not(target_os = "macos")))]

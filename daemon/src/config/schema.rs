@@ -36,6 +36,14 @@ pub const DEFAULT_IPC_MODE: u32 = 0o660;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(2 * 31_557_600);
 pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
+pub const DEFAULT_RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1000);
+pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2000);
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(2);
+/// 1%: how far two nodes' clocks may drift apart over one lease.
+pub const DEFAULT_CLOCK_ERROR: f64 = 0.01;
+pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
 
 /// The effective configuration of one daemon: defaults, then the file's
 /// `repl:` section, then libpq variables, then `STEEP_REPL_*` variables.
@@ -52,6 +60,9 @@ pub struct Config {
     pub advertise_host: String,
     pub postgresql: PostgresqlConfig,
     pub grpc: GrpcConfig,
+    /// The consensus log that decides the coordinator (SPEC 7).
+    pub raft: RaftConfig,
+    pub coordinator: CoordinatorConfig,
     pub http: HttpConfig,
     pub ipc: IpcConfig,
     pub audit: AuditConfig,
@@ -64,6 +75,10 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PostgresqlConfig {
+    /// `false` makes this node a witness: no PostgreSQL at all, a vote in
+    /// Raft, never coordinator. The other keys are then checked for form
+    /// but not used.
+    pub enabled: bool,
     /// Host name, IP address, or a Unix socket directory (starts with `/`).
     pub host: String,
     pub port: u16,
@@ -139,6 +154,43 @@ pub struct GrpcConfig {
     #[serde(serialize_with = "ser_duration")]
     pub unreachable_after: Duration,
 }
+
+/// The Raft group every daemon is a member of (witnesses included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaftConfig {
+    /// Where the log, the vote and the snapshots are kept (absolute).
+    pub dir: PathBuf,
+    /// How often the leader sends heartbeats (appends) to followers.
+    #[serde(serialize_with = "ser_duration")]
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in
+    /// `election_timeout_min..election_timeout_max` campaigns.
+    #[serde(serialize_with = "ser_duration")]
+    pub election_timeout_min: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub election_timeout_max: Duration,
+    /// Log entries since the last snapshot that trigger a new one (>= 1).
+    pub snapshot_every: u64,
+}
+
+/// The coordinator lease, held through the Raft log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoordinatorConfig {
+    /// How long a granted lease lasts; the holder renews it every third of it.
+    #[serde(serialize_with = "ser_duration")]
+    pub lease: Duration,
+    /// Bound on clock drift between nodes over one lease, as a fraction
+    /// (`0.01` for 1%); always in `0.0..0.1`, never NaN.
+    pub clock_error: f64,
+    /// How long a preferred (higher priority) node must stay healthy before
+    /// the coordinator role moves back to it.
+    #[serde(serialize_with = "ser_duration")]
+    pub failback_after: Duration,
+}
+
+/// The loader only builds a finite `clock_error` (it refuses anything outside
+/// `0.0..0.1`), so equality is reflexive and `Config` can stay `Eq`.
+impl Eq for CoordinatorConfig {}
 
 /// A peer daemon's gRPC address. `host` holds an IPv6 literal without its
 /// brackets; `Display` puts them back (`[fd00::2]:5433`).

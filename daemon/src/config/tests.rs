@@ -79,6 +79,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(c.advertise_host, "box1");
 
     let pg = &c.postgresql;
+    assert!(pg.enabled);
     assert_eq!(pg.host, "localhost");
     assert_eq!(pg.port, 5432);
     assert_eq!(pg.database, "postgres");
@@ -106,6 +107,30 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(g.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(g.degraded_rtt, Duration::from_millis(500));
     assert_eq!(g.unreachable_after, Duration::from_secs(3));
+
+    assert_eq!(
+        c.raft,
+        RaftConfig {
+            dir: PathBuf::from("/home/u/.local/state/steep-repl/raft-a"),
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_secs(1),
+            election_timeout_max: Duration::from_secs(2),
+            snapshot_every: 1000,
+        }
+    );
+    assert_eq!(
+        c.raft.dir.parent(),
+        c.audit.spool_path.parent(),
+        "the Raft log lives beside the audit spool"
+    );
+    assert_eq!(
+        c.coordinator,
+        CoordinatorConfig {
+            lease: Duration::from_secs(2),
+            clock_error: 0.01,
+            failback_after: Duration::from_secs(30),
+        }
+    );
 
     assert!(c.http.enabled);
     assert_eq!(c.http.bind.to_string(), "0.0.0.0");
@@ -175,6 +200,7 @@ fn root_gets_its_spool_in_var_lib() {
         c.audit.spool_path,
         PathBuf::from("/var/lib/steep-repl/audit-a.spool")
     );
+    assert_eq!(c.raft.dir, PathBuf::from("/var/lib/steep-repl/raft-a"));
 }
 
 #[test]
@@ -208,6 +234,7 @@ repl:
   priority: 80
   advertise_host: db1.example.com
   postgresql:
+    enabled: true
     host: pg.file
     port: 6000
     database: filedb
@@ -227,6 +254,16 @@ repl:
     heartbeat_interval: 2s
     degraded_rtt: 1s
     unreachable_after: 10s
+  raft:
+    dir: state/raft
+    heartbeat_interval: 100ms
+    election_timeout_min: 400ms
+    election_timeout_max: 800ms
+    snapshot_every: 5_000
+  coordinator:
+    lease: 900ms
+    clock_error: 0.5%
+    failback_after: 1m
   http:
     enabled: false
     bind: 127.0.0.1
@@ -270,6 +307,15 @@ fn the_file_overrides_every_default() {
     assert_eq!(c.grpc.heartbeat_interval, Duration::from_secs(2));
     assert_eq!(c.grpc.degraded_rtt, Duration::from_secs(1));
     assert_eq!(c.grpc.unreachable_after, Duration::from_secs(10));
+    assert!(c.postgresql.enabled);
+    assert_eq!(c.raft.dir, c.source.parent().unwrap().join("state/raft"));
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(100));
+    assert_eq!(c.raft.election_timeout_min, Duration::from_millis(400));
+    assert_eq!(c.raft.election_timeout_max, Duration::from_millis(800));
+    assert_eq!(c.raft.snapshot_every, 5000);
+    assert_eq!(c.coordinator.lease, Duration::from_millis(900));
+    assert_eq!(c.coordinator.clock_error, 0.005);
+    assert_eq!(c.coordinator.failback_after, Duration::from_secs(60));
     assert!(!c.http.enabled);
     assert_eq!(c.http.port, 9000);
     assert!(!c.ipc.enabled);
@@ -404,6 +450,7 @@ fn every_key_can_be_set_from_its_environment_variable() {
         ("node_name", "Env Node"),
         ("priority", "99"),
         ("advertise_host", "10.1.2.3"),
+        ("postgresql.enabled", "no"),
         ("postgresql.host", "pghost"),
         ("postgresql.port", "5555"),
         ("postgresql.database", "db"),
@@ -424,6 +471,14 @@ fn every_key_can_be_set_from_its_environment_variable() {
         ("grpc.heartbeat_interval", "250ms"),
         ("grpc.degraded_rtt", "100ms"),
         ("grpc.unreachable_after", "2s"),
+        ("raft.dir", "/r/raft"),
+        ("raft.heartbeat_interval", "100ms"),
+        ("raft.election_timeout_min", "300ms"),
+        ("raft.election_timeout_max", "900ms"),
+        ("raft.snapshot_every", "7"),
+        ("coordinator.lease", "1s"),
+        ("coordinator.clock_error", "0.02"),
+        ("coordinator.failback_after", "1s"),
         ("http.enabled", "1"),
         ("http.bind", "127.0.0.1"),
         ("http.port", "6002"),
@@ -452,6 +507,7 @@ fn every_key_can_be_set_from_its_environment_variable() {
     assert_eq!(c.node_name, "Env Node");
     assert_eq!(c.priority, 99);
     assert_eq!(c.advertise_host, "10.1.2.3");
+    assert!(!c.postgresql.enabled);
     assert_eq!(c.postgresql.host, "pghost");
     assert_eq!(c.postgresql.port, 5555);
     assert_eq!(c.postgresql.database, "db");
@@ -472,6 +528,14 @@ fn every_key_can_be_set_from_its_environment_variable() {
     assert_eq!(c.grpc.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(c.grpc.degraded_rtt, Duration::from_millis(100));
     assert_eq!(c.grpc.unreachable_after, Duration::from_secs(2));
+    assert_eq!(c.raft.dir, PathBuf::from("/r/raft"));
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(100));
+    assert_eq!(c.raft.election_timeout_min, Duration::from_millis(300));
+    assert_eq!(c.raft.election_timeout_max, Duration::from_millis(900));
+    assert_eq!(c.raft.snapshot_every, 7);
+    assert_eq!(c.coordinator.lease, Duration::from_secs(1));
+    assert_eq!(c.coordinator.clock_error, 0.02);
+    assert_eq!(c.coordinator.failback_after, Duration::from_secs(1));
     assert!(c.http.enabled);
     assert_eq!(c.http.bind.to_string(), "127.0.0.1");
     assert_eq!(c.http.port, 6002);
@@ -615,7 +679,7 @@ fn a_file_without_repl_says_so() {
 fn sections_must_be_mappings() {
     assert_eq!(
         err("repl: 5\n", &[]),
-        "/x.yaml: repl: expected a section of keys (node_id, node_name, priority, advertise_host, postgresql, grpc, http, ipc, audit, log), got 5"
+        "/x.yaml: repl: expected a section of keys (node_id, node_name, priority, advertise_host, postgresql, grpc, raft, coordinator, http, ipc, audit, log), got 5"
     );
     assert_eq!(
         err(&with_repl("  http: [a]\n"), &[]),
@@ -893,6 +957,312 @@ fn an_ipc_socket_path_must_fit_a_unix_socket_address() {
     );
 }
 
+// ------------------------------------------ consensus: raft, coordinator
+
+const CLOCK_EXPECTED: &str = "expected a clock error from 0% to below 10%, like 1% or 0.01 (clocks further apart than that cannot bound a lease)";
+
+#[test]
+fn raft_and_coordinator_keys_come_from_the_file_and_from_their_variables() {
+    let file = with_repl(
+        "  postgresql:\n    enabled: false\n  raft:\n    dir: /f/raft\n    heartbeat_interval: 200ms\n    election_timeout_min: 700ms\n    election_timeout_max: 1500ms\n    snapshot_every: 250\n  coordinator:\n    lease: 3s\n    clock_error: 2%\n    failback_after: 1m\n",
+    );
+    let c = ok(&file, &[]);
+    assert!(!c.postgresql.enabled);
+    assert_eq!(c.raft.dir, PathBuf::from("/f/raft"));
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(200));
+    assert_eq!(c.raft.election_timeout_min, Duration::from_millis(700));
+    assert_eq!(c.raft.election_timeout_max, Duration::from_millis(1500));
+    assert_eq!(c.raft.snapshot_every, 250);
+    assert_eq!(c.coordinator.lease, Duration::from_secs(3));
+    assert_eq!(c.coordinator.clock_error, 0.02);
+    assert_eq!(c.coordinator.failback_after, Duration::from_secs(60));
+    assert_eq!(*c.origins.get("raft.dir"), ValueOrigin::File);
+
+    let vars = [
+        ("STEEP_REPL_POSTGRESQL__ENABLED", "true"),
+        ("STEEP_REPL_RAFT__DIR", "/e/raft"),
+        ("STEEP_REPL_RAFT__HEARTBEAT_INTERVAL", "50ms"),
+        ("STEEP_REPL_RAFT__ELECTION_TIMEOUT_MIN", "150ms"),
+        ("STEEP_REPL_RAFT__ELECTION_TIMEOUT_MAX", "300ms"),
+        ("STEEP_REPL_RAFT__SNAPSHOT_EVERY", "10_000"),
+        ("STEEP_REPL_COORDINATOR__LEASE", "150ms"),
+        ("STEEP_REPL_COORDINATOR__CLOCK_ERROR", "0.005"),
+        ("STEEP_REPL_COORDINATOR__FAILBACK_AFTER", "150ms"),
+    ];
+    let c = ok(&file, &vars);
+    assert!(c.postgresql.enabled);
+    assert_eq!(c.raft.dir, PathBuf::from("/e/raft"));
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(c.raft.election_timeout_min, Duration::from_millis(150));
+    assert_eq!(c.raft.election_timeout_max, Duration::from_millis(300));
+    assert_eq!(c.raft.snapshot_every, 10_000);
+    assert_eq!(c.coordinator.lease, Duration::from_millis(150));
+    assert_eq!(c.coordinator.clock_error, 0.005);
+    assert_eq!(c.coordinator.failback_after, Duration::from_millis(150));
+    for (var, _) in vars {
+        let key = keys::dotted_for_env_var(var).unwrap();
+        assert_eq!(*c.origins.get(&key), ValueOrigin::Env(var.into()), "{key}");
+    }
+}
+
+#[test]
+fn a_relative_raft_dir_is_taken_from_the_file_or_the_working_directory() {
+    let c = ok(&with_repl("  raft:\n    dir: ./data/raft\n"), &[]);
+    assert_eq!(c.raft.dir, c.source.parent().unwrap().join("data/raft"));
+    let c = ok(MIN, &[("STEEP_REPL_RAFT__DIR", "data/raft")]);
+    assert_eq!(c.raft.dir, Path::new("/work/cwd").join("data/raft"));
+    assert_eq!(
+        err(&with_repl("  raft:\n    dir: [a, b]\n"), &[]),
+        "/x.yaml: repl.raft.dir: expected a directory path, got a list"
+    );
+    // Empty text leaves the default, as for every optional path.
+    let c = ok(MIN, &[("STEEP_REPL_RAFT__DIR", "")]);
+    assert!(
+        c.raft.dir.ends_with("steep-repl/raft-a"),
+        "{}",
+        c.raft.dir.display()
+    );
+}
+
+#[test]
+fn the_raft_dir_has_no_default_without_a_state_directory() {
+    let f = file(MIN);
+    let mut h = host(&[]);
+    h.env.remove("HOME");
+    let e = load_with(&f.path, &h, None).unwrap_err().to_string();
+    assert!(
+        e.contains("repl.raft.dir has no default on this machine"),
+        "{e}"
+    );
+    assert!(e.contains("STEEP_REPL_RAFT__DIR"), "{e}");
+    h.env.insert("STEEP_REPL_RAFT__DIR".into(), "/r".into());
+    h.env
+        .insert("STEEP_REPL_AUDIT__SPOOL_PATH".into(), "/s".into());
+    let c = load_with(&f.path, &h, None).unwrap();
+    assert_eq!(c.raft.dir, PathBuf::from("/r"));
+}
+
+#[test]
+fn the_clock_error_is_a_percentage_or_a_fraction() {
+    let c = ok(&with_repl("  coordinator:\n    clock_error: 1%\n"), &[]);
+    assert_eq!(c.coordinator.clock_error, 0.01);
+    let c = ok(&with_repl("  coordinator:\n    clock_error: 0.01\n"), &[]);
+    assert_eq!(c.coordinator.clock_error, 0.01);
+    let c = ok(MIN, &[("STEEP_REPL_COORDINATOR__CLOCK_ERROR", "2.5%")]);
+    assert_eq!(c.coordinator.clock_error, 0.025);
+    let c = ok(MIN, &[("STEEP_REPL_COORDINATOR__CLOCK_ERROR", "0")]);
+    assert_eq!(c.coordinator.clock_error, 0.0);
+
+    assert_eq!(
+        err(&with_repl("  coordinator:\n    clock_error: 15%\n"), &[]),
+        format!("/x.yaml: repl.coordinator.clock_error: {CLOCK_EXPECTED}, got \"15%\"")
+    );
+    assert_eq!(
+        err(&with_repl("  coordinator:\n    clock_error: 0.15\n"), &[]),
+        format!("/x.yaml: repl.coordinator.clock_error: {CLOCK_EXPECTED}, got 0.15")
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_COORDINATOR__CLOCK_ERROR", "10%")]),
+        format!("STEEP_REPL_COORDINATOR__CLOCK_ERROR: {CLOCK_EXPECTED}, got \"10%\"")
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_COORDINATOR__CLOCK_ERROR", "-1%")]),
+        format!("STEEP_REPL_COORDINATOR__CLOCK_ERROR: {CLOCK_EXPECTED}, got \"-1%\"")
+    );
+}
+
+#[test]
+fn raft_timers_and_the_snapshot_count_have_single_key_bounds() {
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_RAFT__HEARTBEAT_INTERVAL", "5ms")]),
+        "STEEP_REPL_RAFT__HEARTBEAT_INTERVAL: expected a duration from 10ms to 20s, like 250ms or 100ms, got \"5ms\""
+    );
+    assert_eq!(
+        err(&with_repl("  raft:\n    election_timeout_max: 61s\n"), &[]),
+        "/x.yaml: repl.raft.election_timeout_max: expected a duration from 30ms to 1m, like 1s or 2s, got \"61s\""
+    );
+    assert_eq!(
+        err(&with_repl("  raft:\n    election_timeout_min: 2m\n"), &[]),
+        "/x.yaml: repl.raft.election_timeout_min: expected a duration from 30ms to 1m, like 1s or 2s, got \"2m\""
+    );
+    assert_eq!(
+        err(&with_repl("  raft:\n    snapshot_every: 0\n"), &[]),
+        "/x.yaml: repl.raft.snapshot_every: expected a whole number of at least 1, got 0"
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_COORDINATOR__LEASE", "soon")]),
+        "STEEP_REPL_COORDINATOR__LEASE: expected a duration from 30ms to 1h, like 2s or 900ms, got \"soon\""
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_POSTGRESQL__ENABLED", "witness")]),
+        "STEEP_REPL_POSTGRESQL__ENABLED: expected true or false (yes/no and 1/0 work too), got \"witness\""
+    );
+}
+
+#[test]
+fn an_election_timeout_below_three_heartbeats_is_refused() {
+    let m = err(MIN, &[("STEEP_REPL_RAFT__HEARTBEAT_INTERVAL", "400ms")]);
+    assert_eq!(
+        m,
+        "/x.yaml: repl.raft.election_timeout_min (1s, the default) is shorter than three of \
+         repl.raft.heartbeat_interval (400ms, from STEEP_REPL_RAFT__HEARTBEAT_INTERVAL): a follower \
+         must miss a few heartbeats before it campaigns, or a late packet starts an election; make \
+         the election timeout at least 1s 200ms or the heartbeat shorter"
+    );
+    let m = err(
+        &with_repl("  raft:\n    heartbeat_interval: 100ms\n    election_timeout_min: 250ms\n"),
+        &[],
+    );
+    assert!(m.contains("repl.raft.election_timeout_min (250ms)"), "{m}");
+    assert!(m.contains("repl.raft.heartbeat_interval (100ms)"), "{m}");
+    assert!(m.contains("at least 300ms"), "{m}");
+    // Exactly three heartbeats is enough.
+    ok(
+        &with_repl("  raft:\n    heartbeat_interval: 100ms\n    election_timeout_min: 300ms\n"),
+        &[],
+    );
+}
+
+#[test]
+fn an_empty_election_range_is_refused() {
+    assert_eq!(
+        err(&with_repl("  raft:\n    election_timeout_max: 1s\n"), &[]),
+        "/x.yaml: repl.raft.election_timeout_max (1s) must be greater than \
+         repl.raft.election_timeout_min (1s, the default): each node draws its timeout from that \
+         range, and with no range the nodes campaign together and split the vote; for example 2s"
+    );
+    let m = err(
+        MIN,
+        &[
+            ("STEEP_REPL_RAFT__ELECTION_TIMEOUT_MIN", "3s"),
+            ("STEEP_REPL_RAFT__ELECTION_TIMEOUT_MAX", "2s"),
+        ],
+    );
+    assert!(m.contains("must be greater than"), "{m}");
+    assert!(
+        m.contains(
+            "repl.raft.election_timeout_max (2s, from STEEP_REPL_RAFT__ELECTION_TIMEOUT_MAX)"
+        ),
+        "{m}"
+    );
+    assert!(m.ends_with("for example 6s"), "{m}");
+    let m = err(
+        &with_repl("  raft:\n    election_timeout_min: 1m\n    election_timeout_max: 1m\n"),
+        &[],
+    );
+    assert!(
+        m.ends_with(
+            "lower repl.raft.election_timeout_min to leave room for a range (both are at most 1m)"
+        ),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_lease_that_cannot_be_renewed_three_times_within_itself_is_refused() {
+    assert_eq!(
+        err(&with_repl("  coordinator:\n    lease: 500ms\n"), &[]),
+        "/x.yaml: repl.coordinator.lease (500ms) cannot be renewed three times within itself at \
+         repl.raft.heartbeat_interval (250ms, the default): make the lease at least 750ms or the \
+         heartbeat shorter (the holder renews it every third of the lease, and each renewal is a \
+         replicated write that needs a heartbeat round)"
+    );
+    let m = err(
+        &with_repl("  raft:\n    heartbeat_interval: 1s\n    election_timeout_min: 3s\n    election_timeout_max: 6s\n"),
+        &[],
+    );
+    assert!(
+        m.contains(
+            "repl.coordinator.lease (2s, the default) cannot be renewed three times within itself"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("at least 3s"), "{m}");
+    ok(&with_repl("  coordinator:\n    lease: 750ms\n"), &[]);
+}
+
+#[test]
+fn a_failback_shorter_than_the_lease_is_refused() {
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_COORDINATOR__FAILBACK_AFTER", "1s")]),
+        "/x.yaml: repl.coordinator.failback_after (1s, from STEEP_REPL_COORDINATOR__FAILBACK_AFTER) \
+         must be at least repl.coordinator.lease (2s, the default): a preferred node must stay \
+         healthy for a whole lease before the coordinator role moves back to it, or a flapping \
+         node would move it back and forth; make it at least 2s"
+    );
+    ok(MIN, &[("STEEP_REPL_COORDINATOR__FAILBACK_AFTER", "2s")]);
+}
+
+#[test]
+fn the_fast_failover_profile_from_the_docs_is_accepted() {
+    let c = ok(
+        &with_repl("  raft:\n    heartbeat_interval: 100ms\n    election_timeout_min: 400ms\n    election_timeout_max: 800ms\n  coordinator:\n    lease: 900ms\n"),
+        &[],
+    );
+    assert_eq!(c.coordinator.lease, Duration::from_millis(900));
+}
+
+#[test]
+fn a_witness_needs_no_postgresql_but_its_keys_are_still_checked_for_form() {
+    let f = file(&with_repl(
+        "  postgresql:\n    enabled: false\n    host: db.example.com\n    password: pw\n",
+    ));
+    let mut h = host(&[]);
+    h.os_user = None;
+    let c = load_with(&f.path, &h, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.postgresql.enabled);
+    assert_eq!(c.postgresql.host, "db.example.com");
+    assert_eq!(c.postgresql.user, "");
+    // A node with PostgreSQL still needs a user.
+    h.env
+        .insert("STEEP_REPL_POSTGRESQL__ENABLED".into(), "true".into());
+    let e = load_with(&f.path, &h, None).unwrap_err().to_string();
+    assert!(e.contains("repl.postgresql.user has no default"), "{e}");
+    // A typo is a typo, witness or not.
+    assert_eq!(
+        err(
+            &with_repl("  postgresql:\n    enabled: false\n    port: abc\n"),
+            &[]
+        ),
+        "/x.yaml: repl.postgresql.port: expected a port number 1-65535, got \"abc\""
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn config_check_prints_the_raft_and_coordinator_keys() {
+    let c = ok(MIN, &[("STEEP_REPL_COORDINATOR__LEASE", "900ms")]);
+    let yaml = c.to_masked_yaml();
+    assert!(
+        yaml.contains("\n  postgresql:\n    enabled: true  # default\n    host: "),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(
+            "\n  raft:\n    dir: \"/home/u/.local/state/steep-repl/raft-a\"  # default\n    \
+             heartbeat_interval: 250ms  # default\n    election_timeout_min: 1s  # default\n    \
+             election_timeout_max: 2s  # default\n    snapshot_every: 1000  # default\n  \
+             coordinator:\n    lease: 900ms  # from STEEP_REPL_COORDINATOR__LEASE\n    \
+             clock_error: \"1%\"  # default\n    failback_after: 30s  # default\n  http:\n"
+        ),
+        "{yaml}"
+    );
+    // A fraction prints as a percentage when that reads back exactly, and
+    // whatever it prints as loads back to the same number.
+    for (written, printed) in [("0.0123", "1.23%"), ("0.5%", "0.5%"), ("0", "0%")] {
+        let c = ok(
+            &with_repl(&format!("  coordinator:\n    clock_error: {written}\n")),
+            &[],
+        );
+        let yaml = c.to_masked_yaml();
+        assert!(
+            yaml.contains(&format!("    clock_error: \"{printed}\"\n")),
+            "{yaml}"
+        );
+        assert_eq!(ok(&yaml, &[]).coordinator, c.coordinator, "{written}");
+    }
+}
+
 // ------------------------------------------------------------ secrets
 
 #[test]
@@ -949,7 +1319,9 @@ fn masked_yaml_lists_every_key_and_marks_where_values_came_from() {
         "{yaml}"
     );
     assert!(
-        yaml.contains("\n  postgresql:\n    host: \"db.local\"  # from PGHOST\n"),
+        yaml.contains(
+            "\n  postgresql:\n    enabled: true  # default\n    host: \"db.local\"  # from PGHOST\n"
+        ),
         "{yaml}"
     );
     assert!(

@@ -63,6 +63,8 @@ pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
         ));
     }
 
+    check_raft_timing(config)?;
+
     if g.enabled && !g.tls.insecure {
         let missing: Vec<String> = [
             ("grpc.tls.cert_file", &g.tls.cert_file),
@@ -109,6 +111,86 @@ pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
     }
 
     check_ipc_path(config)?;
+    Ok(())
+}
+
+/// The Raft timers and the coordinator lease, as one set (SPEC 7): an
+/// election timeout below a few heartbeats, an empty election range, or a
+/// lease that cannot be renewed three times within itself cannot work.
+/// (Single-key bounds, such as a heartbeat of at least 10ms or election
+/// timeouts of at most 60s, are the parsers' ranges in `values.rs`.)
+fn check_raft_timing(config: &Config) -> Result<(), ConfigError> {
+    let r = &config.raft;
+    let c = &config.coordinator;
+    let hb = describe(
+        config,
+        "raft.heartbeat_interval",
+        &dur(r.heartbeat_interval),
+    );
+    let three_beats = r.heartbeat_interval.saturating_mul(3);
+    let min = describe(
+        config,
+        "raft.election_timeout_min",
+        &dur(r.election_timeout_min),
+    );
+    if r.election_timeout_min < three_beats {
+        return Err(inconsistent(
+            config,
+            format!(
+                "{min} is shorter than three of {hb}: a follower must miss a few heartbeats \
+                 before it campaigns, or a late packet starts an election; make the election \
+                 timeout at least {} or the heartbeat shorter",
+                dur(three_beats),
+            ),
+        ));
+    }
+    if r.election_timeout_max <= r.election_timeout_min {
+        let fix = match r.election_timeout_min.checked_mul(2) {
+            Some(twice) if twice <= super::values::ELECTION_TIMEOUT.max => {
+                format!("for example {}", dur(twice))
+            }
+            _ => format!(
+                "lower repl.raft.election_timeout_min to leave room for a range (both are at most {})",
+                dur(super::values::ELECTION_TIMEOUT.max)
+            ),
+        };
+        return Err(inconsistent(
+            config,
+            format!(
+                "{} must be greater than {min}: each node draws its timeout from that range, and \
+                 with no range the nodes campaign together and split the vote; {fix}",
+                describe(
+                    config,
+                    "raft.election_timeout_max",
+                    &dur(r.election_timeout_max)
+                ),
+            ),
+        ));
+    }
+    let lease = describe(config, "coordinator.lease", &dur(c.lease));
+    if c.lease < three_beats {
+        return Err(inconsistent(
+            config,
+            format!(
+                "{lease} cannot be renewed three times within itself at {hb}: make the lease \
+                 at least {} or the heartbeat shorter (the holder renews it every third of the \
+                 lease, and each renewal is a replicated write that needs a heartbeat round)",
+                dur(three_beats),
+            ),
+        ));
+    }
+    if c.failback_after < c.lease {
+        return Err(inconsistent(
+            config,
+            format!(
+                "{} must be at least {lease}: a preferred node must stay healthy for a whole \
+                 lease before the coordinator role moves back to it, or a flapping node would \
+                 move it back and forth; make it at least {}",
+                describe(config, "coordinator.failback_after", &dur(c.failback_after)),
+                dur(c.lease),
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -20,10 +20,14 @@ pub(crate) const BOOL: &str = "true or false (yes/no and 1/0 work too)";
 pub(crate) const BIND: &str = "an IP address to listen on, like 0.0.0.0, 127.0.0.1 or ::";
 pub(crate) const POOL_SIZE: &str = "a pool size 1-100";
 pub(crate) const PATH: &str = "a file path";
+pub(crate) const DIR: &str = "a directory path";
 pub(crate) const MODE: &str = "an octal permission like 0660 (at most 0777)";
 pub(crate) const GROUP: &str = "a group name or number";
 pub(crate) const COUNT: &str = "a whole number of at least 1";
 pub(crate) const PASSWORD: &str = "a password";
+pub(crate) const CLOCK_ERROR: &str =
+    "a clock error from 0% to below 10%, like 1% or 0.01 (clocks further apart \
+     than that cannot bound a lease)";
 pub(crate) const COMMAND: &str =
     "a command line with balanced quotes, like `pass show postgres/steep`";
 
@@ -59,6 +63,31 @@ pub(crate) const UNREACHABLE: DurationRange = DurationRange {
     min: Duration::from_millis(10),
     max: DAY,
     example: "3s or 1m 30s",
+};
+/// Raft's heartbeat: below 10ms the timers are noise next to an fsync; an
+/// election timeout (at most 60s) must hold three of them.
+pub(crate) const RAFT_HEARTBEAT: DurationRange = DurationRange {
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(20),
+    example: "250ms or 100ms",
+};
+/// Three of the shortest heartbeats, up to a minute: a leader lost for longer
+/// than that is not "failover" any more.
+pub(crate) const ELECTION_TIMEOUT: DurationRange = DurationRange {
+    min: Duration::from_millis(30),
+    max: Duration::from_secs(60),
+    example: "1s or 2s",
+};
+/// Three of the shortest heartbeats (one renewal per third of the lease).
+pub(crate) const LEASE: DurationRange = DurationRange {
+    min: Duration::from_millis(30),
+    max: HOUR,
+    example: "2s or 900ms",
+};
+pub(crate) const FAILBACK: DurationRange = DurationRange {
+    min: Duration::from_millis(30),
+    max: DAY,
+    example: "30s or 5m",
 };
 pub(crate) const RETENTION: DurationRange = DurationRange {
     min: DAY,
@@ -219,6 +248,28 @@ pub(crate) fn count(text: &str) -> Option<u64> {
     t.replace('_', "").parse::<u64>().ok().filter(|n| *n >= 1)
 }
 
+/// A clock error bound as a fraction: `1%` (a percentage) or `0.01`; at
+/// least 0 and below 10%.
+pub(crate) fn clock_error(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let fraction = match t.strip_suffix('%') {
+        Some(percent) => percent.trim_end().parse::<f64>().ok()? / 100.0,
+        None => t.parse::<f64>().ok()?,
+    } + 0.0; // -0 is 0
+    (0.0..0.1).contains(&fraction).then_some(fraction)
+}
+
+/// A clock error as `config check` prints it: a percentage when that reads
+/// back to the same number (`1%`), else the fraction (`0.0123`).
+pub(crate) fn format_clock_error(fraction: f64) -> String {
+    let percent = format!("{}%", fraction * 100.0);
+    if clock_error(&percent) == Some(fraction) {
+        percent
+    } else {
+        fraction.to_string()
+    }
+}
+
 /// A command line that splits into at least one word.
 pub(crate) fn command(text: &str) -> Option<String> {
     match shell_words::split(text) {
@@ -329,6 +380,31 @@ mod tests {
         assert_eq!(pool_size("101"), None);
         assert_eq!(priority("0"), None);
         assert_eq!(priority("100"), Some(100));
+    }
+
+    #[test]
+    fn clock_errors_are_percentages_or_fractions_below_ten_percent() {
+        assert_eq!(clock_error("1%"), Some(0.01));
+        assert_eq!(clock_error(" 0.5 % "), Some(0.005));
+        assert_eq!(clock_error("0.01"), Some(0.01));
+        assert_eq!(clock_error("0"), Some(0.0));
+        assert_eq!(clock_error("0%"), Some(0.0));
+        assert!(clock_error("9.9%").is_some());
+        assert_eq!(
+            clock_error("-0%").map(|f| f.to_string()).as_deref(),
+            Some("0")
+        );
+        for t in [
+            "10%", "15%", "0.1", "1", "-1%", "-0.01", "", "%", "NaN", "inf", "1 %%", "one",
+        ] {
+            assert_eq!(clock_error(t), None, "{t}");
+        }
+        for f in [0.01, 0.0, 0.005, 0.07, 0.0123, 0.099, 1.0 / 3.0 / 10.0] {
+            let text = format_clock_error(f);
+            assert_eq!(clock_error(&text), Some(f), "{f} printed as {text}");
+        }
+        assert_eq!(format_clock_error(0.01), "1%");
+        assert_eq!(format_clock_error(0.0), "0%");
     }
 
     #[test]

@@ -1,0 +1,12 @@
+//! The daemon's side of the cluster agreement (SPEC 7).
+//!
+//! `node` owns the member (`ClusterNode`: openraft on its own runtime, the
+//! store's identity, cluster and state requests); `transport` sends Raft
+//! messages over gRPC with mutual TLS and the identity envelope; `service`
+//! answers them (admission checked, refusals audited).
+
+pub mod node;
+pub mod service;
+pub mod transport;
+
+pub use node::{ClusterError, ClusterNode, ClusterStatus, RaftSettings, RaftStartError};

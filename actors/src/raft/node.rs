@@ -1,0 +1,605 @@
+//! ClusterNode: this daemon's member of the cluster, as one cloneable handle.
+//!
+//! It owns the openraft node and the thread and runtime it runs on (Raft's
+//! timers never wait for the actors' thread), the store's identity, and the
+//! client side that forwards writes and read-index requests to the leader.
+//! The faces (IPC, the gRPC Raft service, health) call it directly, the way
+//! they read the health snapshot: no mailbox between a request and Raft.
+
+use super::transport::{split_address, GrpcRaftTransport, Sender};
+use crate::peer_tls::PeerTransport;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use steep_repl_consensus::client::{ClientError, ClusterClient, Consistency};
+use steep_repl_consensus::network::{MembershipChange, Network};
+use steep_repl_consensus::openraft::{self, ServerState, SnapshotPolicy};
+use steep_repl_consensus::types::{LogId, Raft};
+use steep_repl_consensus::{
+    Command, Member, Outcome, Proposal, RaftId, Requester, Role, SharedState, StoreError,
+    StoreIdentity,
+};
+use steep_repl_proto::JoinRequest;
+
+/// What the member needs; built by the daemon from its config.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// `raft.dir`: log, vote, snapshots, identity.
+    pub dir: PathBuf,
+    pub node_id: String,
+    /// `host:port` where peers reach this daemon's gRPC.
+    pub grpc_address: String,
+    pub priority: u8,
+    /// `postgresql.enabled: false`.
+    pub witness: bool,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Log entries since the last snapshot that trigger a new one.
+    pub snapshot_every: u64,
+}
+
+/// Why the member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStartError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("invalid Raft settings: {0}")]
+    Config(String),
+    #[error("cannot start the Raft runtime: {0}")]
+    Runtime(String),
+}
+
+/// Why a cluster request failed; each maps to an IPC error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    NotAMember(String),
+    #[error("{0}")]
+    NoQuorum(String),
+    #[error("{0}")]
+    UnknownOutcome(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ClientError> for ClusterError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::NotAMember => ClusterError::NotAMember(e.to_string()),
+            ClientError::NoQuorum(_) => ClusterError::NoQuorum(e.to_string()),
+            ClientError::UnknownOutcome(_) => ClusterError::UnknownOutcome(e.to_string()),
+            ClientError::Failed(_) => ClusterError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// One member as `cluster.status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemberStatus {
+    pub node_id: String,
+    /// The Raft id in hex (an incarnation of the node's store).
+    pub raft_id: String,
+    pub grpc: String,
+    pub priority: u8,
+    pub role: Role,
+    /// A voter, or a learner still catching up.
+    pub voter: bool,
+    pub leader: bool,
+    /// Entries the leader has not yet seen it store (on the leader only).
+    pub lag: Option<u64>,
+}
+
+/// `cluster.status`: this node's view of the cluster.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClusterStatus {
+    pub cluster_id: Option<String>,
+    pub node_id: String,
+    pub raft_id: String,
+    /// leader, follower, candidate, learner, or none (not in a cluster).
+    pub state: &'static str,
+    pub witness: bool,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// How far behind the leader this node's applied index is, as far as
+    /// it knows (on the leader: 0).
+    pub lag: Option<u64>,
+    /// On the leader: how long since a majority last answered.
+    pub quorum_ack_ms: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+/// A value in the replicated map.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateEntry {
+    pub key: String,
+    pub value: Value,
+}
+
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RaftSettings,
+    raft: Raft,
+    client: ClusterClient<GrpcRaftTransport>,
+    transport: GrpcRaftTransport,
+    shared: SharedState,
+    identity: Arc<Mutex<StoreIdentity>>,
+    /// Dropped to stop the Raft runtime's thread.
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+/// How long a client request (IPC, CLI) may wait for the cluster.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn hex(id: RaftId) -> String {
+    format!("{id:016x}")
+}
+
+impl ClusterNode {
+    /// Opens the store in `settings.dir` and starts the Raft node on a
+    /// runtime of its own. An empty store starts as no member of anything
+    /// and stays so until `cluster init` here or `cluster add` elsewhere.
+    pub fn start(settings: RaftSettings, peers: PeerTransport) -> Result<Self, RaftStartError> {
+        let config = openraft::Config {
+            cluster_name: "steep-repl".into(),
+            heartbeat_interval: settings.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: settings.election_timeout_min.as_millis() as u64,
+            election_timeout_max: settings.election_timeout_max.as_millis() as u64,
+            // Chunks well under the gRPC message limit (JSON doubles bytes).
+            snapshot_max_chunk_size: 256 * 1024,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: settings.snapshot_every.max(1),
+            install_snapshot_timeout: 5_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| RaftStartError::Config(e.to_string()))?;
+        let (identity, log_store, state_machine) = steep_repl_consensus::open(&settings.dir)?;
+        let raft_id = identity.raft_id;
+        let shared = state_machine.shared();
+        let identity = Arc::new(Mutex::new(identity));
+        let sender = Sender {
+            node_id: settings.node_id.clone(),
+            identity: identity.clone(),
+        };
+        let connect_timeout = settings.election_timeout_min;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("raft-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(RaftStartError::Runtime(e.to_string())));
+                        return;
+                    }
+                };
+                let transport = GrpcRaftTransport::new(
+                    peers,
+                    sender,
+                    runtime.handle().clone(),
+                    connect_timeout,
+                );
+                let started = runtime.block_on(Raft::new(
+                    raft_id,
+                    Arc::new(config),
+                    Network::new(transport.clone()),
+                    log_store,
+                    state_machine,
+                ));
+                let raft = match started {
+                    Ok(raft) => raft,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(RaftStartError::Runtime(e.to_string())));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((raft.clone(), transport)));
+                // Until the daemon stops (or drops the handle).
+                let _ = stop_rx.recv();
+                let _ = runtime.block_on(raft.shutdown());
+                runtime.shutdown_timeout(Duration::from_secs(2));
+            })
+            .map_err(|e| RaftStartError::Runtime(e.to_string()))?;
+        let (raft, transport) = ready_rx
+            .recv()
+            .map_err(|e| RaftStartError::Runtime(e.to_string()))??;
+        let client = ClusterClient::new(raft.clone(), transport.clone());
+        Ok(ClusterNode {
+            inner: Arc::new(Inner {
+                settings,
+                raft,
+                client,
+                transport,
+                shared,
+                identity,
+                stop: Mutex::new(Some(stop_tx)),
+            }),
+        })
+    }
+
+    /// Stops Raft (at daemon shutdown). Idempotent.
+    pub fn stop(&self) {
+        if let Ok(mut stop) = self.inner.stop.lock() {
+            stop.take();
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn shared(&self) -> &SharedState {
+        &self.inner.shared
+    }
+
+    pub fn settings(&self) -> &RaftSettings {
+        &self.inner.settings
+    }
+
+    /// This store's identity (Raft id, cluster id) now.
+    pub fn identity(&self) -> StoreIdentity {
+        match self.inner.identity.lock() {
+            Ok(identity) => identity.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn own_member(&self) -> Member {
+        let s = &self.inner.settings;
+        Member {
+            node_id: s.node_id.clone(),
+            grpc: s.grpc_address.clone(),
+            priority: s.priority,
+            role: if s.witness { Role::Witness } else { Role::Data },
+        }
+    }
+
+    /// The members of the latest membership this node knows.
+    pub fn members(&self) -> BTreeMap<RaftId, Member> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, m)| (*id, m.clone()))
+            .collect()
+    }
+
+    /// `cluster.status`.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let identity = self.identity();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
+        let leader_last = metrics.last_log_index;
+        let members: Vec<MemberStatus> = membership
+            .nodes()
+            .map(|(id, m)| {
+                let lag = metrics.replication.as_ref().and_then(|r| {
+                    let matched = r.get(id)?.as_ref().map(|l| l.index).unwrap_or(0);
+                    Some(leader_last.unwrap_or(0).saturating_sub(matched))
+                });
+                MemberStatus {
+                    node_id: m.node_id.clone(),
+                    raft_id: hex(*id),
+                    grpc: m.grpc.clone(),
+                    priority: m.priority,
+                    role: m.role,
+                    voter: voters.contains(id),
+                    leader: metrics.current_leader == Some(*id),
+                    lag: if metrics.current_leader == Some(*id) {
+                        Some(0)
+                    } else {
+                        lag
+                    },
+                }
+            })
+            .collect();
+        let in_cluster = membership.get_node(&identity.raft_id).is_some();
+        let state = match metrics.state {
+            _ if !in_cluster => "none",
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Follower => "follower",
+            ServerState::Shutdown => "shutdown",
+        };
+        let leader = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id))
+            .map(|m| m.node_id.clone());
+        let applied = metrics.last_applied.map(|l| l.index);
+        ClusterStatus {
+            cluster_id: identity.cluster_id.clone(),
+            node_id: self.inner.settings.node_id.clone(),
+            raft_id: hex(identity.raft_id),
+            state,
+            witness: self.inner.settings.witness,
+            term: metrics.current_term,
+            leader,
+            last_log_index: metrics.last_log_index,
+            applied_index: applied,
+            lag: metrics
+                .last_log_index
+                .map(|last| last.saturating_sub(applied.unwrap_or(0))),
+            quorum_ack_ms: metrics.millis_since_quorum_ack,
+            members,
+        }
+    }
+
+    /// `cluster init`: makes a new cluster of this one node.
+    pub async fn init(&self) -> Result<ClusterStatus, ClusterError> {
+        let cluster_id = uuid::Uuid::new_v4().to_string();
+        {
+            let mut identity = self
+                .inner
+                .identity
+                .lock()
+                .map_err(|_| ClusterError::Failed("identity lock poisoned".into()))?;
+            if let Some(existing) = &identity.cluster_id {
+                return Err(ClusterError::Invalid(format!(
+                    "this node already belongs to cluster {existing}; `cluster init` creates a new cluster only on an empty store"
+                )));
+            }
+            identity
+                .set_cluster_id(&self.inner.settings.dir, cluster_id.clone())
+                .map_err(|e| ClusterError::Failed(e.to_string()))?;
+        }
+        let raft_id = self.identity().raft_id;
+        let members: BTreeMap<RaftId, Member> = [(raft_id, self.own_member())].into();
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| ClusterError::Failed(format!("cannot initialise the cluster: {e}")))?;
+        Ok(self.status())
+    }
+
+    /// The receiving side of `cluster add`: adopt the cluster id of the
+    /// member asking, once, and answer this store's Raft id.
+    pub fn accept_join(
+        &self,
+        from_node_id: &str,
+        cluster_id: &str,
+        node_id: &str,
+    ) -> Result<(RaftId, bool), ClusterError> {
+        let settings = &self.inner.settings;
+        if node_id != settings.node_id {
+            return Err(ClusterError::Invalid(format!(
+                "this is node {:?}, not {node_id:?}: check the address given to `cluster add`",
+                settings.node_id
+            )));
+        }
+        if cluster_id.is_empty() || from_node_id.is_empty() {
+            return Err(ClusterError::Invalid(
+                "cluster_id and from_node_id are required".into(),
+            ));
+        }
+        let mut identity = self
+            .inner
+            .identity
+            .lock()
+            .map_err(|_| ClusterError::Failed("identity lock poisoned".into()))?;
+        match identity.cluster_id.as_deref() {
+            Some(ours) if ours == cluster_id => {}
+            Some(ours) => {
+                return Err(ClusterError::Invalid(format!(
+                    "node {} already belongs to cluster {ours}; to move it, stop it, move its raft directory away and start it again",
+                    settings.node_id
+                )))
+            }
+            None => identity
+                .set_cluster_id(&settings.dir, cluster_id.to_string())
+                .map_err(|e| ClusterError::Failed(e.to_string()))?,
+        }
+        Ok((identity.raft_id, settings.witness))
+    }
+
+    /// `cluster add`: asks the node at `grpc` to join, adds it as a learner,
+    /// and promotes it to voter once it has caught up. If it cannot be
+    /// promoted, the learner is removed again.
+    pub async fn add(
+        &self,
+        node_id: &str,
+        grpc: &str,
+        priority: u8,
+        witness: bool,
+    ) -> Result<ClusterStatus, ClusterError> {
+        let Some(cluster_id) = self.identity().cluster_id else {
+            return Err(ClusterError::NotAMember(
+                "this node is not a member of a cluster: run `cluster add` on a member (or `cluster init` to create one)".into(),
+            ));
+        };
+        if split_address(grpc).is_none() {
+            return Err(ClusterError::Invalid(format!(
+                "--grpc {grpc:?} is not a host:port address"
+            )));
+        }
+        if !(1..=100).contains(&priority) {
+            return Err(ClusterError::Invalid(format!(
+                "priority {priority} is outside 1..100"
+            )));
+        }
+        if let Some((id, _)) = self
+            .members()
+            .into_iter()
+            .find(|(_, m)| m.node_id == node_id)
+        {
+            return Err(ClusterError::Invalid(format!(
+                "{node_id} is already a member (Raft id {}); to replace it, `cluster remove {node_id}` first",
+                hex(id)
+            )));
+        }
+        let request = JoinRequest {
+            cluster_id,
+            from_node_id: self.inner.settings.node_id.clone(),
+            node_id: node_id.to_string(),
+        };
+        let reply = self
+            .inner
+            .transport
+            .join(grpc, request, REQUEST_TIMEOUT)
+            .await
+            .map_err(|status| {
+                ClusterError::Failed(format!(
+                    "{node_id} at {grpc} did not join: {}",
+                    status.message()
+                ))
+            })?;
+        if reply.node_id != node_id {
+            return Err(ClusterError::Invalid(format!(
+                "the node at {grpc} is {:?}, not {node_id:?}",
+                reply.node_id
+            )));
+        }
+        if witness != reply.witness {
+            return Err(ClusterError::Invalid(if reply.witness {
+                format!("{node_id} runs without PostgreSQL (postgresql.enabled: false): add it with --witness")
+            } else {
+                format!("{node_id} has PostgreSQL enabled: a witness needs postgresql.enabled: false in its configuration")
+            }));
+        }
+        let member = Member {
+            node_id: node_id.to_string(),
+            grpc: grpc.to_string(),
+            priority,
+            role: if witness { Role::Witness } else { Role::Data },
+        };
+        let raft_id = reply.raft_id;
+        let client = &self.inner.client;
+        let catch_up = steep_repl_consensus::network::CATCH_UP_TIMEOUT + REQUEST_TIMEOUT;
+        client
+            .change_membership(MembershipChange::AddLearner { raft_id, member }, catch_up)
+            .await
+            .map_err(|e| self.rolled_back(raft_id, node_id, "added as a learner", e))?;
+        if let Err(e) = client
+            .change_membership(MembershipChange::Promote { raft_id }, REQUEST_TIMEOUT)
+            .await
+        {
+            let _ = client
+                .change_membership(MembershipChange::Remove { raft_id }, REQUEST_TIMEOUT)
+                .await;
+            return Err(self.rolled_back(raft_id, node_id, "promoted to voter", e));
+        }
+        Ok(self.status())
+    }
+
+    fn rolled_back(
+        &self,
+        raft_id: RaftId,
+        node_id: &str,
+        step: &str,
+        e: ClientError,
+    ) -> ClusterError {
+        let detail = format!(
+            "{node_id} (Raft id {}) could not be {step}: {e}; the change was undone where it could be",
+            hex(raft_id)
+        );
+        match ClusterError::from(e) {
+            ClusterError::NoQuorum(_) => ClusterError::NoQuorum(detail),
+            ClusterError::UnknownOutcome(_) => ClusterError::UnknownOutcome(detail),
+            _ => ClusterError::Failed(detail),
+        }
+    }
+
+    /// `cluster remove`.
+    pub async fn remove(&self, node_id: &str) -> Result<ClusterStatus, ClusterError> {
+        let Some((raft_id, _)) = self
+            .members()
+            .into_iter()
+            .find(|(_, m)| m.node_id == node_id)
+        else {
+            return Err(ClusterError::Invalid(format!(
+                "{node_id} is not a member of this cluster"
+            )));
+        };
+        let voters = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        if voters <= 1 && self.identity().raft_id == raft_id {
+            return Err(ClusterError::Invalid(
+                "the last voter cannot be removed: the cluster would have no one to decide".into(),
+            ));
+        }
+        self.inner
+            .client
+            .change_membership(MembershipChange::Remove { raft_id }, REQUEST_TIMEOUT)
+            .await?;
+        Ok(self.status())
+    }
+
+    /// `state.get`.
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Value>, ClusterError> {
+        self.inner
+            .client
+            .read_barrier(consistency, REQUEST_TIMEOUT)
+            .await?;
+        Ok(self.inner.shared.read(|view| view.kv().get(key).cloned()))
+    }
+
+    /// `state.list`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        consistency: Consistency,
+    ) -> Result<Vec<StateEntry>, ClusterError> {
+        self.inner
+            .client
+            .read_barrier(consistency, REQUEST_TIMEOUT)
+            .await?;
+        Ok(self.inner.shared.read(|view| {
+            view.kv()
+                .list(prefix)
+                .map(|(key, value)| StateEntry {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        }))
+    }
+
+    /// `state.set`, `state.cas`, `state.delete`. A request id makes a retry
+    /// apply once; without one, the daemon draws one so that its own
+    /// forwarding can never apply a write twice.
+    pub async fn write(
+        &self,
+        command: Command,
+        request_id: Option<String>,
+        requester: Requester,
+    ) -> Result<(LogId, Outcome), ClusterError> {
+        let proposal = Proposal {
+            command,
+            request_id: Some(request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
+            requester,
+        };
+        Ok(self.inner.client.write(proposal, REQUEST_TIMEOUT).await?)
+    }
+}

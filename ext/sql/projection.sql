@@ -1,0 +1,564 @@
+-- steep_repl projection (since 0.2.0): coordinator_state and the identity
+-- columns of nodes as this node's projection of the cluster's replicated
+-- state (SPEC section 7).
+--
+-- The cluster's state lives in the daemons' Raft log and snapshots, never
+-- here. Each daemon applies the committed entries to its local PostgreSQL
+-- through the apply functions below. Each stores the log index it applied in
+-- cluster_projection in the same transaction as the change, so an entry
+-- applied again (a replay after a restart, a retry after a lost answer)
+-- changes nothing and audits nothing. SQL readers see the last applied
+-- state: possibly stale, never a source of truth.
+--
+-- Who may write the projection. coordinator_state and cluster_projection
+-- refuse every INSERT, UPDATE, DELETE and TRUNCATE (refuse_projection_write)
+-- unless
+--   (a) the transaction-local setting steep_repl.applying is 'on' AND the
+--       current user is a superuser. The apply functions set the flag around
+--       their own writes; they are SECURITY DEFINER and owned by the
+--       extension's owner, a superuser (the control file says
+--       superuser = true), so inside them the current user is that owner.
+--       A role that is not a superuser cannot pass by setting the flag
+--       itself, even with INSERT/UPDATE/DELETE/TRUNCATE granted on the
+--       tables: it has to go through the apply functions, which a DBA grants
+--       to the daemon's role only;
+--   (b) or a superuser loads rows with COPY ... FROM: restoring a pg_dump
+--       (both are extension configuration tables, so pg_dump writes their
+--       rows as COPY). Such rows are audited by the ordinary triggers.
+-- What a superuser can still do: anything. Setting steep_repl.applying
+-- itself (then its coordinator_state writes pass, unaudited), COPY, ALTER
+-- TABLE ... DISABLE TRIGGER, DROP TRIGGER. The refusal stops mistakes and
+-- ordinary roles, not a superuser who means it.
+
+------------------------------------------------------------------------------
+-- cluster_projection: how far this node's projection has applied the log
+------------------------------------------------------------------------------
+-- No row is inserted here: the apply functions create it. A row made by the
+-- install script would collide with the restored one when a pg_dump is
+-- restored (the table's rows are dumped).
+CREATE TABLE steep_repl.cluster_projection (
+    id               boolean     NOT NULL DEFAULT true,
+    cluster_id       text,
+    applied_index    bigint      NOT NULL DEFAULT 0,
+    applied_term     bigint      NOT NULL DEFAULT 0,
+    membership_index bigint,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT cluster_projection_pkey PRIMARY KEY (id),
+    CONSTRAINT cluster_projection_single_row CHECK (id),
+    CONSTRAINT cluster_projection_cluster_id_not_empty CHECK (cluster_id <> ''),
+    CONSTRAINT cluster_projection_applied_index_not_negative CHECK (applied_index >= 0),
+    CONSTRAINT cluster_projection_applied_term_not_negative CHECK (applied_term >= 0),
+    CONSTRAINT cluster_projection_membership_index_not_negative CHECK (membership_index >= 0)
+);
+COMMENT ON TABLE steep_repl.cluster_projection IS
+    'At most one row: the cluster and the Raft log position this node''s projection (coordinator_state, the identity columns of nodes) reflects. Written only by the apply functions; read it with steep_repl.projection().';
+COMMENT ON COLUMN steep_repl.cluster_projection.id IS 'Always true: keeps the table to a single row.';
+COMMENT ON COLUMN steep_repl.cluster_projection.cluster_id IS 'Id of the cluster whose log was applied; null until the first entry or snapshot is applied.';
+COMMENT ON COLUMN steep_repl.cluster_projection.applied_index IS 'Index of the last log entry applied to coordinator_state (0: none); an entry at or below it is not applied again.';
+COMMENT ON COLUMN steep_repl.cluster_projection.applied_term IS 'Raft term of the entry at applied_index.';
+COMMENT ON COLUMN steep_repl.cluster_projection.membership_index IS 'Index of the membership entry the identity columns of nodes reflect; null until one is applied.';
+COMMENT ON COLUMN steep_repl.cluster_projection.updated_at IS 'When the projection last moved.';
+COMMENT ON INDEX steep_repl.cluster_projection_pkey IS 'One row at most.';
+
+SELECT pg_catalog.pg_extension_config_dump('steep_repl.cluster_projection', '');
+
+------------------------------------------------------------------------------
+-- Only the apply functions write the projection
+------------------------------------------------------------------------------
+-- Not SECURITY DEFINER: it must see the current user of the statement that
+-- fired it (a session's own role, or the owner inside an apply function).
+CREATE FUNCTION steep_repl.refuse_projection_write() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller_is_superuser boolean :=
+        (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
+BEGIN
+    IF caller_is_superuser AND current_setting('steep_repl.applying', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF caller_is_superuser AND TG_OP = 'INSERT' AND current_query() ~* '^\s*copy\s' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_TABLE_NAME = 'coordinator_state' THEN
+        RAISE EXCEPTION 'steep_repl.coordinator_state is replicated by the cluster: % is refused; use "steep-repl state set KEY VALUE" (or "steep-repl state delete KEY")', TG_OP
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The table is this node''s projection of the cluster''s replicated state; only the steep-repl daemon writes it, as it applies the cluster''s log.',
+                  HINT = 'Over IPC: the methods state.set and state.delete. Reading (steep_repl.get_state(), SELECT) works as before.';
+    END IF;
+    RAISE EXCEPTION 'steep_repl.% is written only by the steep-repl daemon as it applies the cluster''s log: % is refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Read it with steep_repl.projection(); the IPC method cluster.status shows the cluster itself.';
+END
+$$;
+COMMENT ON FUNCTION steep_repl.refuse_projection_write() IS
+    'Trigger: refuses INSERT, UPDATE, DELETE and TRUNCATE on coordinator_state and cluster_projection, naming the command to use, except inside the apply functions (steep_repl.applying set, current user a superuser) and a superuser''s COPY FROM (a pg_dump restore).';
+
+CREATE TRIGGER coordinator_state_refuse_direct_write
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON steep_repl.coordinator_state
+    FOR EACH STATEMENT EXECUTE FUNCTION steep_repl.refuse_projection_write();
+CREATE TRIGGER cluster_projection_refuse_direct_write
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON steep_repl.cluster_projection
+    FOR EACH STATEMENT EXECUTE FUNCTION steep_repl.refuse_projection_write();
+-- ALWAYS: the refusal also holds with session_replication_role = replica.
+ALTER TABLE steep_repl.coordinator_state ENABLE ALWAYS TRIGGER coordinator_state_refuse_direct_write;
+ALTER TABLE steep_repl.cluster_projection ENABLE ALWAYS TRIGGER cluster_projection_refuse_direct_write;
+COMMENT ON TRIGGER coordinator_state_refuse_direct_write ON steep_repl.coordinator_state IS
+    'Refuses writes other than the apply functions'': the state is replicated by the cluster (steep-repl state set).';
+COMMENT ON TRIGGER cluster_projection_refuse_direct_write ON steep_repl.cluster_projection IS
+    'Refuses writes other than the apply functions''.';
+
+------------------------------------------------------------------------------
+-- Internal helpers
+------------------------------------------------------------------------------
+CREATE FUNCTION steep_repl.check_log_position(fn text, p_cluster_id text, p_log_index bigint, p_log_term bigint)
+RETURNS void
+    LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_cluster_id IS NULL OR p_cluster_id = '' THEN
+        RAISE EXCEPTION '%: p_cluster_id must not be empty', fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_log_index IS NULL OR p_log_index < 0 THEN
+        RAISE EXCEPTION '%: p_log_index must be 0 or more (got %)', fn, COALESCE(p_log_index::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_log_term IS NULL OR p_log_term < 0 THEN
+        RAISE EXCEPTION '%: p_log_term must be 0 or more (got %)', fn, COALESCE(p_log_term::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.check_log_position(text, text, bigint, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.check_log_position(text, text, bigint, bigint) IS
+    'Internal: raises invalid_parameter_value naming the calling function when a cluster id is empty or a log index or term is negative.';
+
+-- Callers set steep_repl.applying first (the row is written here).
+CREATE FUNCTION steep_repl.lock_projection() RETURNS steep_repl.cluster_projection
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result steep_repl.cluster_projection;
+BEGIN
+    INSERT INTO steep_repl.cluster_projection (id) VALUES (true)
+    ON CONFLICT ON CONSTRAINT cluster_projection_pkey DO NOTHING;
+    SELECT * INTO result FROM steep_repl.cluster_projection p WHERE p.id FOR UPDATE;
+    RETURN result;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.lock_projection() FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.lock_projection() IS
+    'Internal: creates the cluster_projection row when missing and locks it for the rest of the transaction, so appliers of the log take turns. Returns it.';
+
+-- Callers set steep_repl.applying first.
+CREATE FUNCTION steep_repl.claim_log_index(fn text, p_cluster_id text, p_log_index bigint, p_log_term bigint)
+RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stored steep_repl.cluster_projection := steep_repl.lock_projection();
+BEGIN
+    IF stored.cluster_id IS NOT NULL AND stored.cluster_id <> p_cluster_id THEN
+        RAISE EXCEPTION '%: this projection holds cluster %, not %', fn, quote_literal(stored.cluster_id), quote_literal(p_cluster_id)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install a snapshot of the new cluster first with steep_repl.apply_state_snapshot().';
+    END IF;
+    IF p_log_index <= stored.applied_index THEN
+        RETURN false;
+    END IF;
+    UPDATE steep_repl.cluster_projection p
+       SET cluster_id = p_cluster_id, applied_index = p_log_index, applied_term = p_log_term, updated_at = now()
+     WHERE p.id;
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.claim_log_index(text, text, bigint, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.claim_log_index(text, text, bigint, bigint) IS
+    'Internal: records that the entry at p_log_index is applied and returns true, or returns false when the projection is already at or past it; refuses an entry of another cluster.';
+
+CREATE FUNCTION steep_repl.log_event_id(p_cluster_id text, p_log_index bigint) RETURNS uuid
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    -- The first 128 bits of SHA-256, marked as an RFC 9562 version 8 UUID.
+    SELECT overlay(overlay(substr(encode(sha256(convert_to('steep_repl:' || p_cluster_id || ':' || p_log_index::text, 'UTF8')), 'hex'), 1, 32)
+                           PLACING '8' FROM 13 FOR 1)
+                   PLACING '8' FROM 17 FOR 1)::uuid
+$$;
+REVOKE ALL ON FUNCTION steep_repl.log_event_id(text, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.log_event_id(text, bigint) IS
+    'The audit_log.event_id of the audit row of the log entry at p_log_index of cluster p_cluster_id: the same on every node, and a second row for the same entry is refused by idx_audit_log_event_id.';
+
+------------------------------------------------------------------------------
+-- Applying the log
+------------------------------------------------------------------------------
+CREATE FUNCTION steep_repl.apply_state(
+    p_cluster_id text,
+    p_log_index  bigint,
+    p_log_term   bigint,
+    p_key        text,
+    p_value      jsonb,
+    p_deleted    boolean,
+    p_actor      text,
+    p_client_ip  inet,
+    p_request_id text
+) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.apply_state';
+    before_row steep_repl.coordinator_state;
+    after_row steep_repl.coordinator_state;
+    had_row boolean;
+BEGIN
+    PERFORM steep_repl.check_log_position(fn, p_cluster_id, p_log_index, p_log_term);
+    IF p_key IS NULL OR p_key !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' THEN
+        RAISE EXCEPTION '%: p_key must be a dotted name such as cluster.version (got %)',
+                fn, COALESCE(quote_literal(p_key), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_deleted IS NULL THEN
+        RAISE EXCEPTION '%: p_deleted must not be NULL', fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT p_deleted AND p_value IS NULL THEN
+        RAISE EXCEPTION '%: p_value must not be NULL unless p_deleted is true', fn
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A JSON null is the value ''null''::jsonb.';
+    END IF;
+    IF p_actor IS NULL OR p_actor NOT LIKE '_%@_%' THEN
+        RAISE EXCEPTION '%: p_actor must have the form role@host (got %)',
+                fn, COALESCE(quote_literal(p_actor), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    IF NOT steep_repl.claim_log_index(fn, p_cluster_id, p_log_index, p_log_term) THEN
+        PERFORM set_config('steep_repl.applying', 'off', true);
+        RETURN false;
+    END IF;
+
+    SELECT * INTO before_row FROM steep_repl.coordinator_state s WHERE s.key = p_key FOR UPDATE;
+    had_row := FOUND;
+    IF p_deleted THEN
+        DELETE FROM steep_repl.coordinator_state s WHERE s.key = p_key;
+    ELSE
+        INSERT INTO steep_repl.coordinator_state AS s (key, value)
+        VALUES (p_key, p_value)
+        ON CONFLICT ON CONSTRAINT coordinator_state_pkey DO UPDATE
+            SET value = EXCLUDED.value
+        RETURNING s.* INTO after_row;
+    END IF;
+
+    -- The one audit row of this entry (the trigger stays silent while
+    -- steep_repl.applying is on). Its event_id names the entry, so even a
+    -- projection whose index was lost writes no second row for it.
+    INSERT INTO steep_repl.audit_log AS a
+        (action, actor, target_type, target_id, old_value, new_value, client_ip, event_id)
+    VALUES ('state.updated', p_actor, 'state', p_key,
+            CASE WHEN had_row THEN to_jsonb(before_row) END,
+            CASE WHEN NOT p_deleted THEN
+                to_jsonb(after_row) || jsonb_build_object('log', jsonb_build_object(
+                    'cluster_id', p_cluster_id, 'index', p_log_index, 'term', p_log_term,
+                    'request_id', p_request_id))
+            END,
+            p_client_ip,
+            steep_repl.log_event_id(p_cluster_id, p_log_index))
+    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING;
+
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.apply_state(text, bigint, bigint, text, jsonb, boolean, text, inet, text) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.apply_state(text, bigint, bigint, text, jsonb, boolean, text, inet, text) IS
+    'Daemon only: applies the committed log entry p_log_index (term p_log_term) of cluster p_cluster_id that sets p_key to p_value, or deletes it when p_deleted, and records the index, in one transaction. Writes exactly one audit row: state.updated, actor p_actor, client_ip p_client_ip, target state/p_key, old_value the previous row (null when absent), new_value the new row plus "log": {cluster_id, index, term, request_id} (null for a delete), event_id steep_repl.log_event_id(p_cluster_id, p_log_index). Returns false and writes nothing when the projection is already at or past p_log_index (a replay). A projection that holds no cluster yet adopts p_cluster_id; one that holds another cluster is refused (install a snapshot first).';
+
+CREATE FUNCTION steep_repl.apply_state_snapshot(
+    p_cluster_id text,
+    p_log_index  bigint,
+    p_log_term   bigint,
+    p_state      jsonb
+) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.apply_state_snapshot';
+    stored steep_repl.cluster_projection;
+    bad_key text;
+    keys_before bigint;
+BEGIN
+    PERFORM steep_repl.check_log_position(fn, p_cluster_id, p_log_index, p_log_term);
+    IF p_state IS NULL OR jsonb_typeof(p_state) <> 'object' THEN
+        RAISE EXCEPTION '%: p_state must be a JSON object of key -> value (got %)',
+                fn, COALESCE(jsonb_typeof(p_state), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO bad_key FROM jsonb_object_keys(p_state) AS k
+     WHERE k !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' ORDER BY k LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: p_state key % is not a dotted name such as cluster.version', fn, quote_literal(bad_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    stored := steep_repl.lock_projection();
+    -- A snapshot of the same cluster (or the first one) must be newer; one of
+    -- another cluster (cluster force-new) replaces everything whatever its index.
+    IF (stored.cluster_id IS NULL OR stored.cluster_id = p_cluster_id)
+       AND p_log_index <= stored.applied_index THEN
+        PERFORM set_config('steep_repl.applying', 'off', true);
+        RETURN false;
+    END IF;
+
+    SELECT count(*) INTO keys_before FROM steep_repl.coordinator_state;
+    DELETE FROM steep_repl.coordinator_state s WHERE NOT (p_state ? s.key);
+    INSERT INTO steep_repl.coordinator_state AS s (key, value)
+    SELECT e.key, e.value FROM jsonb_each(p_state) AS e
+    ON CONFLICT ON CONSTRAINT coordinator_state_pkey DO UPDATE
+        SET value = EXCLUDED.value
+        WHERE s.value IS DISTINCT FROM EXCLUDED.value;
+    UPDATE steep_repl.cluster_projection p
+       SET cluster_id = p_cluster_id, applied_index = p_log_index, applied_term = p_log_term,
+           -- Another cluster's membership is not this one's.
+           membership_index = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
+                                   THEN NULL ELSE p.membership_index END,
+           updated_at = now()
+     WHERE p.id;
+
+    -- One row for the install; the entries it covers are not audited again.
+    PERFORM steep_repl.write_audit('state.updated', 'state', NULL,
+        jsonb_build_object('cluster_id', stored.cluster_id, 'applied_index', stored.applied_index,
+                           'applied_term', stored.applied_term, 'keys', keys_before),
+        jsonb_build_object('snapshot', jsonb_build_object(
+            'cluster_id', p_cluster_id, 'index', p_log_index, 'term', p_log_term,
+            'keys', (SELECT count(*) FROM jsonb_object_keys(p_state)))));
+
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) IS
+    'Daemon only: makes coordinator_state equal p_state (a JSON object of key -> value) as of log entry p_log_index (term p_log_term) of cluster p_cluster_id and records the index, in one transaction; used when a node installs a snapshot or its projection fell behind the log. Unchanged keys keep their updated_at. Writes one audit row for the install (state.updated, target_id null, old_value {cluster_id, applied_index, applied_term, keys}, new_value {"snapshot": {cluster_id, index, term, keys}}, the session''s actor) and none per key. Returns false and writes nothing when the projection of the same cluster is already at or past p_log_index; a snapshot of another cluster is always installed.';
+
+CREATE FUNCTION steep_repl.advance_projection(p_cluster_id text, p_log_index bigint, p_log_term bigint)
+RETURNS boolean
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.advance_projection';
+    moved boolean;
+BEGIN
+    PERFORM steep_repl.check_log_position(fn, p_cluster_id, p_log_index, p_log_term);
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    moved := steep_repl.claim_log_index(fn, p_cluster_id, p_log_index, p_log_term);
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN moved;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.advance_projection(text, bigint, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.advance_projection(text, bigint, bigint) IS
+    'Daemon only: records that the log of cluster p_cluster_id is applied up to p_log_index (term p_log_term) with nothing to write to coordinator_state (membership and blank entries, a compare-and-set that failed). Returns false when the projection is already at or past it; refuses another cluster''s entry like apply_state().';
+
+------------------------------------------------------------------------------
+-- Applying the membership
+------------------------------------------------------------------------------
+CREATE FUNCTION steep_repl.member_integer(fn text, i bigint, member jsonb, field text, low integer, high integer)
+RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v jsonb := member -> field;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    -- Nested: the casts below only make sense for a number.
+    IF jsonb_typeof(v) = 'number' THEN
+        IF v::numeric = trunc(v::numeric) AND v::numeric BETWEEN low AND high THEN
+            RETURN v::integer;
+        END IF;
+    END IF;
+    RAISE EXCEPTION '%: p_members[%].% must be an integer between % and % (got %)', fn, i, field, low, high, v::text
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.member_integer(text, bigint, jsonb, text, integer, integer) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.member_integer(text, bigint, jsonb, text, integer, integer) IS
+    'Internal: the integer field of a member object for apply_membership(), NULL when absent; raises invalid_parameter_value naming the member and field when it is not an integer within bounds.';
+
+CREATE FUNCTION steep_repl.member_text(fn text, i bigint, member jsonb, field text)
+RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v jsonb := member -> field;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(v) <> 'string' OR v #>> '{}' = '' THEN
+        RAISE EXCEPTION '%: p_members[%].% must be a non-empty string (got %)', fn, i, field, v::text
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN v #>> '{}';
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.member_text(text, bigint, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.member_text(text, bigint, jsonb, text) IS
+    'Internal: the string field of a member object for apply_membership(), NULL when absent; raises invalid_parameter_value naming the member and field when it is not a non-empty string.';
+
+CREATE FUNCTION steep_repl.apply_membership(p_log_index bigint, p_members jsonb) RETURNS integer
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.apply_membership';
+    stored steep_repl.cluster_projection;
+    m record;
+    ids text[] := '{}';
+    names text[] := '{}';
+    hosts text[] := '{}';
+    ports integer[] := '{}';
+    priorities integer[] := '{}';
+    grpc_hosts text[] := '{}';
+    grpc_ports integer[] := '{}';
+    roles text[] := '{}';
+    member_id text;
+    member_grpc_host text;
+    member_grpc_port integer;
+    member_priority integer;
+    member_role text;
+    rows_changed integer;
+    changed integer := 0;
+BEGIN
+    IF p_log_index IS NULL OR p_log_index < 0 THEN
+        RAISE EXCEPTION '%: p_log_index must be 0 or more (got %)', fn, COALESCE(p_log_index::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_members IS NULL OR jsonb_typeof(p_members) <> 'array' OR jsonb_array_length(p_members) = 0 THEN
+        RAISE EXCEPTION '%: p_members must be a non-empty JSON array of members', fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    FOR m IN SELECT e.member, e.n - 1 AS i
+               FROM jsonb_array_elements(p_members) WITH ORDINALITY AS e (member, n) LOOP
+        IF jsonb_typeof(m.member) <> 'object' THEN
+            RAISE EXCEPTION '%: p_members[%] must be a JSON object', fn, m.i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        member_id := steep_repl.member_text(fn, m.i, m.member, 'node_id');
+        IF member_id IS NULL THEN
+            RAISE EXCEPTION '%: p_members[%].node_id must not be empty', fn, m.i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF member_id = ANY (ids) THEN
+            RAISE EXCEPTION '%: p_members[%].node_id % appears twice', fn, m.i, quote_literal(member_id)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        member_grpc_host := steep_repl.member_text(fn, m.i, m.member, 'grpc_host');
+        member_grpc_port := steep_repl.member_integer(fn, m.i, m.member, 'grpc_port', 1, 65535);
+        member_priority := steep_repl.member_integer(fn, m.i, m.member, 'priority', 1, 100);
+        member_role := steep_repl.member_text(fn, m.i, m.member, 'role');
+        IF member_grpc_host IS NULL THEN
+            RAISE EXCEPTION '%: p_members[%].grpc_host must not be empty', fn, m.i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF member_grpc_port IS NULL THEN
+            RAISE EXCEPTION '%: p_members[%].grpc_port must be an integer between 1 and 65535 (got null)', fn, m.i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF member_priority IS NULL THEN
+            RAISE EXCEPTION '%: p_members[%].priority must be an integer between 1 and 100 (got null)', fn, m.i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF member_role IS NULL OR member_role NOT IN ('data', 'witness') THEN
+            RAISE EXCEPTION '%: p_members[%].role must be data or witness (got %)',
+                    fn, m.i, COALESCE(quote_literal(member_role), 'null')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        ids := ids || member_id;
+        names := names || COALESCE(steep_repl.member_text(fn, m.i, m.member, 'node_name'), member_id);
+        -- A witness has no PostgreSQL: without a host its row names the
+        -- machine by its gRPC host (nodes.host is never empty).
+        hosts := hosts || COALESCE(steep_repl.member_text(fn, m.i, m.member, 'host'), member_grpc_host);
+        ports := ports || COALESCE(steep_repl.member_integer(fn, m.i, m.member, 'port', 1, 65535), 5432);
+        priorities := priorities || member_priority;
+        grpc_hosts := grpc_hosts || member_grpc_host;
+        grpc_ports := grpc_ports || member_grpc_port;
+        roles := roles || member_role;
+    END LOOP;
+
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    stored := steep_repl.lock_projection();
+    IF p_log_index <= stored.membership_index THEN
+        PERFORM set_config('steep_repl.applying', 'off', true);
+        RETURN 0;
+    END IF;
+
+    DELETE FROM steep_repl.nodes n WHERE n.node_id <> ALL (ids);
+    GET DIAGNOSTICS rows_changed = ROW_COUNT;
+    changed := changed + rows_changed;
+
+    -- Status, last_seen and the coordinator flag are each node's own
+    -- observation and stay as they are.
+    INSERT INTO steep_repl.nodes AS n (node_id, node_name, host, port, priority, grpc_host, grpc_port, role)
+    SELECT * FROM unnest(ids, names, hosts, ports, priorities, grpc_hosts, grpc_ports, roles)
+    ON CONFLICT ON CONSTRAINT nodes_pkey DO UPDATE
+        SET node_name = EXCLUDED.node_name,
+            host      = EXCLUDED.host,
+            port      = EXCLUDED.port,
+            priority  = EXCLUDED.priority,
+            grpc_host = EXCLUDED.grpc_host,
+            grpc_port = EXCLUDED.grpc_port,
+            role      = EXCLUDED.role
+        WHERE (n.node_name, n.host, n.port, n.priority, n.grpc_host, n.grpc_port, n.role)
+              IS DISTINCT FROM
+              (EXCLUDED.node_name, EXCLUDED.host, EXCLUDED.port, EXCLUDED.priority,
+               EXCLUDED.grpc_host, EXCLUDED.grpc_port, EXCLUDED.role);
+    GET DIAGNOSTICS rows_changed = ROW_COUNT;
+    changed := changed + rows_changed;
+
+    UPDATE steep_repl.cluster_projection p
+       SET membership_index = p_log_index, updated_at = now()
+     WHERE p.id;
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN changed;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.apply_membership(bigint, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.apply_membership(bigint, jsonb) IS
+    'Daemon only: makes the identity columns of nodes (node_id, node_name, host, port, priority, grpc_host, grpc_port, role) equal the cluster membership of log entry p_log_index. p_members is a JSON array of {node_id, node_name?, grpc_host, grpc_port, host?, port?, priority, role: data|witness}; node_name defaults to node_id, host to grpc_host (a witness has no PostgreSQL: its host/port then only name the machine), port to 5432. Inserts and updates members, deletes the rows of nodes that are no longer members; status, last_seen and is_coordinator are kept. Each change is audited by the nodes trigger (node.registered, node.updated, node.removed). Returns the number of rows changed; 0 and nothing written when a membership at or past p_log_index was already applied.';
+
+------------------------------------------------------------------------------
+-- Reading the projection
+------------------------------------------------------------------------------
+CREATE FUNCTION steep_repl.projection(
+    OUT cluster_id text,
+    OUT applied_index bigint,
+    OUT applied_term bigint,
+    OUT membership_index bigint,
+    OUT updated_at timestamptz
+) RETURNS record
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.cluster_id, COALESCE(p.applied_index, 0), COALESCE(p.applied_term, 0),
+           p.membership_index, p.updated_at
+      FROM (VALUES (true)) AS one (id)
+      LEFT JOIN steep_repl.cluster_projection p ON p.id = one.id
+$$;
+REVOKE ALL ON FUNCTION steep_repl.projection() FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.projection() IS
+    'How far this node''s projection has applied the cluster''s log: cluster_id, applied_index, applied_term, membership_index and updated_at (null, 0, 0, null, null before anything was applied). The SQL tables may lag the cluster; the daemon (IPC cluster.status) knows the commit index.';

@@ -1,0 +1,575 @@
+//! coordinator_state and the identity columns of nodes as the projection of
+//! the cluster's replicated state (SPEC section 7): applied idempotently with
+//! the log index stored in the same transaction, one audit row per applied
+//! entry carrying the requester, and direct writes refused naming the
+//! command to use.
+
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Executor};
+use steep_repl_tests::ext::{db_error, db_error_code, server_with_extension};
+
+/// The SQL of one apply_state call (set, or delete when `value` is None).
+async fn apply(
+    conn: &mut PgConnection,
+    cluster: &str,
+    index: i64,
+    key: &str,
+    value: Option<Value>,
+) -> bool {
+    sqlx::query_scalar(
+        "SELECT steep_repl.apply_state($1, $2, 3, $3, $4, $5, 'alice@10.0.0.7', '10.0.0.7', 'req-' || $2)",
+    )
+    .bind(cluster)
+    .bind(index)
+    .bind(key)
+    .bind(&value)
+    .bind(value.is_none())
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+async fn state(conn: &mut PgConnection) -> Value {
+    sqlx::query_scalar(
+        "SELECT COALESCE(jsonb_object_agg(key, value), '{}') FROM steep_repl.coordinator_state",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+async fn audit_rows(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM steep_repl.audit_log")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+async fn projection(conn: &mut PgConnection) -> (Option<String>, i64, i64, Option<i64>) {
+    sqlx::query_as(
+        "SELECT cluster_id, applied_index, applied_term, membership_index FROM steep_repl.projection()",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Entry {
+    action: String,
+    actor: String,
+    target_type: Option<String>,
+    target_id: Option<String>,
+    old_value: Option<Value>,
+    new_value: Option<Value>,
+    client_ip: Option<String>,
+    event_id: Option<String>,
+}
+
+async fn last_entry(conn: &mut PgConnection) -> Entry {
+    sqlx::query_as(
+        "SELECT action, actor, target_type, target_id, old_value, new_value,
+                host(client_ip) AS client_ip, event_id::text AS event_id
+           FROM steep_repl.audit_log ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_applied_entry_writes_the_value_and_one_audit_row_naming_the_requester() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    assert_eq!(projection(&mut conn).await, (None, 0, 0, None));
+
+    assert!(apply(&mut conn, "c1", 5, "cluster.version", Some(json!("18"))).await);
+    assert_eq!(state(&mut conn).await, json!({"cluster.version": "18"}));
+    assert_eq!(audit_rows(&mut conn).await, 1);
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(entry.action, "state.updated");
+    // The requester travels in the entry: not this session's user or address.
+    assert_eq!(entry.actor, "alice@10.0.0.7");
+    assert_eq!(entry.client_ip.as_deref(), Some("10.0.0.7"));
+    assert_eq!(entry.target_type.as_deref(), Some("state"));
+    assert_eq!(entry.target_id.as_deref(), Some("cluster.version"));
+    assert_eq!(entry.old_value, None);
+    let new = entry.new_value.unwrap();
+    assert_eq!(new["value"], json!("18"));
+    assert_eq!(
+        new["log"],
+        json!({"cluster_id": "c1", "index": 5, "term": 3, "request_id": "req-5"})
+    );
+    let expected_event: String =
+        sqlx::query_scalar("SELECT steep_repl.log_event_id('c1', 5)::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(entry.event_id, Some(expected_event));
+    assert_eq!(projection(&mut conn).await, (Some("c1".into()), 5, 3, None));
+
+    // A replay of the same entry, or an older one, writes nothing at all.
+    assert!(!apply(&mut conn, "c1", 5, "cluster.version", Some(json!("18"))).await);
+    assert!(!apply(&mut conn, "c1", 4, "cluster.version", Some(json!("17"))).await);
+    assert!(!apply(&mut conn, "c1", 5, "other.key", Some(json!(1))).await);
+    assert_eq!(state(&mut conn).await, json!({"cluster.version": "18"}));
+    assert_eq!(audit_rows(&mut conn).await, 1);
+
+    // An update records the old and the new value.
+    assert!(apply(&mut conn, "c1", 6, "cluster.version", Some(json!("19"))).await);
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(entry.old_value.unwrap()["value"], json!("18"));
+    assert_eq!(entry.new_value.unwrap()["value"], json!("19"));
+
+    // A delete: the old row, no new value.
+    assert!(apply(&mut conn, "c1", 7, "cluster.version", None).await);
+    assert_eq!(state(&mut conn).await, json!({}));
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(
+        (entry.action.as_str(), entry.target_id.as_deref()),
+        ("state.updated", Some("cluster.version"))
+    );
+    assert_eq!(entry.old_value.unwrap()["value"], json!("19"));
+    assert_eq!(entry.new_value, None);
+    assert_eq!(audit_rows(&mut conn).await, 3);
+    assert_eq!(projection(&mut conn).await, (Some("c1".into()), 7, 3, None));
+
+    // get_state reads the projection.
+    assert!(apply(&mut conn, "c1", 8, "election.term", Some(json!(4))).await);
+    let read: Value = sqlx::query_scalar("SELECT steep_repl.get_state('election.term')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(read, json!(4));
+}
+
+#[tokio::test]
+async fn an_entry_of_another_cluster_is_refused_until_its_snapshot_is_installed() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    assert!(apply(&mut conn, "c1", 2, "a.b", Some(json!(1))).await);
+    let (code, message) = db_error_code(
+        conn.execute(
+            "SELECT steep_repl.apply_state('c2', 9, 1, 'a.b', '2', false, 'x@y', NULL, NULL)",
+        )
+        .await,
+    );
+    assert_eq!(code, "55000");
+    assert_eq!(
+        message,
+        "steep_repl.apply_state: this projection holds cluster 'c1', not 'c2'"
+    );
+    let message = db_error(
+        conn.execute("SELECT steep_repl.advance_projection('c2', 9, 1)")
+            .await,
+    );
+    assert!(message.contains("holds cluster 'c1'"), "{message}");
+
+    // A snapshot of the new cluster is installed whatever its index.
+    let installed: bool =
+        sqlx::query_scalar("SELECT steep_repl.apply_state_snapshot('c2', 1, 1, '{\"x.y\": true}')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(installed);
+    assert_eq!(state(&mut conn).await, json!({"x.y": true}));
+    assert_eq!(projection(&mut conn).await, (Some("c2".into()), 1, 1, None));
+    assert!(apply(&mut conn, "c2", 2, "a.b", Some(json!(2))).await);
+}
+
+#[tokio::test]
+async fn a_snapshot_replaces_the_content_once_and_an_older_one_is_refused() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    assert!(apply(&mut conn, "c1", 3, "a.keep", Some(json!(1))).await);
+    assert!(apply(&mut conn, "c1", 4, "a.drop", Some(json!(2))).await);
+    assert!(apply(&mut conn, "c1", 5, "a.change", Some(json!(3))).await);
+    let kept_at: String = sqlx::query_scalar(
+        "SELECT updated_at::text FROM steep_repl.coordinator_state WHERE key = 'a.keep'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let rows_before = audit_rows(&mut conn).await;
+
+    let snapshot = json!({"a.keep": 1, "a.change": 30, "b.new": {"n": [1, 2]}});
+    let install = |index: i64| {
+        sqlx::query_scalar::<_, bool>("SELECT steep_repl.apply_state_snapshot('c1', $1, 7, $2)")
+            .bind(index)
+            .bind(snapshot.clone())
+    };
+    assert!(install(10).fetch_one(&mut conn).await.unwrap());
+    assert_eq!(state(&mut conn).await, snapshot);
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 10, 7, None)
+    );
+    // An unchanged key is not rewritten.
+    let kept_after: String = sqlx::query_scalar(
+        "SELECT updated_at::text FROM steep_repl.coordinator_state WHERE key = 'a.keep'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(kept_at, kept_after);
+    // One audit row for the install, none per key.
+    assert_eq!(audit_rows(&mut conn).await, rows_before + 1);
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(entry.action, "state.updated");
+    assert_eq!(entry.target_type.as_deref(), Some("state"));
+    assert_eq!(entry.target_id, None);
+    assert_eq!(entry.actor, "postgres@127.0.0.1");
+    assert_eq!(
+        entry.old_value,
+        Some(json!({"cluster_id": "c1", "applied_index": 5, "applied_term": 3, "keys": 3}))
+    );
+    assert_eq!(
+        entry.new_value,
+        Some(json!({"snapshot": {"cluster_id": "c1", "index": 10, "term": 7, "keys": 3}}))
+    );
+
+    // The same or an older snapshot, and entries it covers, change nothing.
+    assert!(!install(10).fetch_one(&mut conn).await.unwrap());
+    assert!(!install(9).fetch_one(&mut conn).await.unwrap());
+    assert!(!apply(&mut conn, "c1", 8, "a.drop", Some(json!(2))).await);
+    assert_eq!(state(&mut conn).await, snapshot);
+    assert_eq!(audit_rows(&mut conn).await, rows_before + 1);
+    assert!(apply(&mut conn, "c1", 11, "a.drop", Some(json!(2))).await);
+}
+
+#[tokio::test]
+async fn advance_projection_moves_the_index_forward_only_and_writes_nothing() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    let advance = |index: i64| {
+        sqlx::query_scalar::<_, bool>("SELECT steep_repl.advance_projection('c1', $1, 2)")
+            .bind(index)
+    };
+    assert!(advance(3).fetch_one(&mut conn).await.unwrap());
+    assert!(!advance(3).fetch_one(&mut conn).await.unwrap());
+    assert!(!advance(1).fetch_one(&mut conn).await.unwrap());
+    assert_eq!(projection(&mut conn).await, (Some("c1".into()), 3, 2, None));
+    assert_eq!(audit_rows(&mut conn).await, 0);
+    assert!(!apply(&mut conn, "c1", 3, "a.b", Some(json!(1))).await);
+    assert!(apply(&mut conn, "c1", 4, "a.b", Some(json!(1))).await);
+    assert!(advance(9).fetch_one(&mut conn).await.unwrap());
+    assert_eq!(projection(&mut conn).await, (Some("c1".into()), 9, 2, None));
+}
+
+#[tokio::test]
+async fn bad_arguments_to_the_apply_functions_are_refused_naming_the_argument() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    let state = |args: &str| format!("SELECT steep_repl.apply_state({args})");
+    let member = |m: &str| format!("SELECT steep_repl.apply_membership(1, '[{m}]')");
+    let ok =
+        r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 50, "role": "data"}"#;
+    let cases = [
+        (state("'', 1, 1, 'a.b', '1', false, 'x@y', NULL, NULL"), "steep_repl.apply_state: p_cluster_id must not be empty".to_string()),
+        (state("'c', -1, 1, 'a.b', '1', false, 'x@y', NULL, NULL"), "steep_repl.apply_state: p_log_index must be 0 or more (got -1)".into()),
+        (state("'c', 1, NULL, 'a.b', '1', false, 'x@y', NULL, NULL"), "steep_repl.apply_state: p_log_term must be 0 or more (got NULL)".into()),
+        (state("'c', 1, 1, 'a b', '1', false, 'x@y', NULL, NULL"), "steep_repl.apply_state: p_key must be a dotted name such as cluster.version (got 'a b')".into()),
+        (state("'c', 1, 1, 'a.b', NULL, false, 'x@y', NULL, NULL"), "steep_repl.apply_state: p_value must not be NULL unless p_deleted is true".into()),
+        (state("'c', 1, 1, 'a.b', '1', NULL, 'x@y', NULL, NULL"), "steep_repl.apply_state: p_deleted must not be NULL".into()),
+        (state("'c', 1, 1, 'a.b', '1', false, 'nobody', NULL, NULL"), "steep_repl.apply_state: p_actor must have the form role@host (got 'nobody')".into()),
+        ("SELECT steep_repl.apply_state_snapshot('c', 1, 1, '[]')".into(), "steep_repl.apply_state_snapshot: p_state must be a JSON object of key -> value (got array)".into()),
+        ("SELECT steep_repl.apply_state_snapshot('c', 1, 1, '{\"ok.key\": 1, \"bad key\": 2}')".into(), "steep_repl.apply_state_snapshot: p_state key 'bad key' is not a dotted name such as cluster.version".into()),
+        ("SELECT steep_repl.advance_projection(NULL, 1, 1)".into(), "steep_repl.advance_projection: p_cluster_id must not be empty".into()),
+        ("SELECT steep_repl.apply_membership(1, '[]')".into(), "steep_repl.apply_membership: p_members must be a non-empty JSON array of members".into()),
+        ("SELECT steep_repl.apply_membership(NULL, '[{}]')".into(), "steep_repl.apply_membership: p_log_index must be 0 or more (got NULL)".into()),
+        (member(r#"{"grpc_host": "g"}"#), "steep_repl.apply_membership: p_members[0].node_id must not be empty".into()),
+        (member(&format!("{ok}, {ok}")), "steep_repl.apply_membership: p_members[1].node_id 'a' appears twice".into()),
+        (member(r#"{"node_id": "a", "grpc_port": 5433, "priority": 50, "role": "data"}"#), "steep_repl.apply_membership: p_members[0].grpc_host must not be empty".into()),
+        (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 0, "priority": 50, "role": "data"}"#), "steep_repl.apply_membership: p_members[0].grpc_port must be an integer between 1 and 65535 (got 0)".into()),
+        (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": "5433", "priority": 50, "role": "data"}"#), "steep_repl.apply_membership: p_members[0].grpc_port must be an integer between 1 and 65535 (got \"5433\")".into()),
+        (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 101, "role": "data"}"#), "steep_repl.apply_membership: p_members[0].priority must be an integer between 1 and 100 (got 101)".into()),
+        (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 50, "role": "observer"}"#), "steep_repl.apply_membership: p_members[0].role must be data or witness (got 'observer')".into()),
+        (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 50, "role": "data", "host": ""}"#), "steep_repl.apply_membership: p_members[0].host must be a non-empty string (got \"\")".into()),
+    ];
+    for (sql, expected) in cases {
+        let (code, message) = db_error_code(conn.execute(sqlx::AssertSqlSafe(sql.clone())).await);
+        assert_eq!(message, expected, "{sql}");
+        assert_eq!(code, "22023", "{sql}: invalid_parameter_value expected");
+    }
+    assert_eq!(audit_rows(&mut conn).await, 0);
+    assert_eq!(projection(&mut conn).await, (None, 0, 0, None));
+}
+
+const REFUSED: &str = "steep_repl.coordinator_state is replicated by the cluster";
+const COMMAND: &str = "use \"steep-repl state set KEY VALUE\"";
+
+#[tokio::test]
+async fn direct_writes_and_set_state_are_refused_naming_the_command_to_use() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    assert!(apply(&mut conn, "c1", 1, "a.b", Some(json!(1))).await);
+    let rows = audit_rows(&mut conn).await;
+    for (sql, what) in [
+        (
+            "INSERT INTO steep_repl.coordinator_state (key, value) VALUES ('c.d', '1')",
+            "INSERT",
+        ),
+        (
+            "INSERT INTO steep_repl.coordinator_state (key, value) VALUES ('a.b', '2') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            "INSERT",
+        ),
+        (
+            "UPDATE steep_repl.coordinator_state SET value = '2'",
+            "UPDATE",
+        ),
+        // Refused even when it would touch no row.
+        (
+            "DELETE FROM steep_repl.coordinator_state WHERE false",
+            "DELETE",
+        ),
+        ("DELETE FROM steep_repl.coordinator_state", "DELETE"),
+        ("TRUNCATE steep_repl.coordinator_state", "TRUNCATE"),
+        (
+            "SELECT steep_repl.set_state('a.b', '2')",
+            "steep_repl.set_state()",
+        ),
+    ] {
+        let (code, message) = db_error_code(conn.execute(sql).await);
+        assert_eq!(
+            message,
+            format!("{REFUSED}: {what} is refused; {COMMAND} (or \"steep-repl state delete KEY\")"),
+            "{sql}"
+        );
+        assert_eq!(code, "42501", "{sql}");
+    }
+    // The hint names the IPC methods.
+    match conn
+        .execute("UPDATE steep_repl.coordinator_state SET value = '2'")
+        .await
+    {
+        Err(sqlx::Error::Database(e)) => {
+            let pg = e
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .unwrap();
+            assert!(pg.hint().unwrap().contains("state.set"), "{:?}", pg.hint());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Replica mode does not switch the refusal off.
+    conn.execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    let message = db_error(
+        conn.execute("DELETE FROM steep_repl.coordinator_state")
+            .await,
+    );
+    assert!(message.starts_with(REFUSED), "{message}");
+    conn.execute("RESET session_replication_role")
+        .await
+        .unwrap();
+
+    // The applied-index record is guarded the same way.
+    for sql in [
+        "UPDATE steep_repl.cluster_projection SET applied_index = 1000",
+        "DELETE FROM steep_repl.cluster_projection",
+        "TRUNCATE steep_repl.cluster_projection",
+    ] {
+        let message = db_error(conn.execute(sql).await);
+        assert!(
+            message.starts_with(
+                "steep_repl.cluster_projection is written only by the steep-repl daemon"
+            ),
+            "{sql}: {message}"
+        );
+    }
+    assert_eq!(state(&mut conn).await, json!({"a.b": 1}));
+    assert_eq!(audit_rows(&mut conn).await, rows);
+    assert_eq!(projection(&mut conn).await, (Some("c1".into()), 1, 3, None));
+}
+
+/// What the refusal does and does not prevent.
+///
+/// Prevented: any role that is not a superuser writing coordinator_state or
+/// cluster_projection directly, even with every table privilege granted and
+/// the apply functions' flag (`steep_repl.applying`) set by itself; such a
+/// role writes only through the apply functions, and only when granted
+/// EXECUTE on them.
+///
+/// Not prevented: a superuser. One who sets the flag itself writes directly
+/// (and, for coordinator_state, unaudited); one can also COPY rows in (what
+/// a pg_dump restore does), disable or drop the triggers. The refusal stops
+/// mistakes and ordinary roles, not a superuser who means it.
+#[tokio::test]
+async fn an_ordinary_role_cannot_pass_the_refusal_by_setting_the_flag() {
+    let (pg, mut conn) = server_with_extension().await.unwrap();
+    conn.execute(
+        "CREATE ROLE operator LOGIN;
+         GRANT USAGE ON SCHEMA steep_repl TO operator;
+         GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
+            ON steep_repl.coordinator_state, steep_repl.cluster_projection TO operator;",
+    )
+    .await
+    .unwrap();
+    assert!(apply(&mut conn, "c1", 1, "a.b", Some(json!(1))).await);
+    let mut operator = PgConnection::connect_with(&pg.socket_options("operator", "postgres"))
+        .await
+        .unwrap();
+
+    operator
+        .execute("SET steep_repl.applying = on")
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO steep_repl.coordinator_state (key, value) VALUES ('c.d', '1')",
+        "UPDATE steep_repl.coordinator_state SET value = '2'",
+        "DELETE FROM steep_repl.coordinator_state",
+        "TRUNCATE steep_repl.coordinator_state",
+        "BEGIN; SELECT set_config('steep_repl.applying', 'on', true); UPDATE steep_repl.coordinator_state SET value = '3'",
+    ] {
+        let message = db_error(operator.execute(sql).await);
+        assert!(message.starts_with(REFUSED), "{sql}: {message}");
+        operator.execute("ROLLBACK").await.ok();
+    }
+    let message = db_error(
+        operator
+            .execute("UPDATE steep_repl.cluster_projection SET applied_index = 1000")
+            .await,
+    );
+    assert!(message.contains("is refused"), "{message}");
+    // COPY is refused too: only a superuser's COPY (a restore) passes.
+    let message = db_error(copy_in(&mut operator, "c.d\t1\n").await);
+    assert!(message.starts_with(REFUSED), "{message}");
+
+    // The apply functions are not granted to PUBLIC...
+    let message = db_error(
+        operator
+            .execute(
+                "SELECT steep_repl.apply_state('c1', 2, 1, 'a.b', '2', false, 'x@y', NULL, NULL)",
+            )
+            .await,
+    );
+    assert_eq!(message, "permission denied for function apply_state");
+    // ...and, once granted, are the way in.
+    conn.execute("GRANT EXECUTE ON FUNCTION steep_repl.apply_state(text, bigint, bigint, text, jsonb, boolean, text, inet, text) TO operator")
+        .await
+        .unwrap();
+    operator
+        .execute("SELECT steep_repl.apply_state('c1', 2, 1, 'a.b', '2', false, 'x@y', NULL, NULL)")
+        .await
+        .unwrap();
+    assert_eq!(state(&mut conn).await, json!({"a.b": 2}));
+
+    // The limits, stated. A superuser's COPY passes (a pg_dump restore
+    // loads the table so), and is audited by the ordinary trigger.
+    let rows = audit_rows(&mut conn).await;
+    copy_in(&mut conn, "c.d\t1\n").await.unwrap();
+    assert_eq!(state(&mut conn).await, json!({"a.b": 2, "c.d": 1}));
+    assert_eq!(audit_rows(&mut conn).await, rows + 1);
+    assert_eq!(last_entry(&mut conn).await.actor, "postgres@127.0.0.1");
+    // A superuser who sets the flag itself gets through.
+    conn.execute("SET steep_repl.applying = on").await.unwrap();
+    conn.execute("UPDATE steep_repl.coordinator_state SET value = '9'")
+        .await
+        .unwrap();
+    conn.execute("RESET steep_repl.applying").await.unwrap();
+    assert_eq!(state(&mut conn).await, json!({"a.b": 9, "c.d": 9}));
+}
+
+/// Loads `rows` (COPY text format) into coordinator_state.
+async fn copy_in(conn: &mut PgConnection, rows: &str) -> Result<u64, sqlx::Error> {
+    let mut copy = conn
+        .copy_in_raw("COPY steep_repl.coordinator_state (key, value) FROM STDIN")
+        .await?;
+    copy.send(rows.as_bytes()).await?;
+    copy.finish().await
+}
+
+async fn node_rows(conn: &mut PgConnection) -> Vec<Value> {
+    sqlx::query_scalar("SELECT to_jsonb(n) - 'last_seen' FROM steep_repl.nodes n ORDER BY node_id")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn apply_membership_makes_the_identity_columns_equal_the_membership() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    conn.execute(
+        "SELECT steep_repl.register_node('a', 'A', 'db-a', 5432, 50, 'g-a', 5433);
+         SELECT steep_repl.register_node('gone', 'Gone', 'db-gone');
+         SELECT steep_repl.heartbeat('a', 'healthy');
+         SELECT steep_repl.set_coordinator('a');",
+    )
+    .await
+    .unwrap();
+    let seen_before: String =
+        sqlx::query_scalar("SELECT last_seen::text FROM steep_repl.nodes WHERE node_id = 'a'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let rows_before = audit_rows(&mut conn).await;
+
+    let members = json!([
+        {"node_id": "a", "node_name": "Node A", "host": "db-a", "port": 5432,
+         "grpc_host": "g-a2", "grpc_port": 5433, "priority": 80, "role": "data"},
+        {"node_id": "w", "grpc_host": "g-w", "grpc_port": 7000, "priority": 10, "role": "witness"},
+    ]);
+    let membership = |index: i64, members: &Value| {
+        sqlx::query_scalar::<_, i32>("SELECT steep_repl.apply_membership($1, $2)")
+            .bind(index)
+            .bind(members.clone())
+    };
+    assert_eq!(
+        membership(4, &members).fetch_one(&mut conn).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        node_rows(&mut conn).await,
+        [
+            json!({"node_id": "a", "node_name": "Node A", "host": "db-a", "port": 5432,
+                   "priority": 80, "is_coordinator": true, "status": "healthy",
+                   "grpc_host": "g-a2", "grpc_port": 5433, "role": "data"}),
+            // A witness has no PostgreSQL: its row names the machine by its gRPC host.
+            json!({"node_id": "w", "node_name": "w", "host": "g-w", "port": 5432,
+                   "priority": 10, "is_coordinator": false, "status": "unknown",
+                   "grpc_host": "g-w", "grpc_port": 7000, "role": "witness"}),
+        ]
+    );
+    // last_seen is the node's own observation and stays.
+    let seen_after: String =
+        sqlx::query_scalar("SELECT last_seen::text FROM steep_repl.nodes WHERE node_id = 'a'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(seen_before, seen_after);
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, target_id FROM steep_repl.audit_log WHERE id > (SELECT max(id) FROM steep_repl.audit_log) - 3 ORDER BY action",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(audit_rows(&mut conn).await, rows_before + 3);
+    assert_eq!(
+        actions,
+        [
+            ("node.registered".to_string(), "w".to_string()),
+            ("node.removed".to_string(), "gone".to_string()),
+            ("node.updated".to_string(), "a".to_string()),
+        ]
+    );
+    assert_eq!(projection(&mut conn).await, (None, 0, 0, Some(4)));
+
+    // A replay, an older membership, or the same one again change nothing.
+    let older = json!([{"node_id": "x", "grpc_host": "g-x", "grpc_port": 1, "priority": 1, "role": "data"}]);
+    assert_eq!(membership(4, &older).fetch_one(&mut conn).await.unwrap(), 0);
+    assert_eq!(membership(2, &older).fetch_one(&mut conn).await.unwrap(), 0);
+    assert_eq!(
+        membership(6, &members).fetch_one(&mut conn).await.unwrap(),
+        0
+    );
+    assert_eq!(audit_rows(&mut conn).await, rows_before + 3);
+    assert_eq!(projection(&mut conn).await, (None, 0, 0, Some(6)));
+
+    // A status change by the node itself is still its own business.
+    conn.execute("SELECT steep_repl.set_status('w', 'healthy')")
+        .await
+        .unwrap();
+    let fewer = json!([{"node_id": "w", "grpc_host": "g-w", "grpc_port": 7000, "priority": 20, "role": "witness"}]);
+    assert_eq!(membership(9, &fewer).fetch_one(&mut conn).await.unwrap(), 2);
+    let rows: Vec<(String, i32, String)> =
+        sqlx::query_as("SELECT node_id, priority, status FROM steep_repl.nodes")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(rows, [("w".to_string(), 20, "healthy".to_string())]);
+}
