@@ -12,6 +12,7 @@
 //! Each state change is pushed into the shared health snapshot.
 
 pub mod cause;
+pub mod projection;
 pub mod queries;
 
 use crate::audit_event::AuditEvent;

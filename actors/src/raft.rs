@@ -3,9 +3,11 @@
 //! `node` owns the member (`ClusterNode`: openraft on its own runtime, the
 //! store's identity, cluster and state requests); `transport` sends Raft
 //! messages over gRPC with mutual TLS and the identity envelope; `service`
-//! answers them (admission checked, refusals audited).
+//! answers them (admission checked, refusals audited); `projector` writes
+//! the replicated state map into this node's PostgreSQL.
 
 pub mod node;
+pub mod projector;
 pub mod service;
 pub mod transport;
 

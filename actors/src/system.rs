@@ -64,6 +64,10 @@ pub struct SystemSettings {
     pub http: Option<crate::http::HttpSettings>,
     /// The local socket; `None` when `ipc.enabled` is false.
     pub ipc: Option<IpcSettings>,
+    /// This node's member of the cluster (started by the daemon before the
+    /// actors, on a runtime of its own); its state map is projected into
+    /// PostgreSQL from here.
+    pub cluster: Option<crate::raft::ClusterNode>,
 }
 
 /// Addresses of the running children.
@@ -141,6 +145,13 @@ impl SystemActor {
         let health_actor = actix::Supervisor::start(move |_| {
             HealthActor::new(health_shared, db_for_health, interval, notifier)
         });
+        if let Some(cluster) = self.settings.cluster.clone() {
+            crate::raft::projector::start(
+                cluster,
+                db.clone(),
+                log.new(slog::o!("actor" => "projector")),
+            );
+        }
         let mut children = Children {
             db,
             audit,

@@ -157,11 +157,22 @@ impl<T: RaftTransport> ClusterClient<T> {
         Fut: Future<Output = Result<R, ForwardError>>,
     {
         let deadline = Instant::now() + timeout;
+        // Once the request may have been appended somewhere, no later
+        // failure can say it was not applied.
+        let mut maybe_proposed = false;
+        let no_quorum = |maybe_proposed: bool, why: &str| {
+            if maybe_proposed {
+                ClientError::UnknownOutcome(timeout)
+            } else {
+                ClientError::NoQuorum(why.to_string())
+            }
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ClientError::NoQuorum(
-                    "no leader could be reached in time".into(),
+                return Err(no_quorum(
+                    maybe_proposed,
+                    "no leader could be reached in time",
                 ));
             }
             let reply: Result<R, ForwardError> = match self.leader() {
@@ -201,12 +212,21 @@ impl<T: RaftTransport> ClusterClient<T> {
                 Err(ForwardError::NotLeader { .. }) => {
                     tokio::time::sleep(LEADER_POLL.min(left)).await;
                 }
+                // Sent again with the same request id: applied once.
+                Err(ForwardError::MaybeProposed { .. }) => {
+                    maybe_proposed = true;
+                    tokio::time::sleep(LEADER_POLL.min(left)).await;
+                }
                 Err(ForwardError::NoQuorum) => {
-                    return Err(ClientError::NoQuorum(
-                        "the leader cannot reach a majority of the members".into(),
+                    return Err(no_quorum(
+                        maybe_proposed,
+                        "the leader cannot reach a majority of the members",
                     ))
                 }
                 Err(ForwardError::UnknownOutcome) => {
+                    return Err(ClientError::UnknownOutcome(timeout))
+                }
+                Err(ForwardError::Failed(_)) if maybe_proposed => {
                     return Err(ClientError::UnknownOutcome(timeout))
                 }
                 Err(ForwardError::Failed(e)) => return Err(ClientError::Failed(e)),

@@ -105,6 +105,11 @@ pub enum ForwardError {
     NoQuorum,
     /// The write was proposed and its outcome is unknown.
     UnknownOutcome,
+    /// The receiver lost the leadership while the request was with it: it
+    /// may have been appended and may still be committed by a later leader
+    /// that holds the entry. Sending it again is safe only because a
+    /// proposal carries a request id (applied once).
+    MaybeProposed { leader: Option<(RaftId, Member)> },
     /// Anything else (the Raft node is stopping, a malformed message).
     Failed(String),
 }
@@ -316,8 +321,10 @@ pub async fn leader_write(raft: &crate::types::Raft, proposal: Proposal) -> Forw
     leader_with_quorum(raft)?;
     match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(proposal)).await {
         Ok(Ok(response)) => Ok((response.log_id, response.data)),
+        // openraft answers this both before appending and for an entry a
+        // newer leader truncated; the second may still be committed.
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            Err(ForwardError::NotLeader {
+            Err(ForwardError::MaybeProposed {
                 leader: f.leader_id.zip(f.leader_node),
             })
         }
@@ -381,7 +388,7 @@ pub async fn leader_change_membership(
     match done {
         Ok(Ok(response)) => Ok(response.log_id),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            Err(ForwardError::NotLeader {
+            Err(ForwardError::MaybeProposed {
                 leader: f.leader_id.zip(f.leader_node),
             })
         }

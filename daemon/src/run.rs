@@ -117,6 +117,7 @@ pub fn run_until(
     if let Some(ipc) = settings.ipc.as_mut() {
         ipc.cluster = cluster.clone();
     }
+    settings.cluster = cluster.clone();
     settings.http = http.map(|mut http| {
         http.ipc_metrics = settings.ipc.as_ref().map(|ipc| ipc.metrics.clone());
         http
@@ -436,6 +437,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         // Bound by `bind_http` in `run`, before the actor system starts.
         http: None,
         ipc: ipc_settings(config),
+        cluster: None,
     }
 }
 

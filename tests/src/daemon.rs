@@ -49,6 +49,11 @@ pub struct DaemonOptions {
     pub http_enabled: bool,
     /// Extra YAML lines placed inside `repl.ipc:` (indented by the caller by four spaces).
     pub ipc_extra: String,
+    /// Extra YAML lines placed inside `repl.raft:` (indented by the caller by
+    /// four spaces), e.g. short Raft timings. `raft.dir` is always the
+    /// daemon's own folder (`raft/` in its home), so that daemons of
+    /// parallel tests with the same node_id never share a Raft log.
+    pub raft_extra: String,
 }
 
 impl DaemonOptions {
@@ -69,6 +74,7 @@ impl DaemonOptions {
             http_port: None,
             http_enabled: false,
             ipc_extra: String::new(),
+            raft_extra: String::new(),
         }
     }
 
@@ -112,6 +118,10 @@ impl DaemonHome {
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("daemon.log")
     }
+    /// `raft.dir`: the Raft log, vote, snapshots and store identity.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.dir.path().join("raft")
+    }
 
     /// Writes the configuration file for `options`.
     pub fn write_config(&self, options: &DaemonOptions) -> Result<()> {
@@ -121,6 +131,7 @@ impl DaemonHome {
              postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
              grpc:\n{grpc}  {http}\n  \
              ipc:\n    path: {sock}\n{ipc_extra}  audit:\n    spool_path: {spool}\n  \
+             raft:\n    dir: {raft}\n{raft_extra}  \
              log:\n    level: debug\n    target: terminal\n{extra}",
             node = quote(&options.node_id),
             name = quote(&format!("Node {}", options.node_id)),
@@ -130,6 +141,8 @@ impl DaemonHome {
             pw = quote(&options.pg_password),
             sock = quote(&self.socket_path().display().to_string()),
             spool = quote(&self.spool_path().display().to_string()),
+            raft = quote(&self.raft_dir().display().to_string()),
+            raft_extra = options.raft_extra,
             extra = options.extra,
             ipc_extra = options.ipc_extra,
             grpc = options.grpc,

@@ -16,6 +16,7 @@ pub mod ipc;
 pub mod paths;
 pub mod pg;
 pub mod ports;
+pub mod raft;
 
 /// The last `n` lines of `text` (for failure messages that quote a log).
 pub fn tail(text: &str, n: usize) -> String {

@@ -1,0 +1,271 @@
+//! Clusters whose members agree through Raft, on loopback: each node has
+//! its own PostgreSQL 18 with the extension, its own daemon with mutual TLS
+//! (certificates made by `steep-repl tls`), its Raft log in its own folder,
+//! and short Raft timings. Nodes start empty; [`RaftCluster::form`] runs
+//! `cluster init` on the first and `cluster add` from it for the others,
+//! through the real CLI, as an operator would.
+//!
+//! When a test panics while a cluster is alive, the end of every daemon's
+//! log is printed, so a failure always shows what the daemons saw.
+
+use crate::cluster::{grpc_yaml, Certificates};
+use crate::daemon::{run_cli, Daemon, DaemonHome, DaemonOptions};
+use crate::ext::server_with_extension;
+use crate::ipc::IpcClient;
+use crate::pg::PgServer;
+use crate::ports::free_port;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Raft timings for tests (`repl.raft`): elections within a second on
+/// loopback, still several heartbeats per election timeout.
+pub const TEST_RAFT_TIMINGS: &str = "    heartbeat_interval: 100ms\n    \
+     election_timeout_min: 400ms\n    election_timeout_max: 800ms\n";
+
+/// How long a node may take to start answering IPC.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One node: PostgreSQL, daemon, and where its gRPC listens.
+pub struct RaftNode {
+    pub node_id: String,
+    pub pg: PgServer,
+    pub daemon: Daemon,
+    pub grpc_port: u16,
+    pub options: DaemonOptions,
+}
+
+impl RaftNode {
+    /// `127.0.0.1:PORT`, what `cluster add --grpc` is given.
+    pub fn grpc_address(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+pub struct RaftCluster {
+    pub certs: Certificates,
+    pub nodes: Vec<RaftNode>,
+}
+
+impl RaftCluster {
+    /// Starts `n` empty nodes named n1..nN (no cluster yet), each answering
+    /// IPC. No grpc.peers: they learn of each other only by `cluster add`.
+    pub async fn start(n: usize) -> Result<RaftCluster> {
+        let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let certs = Certificates::new(&id_refs)?;
+        // initdb is the slow part: run them side by side.
+        let servers: Vec<_> = ids
+            .iter()
+            .map(|_| tokio::spawn(server_with_extension()))
+            .collect();
+        let mut nodes = Vec::new();
+        for (id, server) in ids.iter().zip(servers) {
+            let (pg, _conn) = server.await.context("PostgreSQL start task")??;
+            let grpc_port = free_port();
+            let mut options = DaemonOptions::for_server(id, &pg);
+            options.grpc = grpc_yaml(grpc_port, &[], &certs.tls_yaml(id));
+            options.raft_extra = TEST_RAFT_TIMINGS.to_string();
+            let home = DaemonHome::new()?;
+            home.write_config(&options)?;
+            let daemon = Daemon::start_in(home)?;
+            nodes.push(RaftNode {
+                node_id: id.clone(),
+                pg,
+                daemon,
+                grpc_port,
+                options,
+            });
+        }
+        let cluster = RaftCluster { certs, nodes };
+        for node in &cluster.nodes {
+            node.daemon.wait_for_ipc(START_TIMEOUT)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts `n` nodes and forms a cluster of all of them.
+    pub async fn start_formed(n: usize) -> Result<RaftCluster> {
+        let cluster = RaftCluster::start(n).await?;
+        if let Err(e) = cluster.form().await {
+            bail!("{e:#}\ndaemon logs:\n{}", cluster.log_tails(40));
+        }
+        Ok(cluster)
+    }
+
+    /// `cluster init` on the first node, then `cluster add` of every other
+    /// from it; waits until every node sees all of them as voters and the
+    /// same leader.
+    pub async fn form(&self) -> Result<()> {
+        self.form_first(self.nodes.len()).await
+    }
+
+    /// The same with the first `k` nodes only; the others stay empty.
+    pub async fn form_first(&self, k: usize) -> Result<()> {
+        let (code, out, err) = self.cli(0, &["cluster", "init", "--json"])?;
+        if code != 0 {
+            bail!("cluster init on n1 failed ({code}): {out}{err}");
+        }
+        for i in 1..k {
+            self.add(0, i)?;
+        }
+        let members: Vec<usize> = (0..k).collect();
+        self.wait_for_agreement(&members, k, Duration::from_secs(15))
+            .await
+    }
+
+    /// `cluster add <node i> --grpc ...` run on node `from`; fails unless
+    /// the CLI exits 0.
+    pub fn add(&self, from: usize, i: usize) -> Result<Value> {
+        let node = &self.nodes[i];
+        let address = node.grpc_address();
+        let (code, out, err) = self.cli(
+            from,
+            &[
+                "cluster",
+                "add",
+                &node.node_id,
+                "--grpc",
+                &address,
+                "--json",
+            ],
+        )?;
+        if code != 0 {
+            bail!(
+                "cluster add {} on {} failed ({code}): {out}{err}",
+                node.node_id,
+                self.nodes[from].node_id
+            );
+        }
+        serde_json::from_str(&out).with_context(|| format!("cluster add printed {out:?}"))
+    }
+
+    /// Runs the CLI against node `i`'s daemon: `(exit code, stdout, stderr)`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<(i32, String, String)> {
+        run_cli(args, Some(&self.nodes[i].daemon.home.config_path()))
+    }
+
+    /// A new IPC connection to node `i`.
+    pub fn ipc(&self, i: usize) -> Result<IpcClient> {
+        self.nodes[i].daemon.ipc()
+    }
+
+    /// `cluster.status` of node `i`, over IPC.
+    pub fn status(&self, i: usize) -> Result<Value> {
+        self.ipc(i)?.call("cluster.status", json!({}))
+    }
+
+    /// The index of the node that node `i` names as leader, if any.
+    pub fn leader_seen_by(&self, i: usize) -> Option<usize> {
+        let status = self.status(i).ok()?;
+        let leader = status["leader"].as_str()?;
+        self.nodes.iter().position(|n| n.node_id == leader)
+    }
+
+    /// Waits until every node in `among` is in the same cluster, sees
+    /// `voters` voters and names the same leader (one of `among`).
+    pub async fn wait_for_agreement(
+        &self,
+        among: &[usize],
+        voters: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_until("the nodes to agree on members and leader", timeout, || {
+            let statuses: Vec<Value> = among
+                .iter()
+                .map(|&i| self.status(i))
+                .collect::<Result<_>>()?;
+            let first = &statuses[0];
+            let leader = first["leader"].as_str();
+            let leader_among =
+                leader.is_some_and(|l| among.iter().any(|&i| self.nodes[i].node_id == l));
+            Ok(leader_among
+                && statuses.iter().all(|s| {
+                    s["cluster_id"] == first["cluster_id"]
+                        && !s["cluster_id"].is_null()
+                        && s["leader"].as_str() == leader
+                        && voter_count(s) == voters
+                }))
+        })
+        .await
+    }
+
+    /// Waits until `check` holds, polling every 100 ms; on timeout the
+    /// error carries every node's cluster status.
+    pub async fn wait_until<F>(&self, what: &str, timeout: Duration, mut check: F) -> Result<()>
+    where
+        F: FnMut() -> Result<bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = None;
+        loop {
+            match check() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_error = Some(e),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what} (last error: {last_error:?}); views:\n{}",
+                    self.views()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every node's cluster status, one line each (for failure messages).
+    pub fn views(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match self.status(i) {
+                Ok(s) => format!("  {}: {s}", n.node_id),
+                Err(e) => format!("  {}: {e:#}", n.node_id),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The last lines of every daemon's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "----- {} ({}) -----\n{}",
+                    n.node_id,
+                    n.daemon.home.log_path().display(),
+                    crate::tail(&n.daemon.log(), lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for RaftCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("daemon logs of the failed test:\n{}", self.log_tails(60));
+        }
+    }
+}
+
+/// How many voters a `cluster.status` lists.
+pub fn voter_count(status: &Value) -> usize {
+    status["members"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["voter"] == json!(true)).count())
+        .unwrap_or(0)
+}
+
+/// The Raft id (hex) that a `cluster.status` gives `node_id`.
+pub fn member_raft_id(status: &Value, node_id: &str) -> Option<String> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["node_id"] == json!(node_id))?["raft_id"]
+        .as_str()
+        .map(str::to_string)
+}
