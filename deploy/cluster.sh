@@ -103,6 +103,8 @@ repl:
     path: $(node_dir "$i")/steep-repl.sock
   audit:
     spool_path: $(node_dir "$i")/audit.spool
+  raft:
+    dir: $(node_dir "$i")/raft
   log:
     target: terminal
 YAML
@@ -115,6 +117,68 @@ start_daemon() {
     nohup "$BIN" run --config "$(node_dir "$i")/config.yaml" \
         >>"$(node_dir "$i")/daemon.log" 2>&1 </dev/null &
     echo $! >"$(node_dir "$i")/daemon.pid"
+}
+
+# A field of `steep-repl cluster status --json` on node $1 (empty when the
+# daemon does not answer yet).
+cluster_field() {
+    "$BIN" cluster status --json --config "$(node_dir "$1")/config.yaml" 2>/dev/null \
+        | python3 -c 'import json,sys
+try: v=json.load(sys.stdin)
+except Exception: sys.exit(0)
+for k in sys.argv[1].split("."): v=v.get(k) if isinstance(v,dict) else None
+print("" if v is None else v)' "$2"
+}
+
+# The voters node $1 sees, comma-separated and sorted.
+cluster_voters() {
+    "$BIN" cluster status --json --config "$(node_dir "$1")/config.yaml" 2>/dev/null \
+        | python3 -c 'import json,sys
+try: v=json.load(sys.stdin)
+except Exception: sys.exit(0)
+print(",".join(sorted(m["node_id"] for m in v.get("members",[]) if m.get("voter"))))'
+}
+
+# The Raft cluster: `cluster init` on node1 when its store is empty, then
+# `cluster add` (from node1) of every node that is not a member yet. A node
+# that died keeps its store and rejoins by itself when it is started again.
+form_cluster() {
+    local n=$1 i deadline members
+    deadline=$((SECONDS + 30))
+    until [ -n "$(cluster_field 1 state)" ]; do
+        [ $SECONDS -ge $deadline ] && die "node1's daemon does not answer on its socket (see $(node_dir 1)/daemon.log)"
+        sleep 0.2
+    done
+    if [ -z "$(cluster_field 1 cluster_id)" ]; then
+        say "creating the cluster on node1"
+        "$BIN" cluster init --config "$(node_dir 1)/config.yaml" >/dev/null || die "cluster init on node1 failed"
+    fi
+    for ((i = 2; i <= n; i++)); do
+        members=$(cluster_voters 1)
+        case ",$members," in *",node$i,"*) continue ;; esac
+        say "adding node$i to the cluster"
+        deadline=$((SECONDS + 60))
+        until "$BIN" cluster add "node$i" --grpc "127.0.0.1:$((GRPC_BASE + i))" --priority $((40 + 10 * i)) \
+            --config "$(node_dir 1)/config.yaml" >/dev/null; do
+            [ $SECONDS -ge $deadline ] && die "cluster add node$i failed for 60 s (see $DIR/node*/daemon.log)"
+            sleep 1
+        done
+    done
+}
+
+# Every node a voter of the same cluster, with the same leader.
+raft_agreed() {
+    local n=$1 i first="" view all="" j
+    for ((j = 1; j <= n; j++)); do all="$all${all:+,}node$j"; done
+    all=$(echo "$all" | tr ',' '\n' | sort | paste -sd, -)
+    for ((i = 1; i <= n; i++)); do
+        view="$(cluster_field "$i" cluster_id)/$(cluster_field "$i" leader)"
+        case "$view" in /* | */) return 1 ;; esac
+        [ "$(cluster_voters "$i")" = "$all" ] || return 1
+        [ -z "$first" ] && first=$view
+        [ "$view" = "$first" ] || return 1
+    done
+    echo "${first#*/}"
 }
 
 # One coordinator, the same on every node, every node healthy everywhere.
@@ -131,7 +195,7 @@ agreed() {
 }
 
 cmd_up() {
-    local n=${1:-3} bin i coordinator="" deadline
+    local n=${1:-3} bin i coordinator="" leader="" deadline
     [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "up takes a node count between 1 and 99 (got '$n')"
     if [ "$(node_count)" -gt "$n" ]; then
         die "$DIR holds $(node_count) nodes; run 'deploy/cluster.sh down' and remove $DIR to start a smaller cluster"
@@ -154,6 +218,16 @@ cmd_up() {
         start_daemon "$i"
         say "node$i: PostgreSQL 127.0.0.1:$(pg_port "$i"), gRPC :$((GRPC_BASE + i)), HTTP :$((HTTP_BASE + i)), pid $(daemon_pid "$i")"
     done
+    form_cluster "$n"
+    say "waiting for every node to be a voter with the same leader"
+    deadline=$((SECONDS + 60))
+    until leader=$(raft_agreed "$n"); do
+        if [ $SECONDS -ge $deadline ]; then
+            for ((i = 1; i <= n; i++)); do say "--- node$i log (last lines)"; tail -n 5 "$(node_dir "$i")/daemon.log" >&2 || true; done
+            die "the nodes did not agree on the Raft membership and leader within 60 s (logs in $DIR/node*/daemon.log)"
+        fi
+        sleep 0.2
+    done
     say "waiting for the nodes to agree on a coordinator"
     deadline=$((SECONDS + 60))
     until coordinator=$(agreed "$n"); do
@@ -167,8 +241,11 @@ cmd_up() {
     "$BIN" nodes --config "$(node_dir 1)/config.yaml" 2>/dev/null \
         || psql_node 1 -c "SELECT node_id, status, priority, is_coordinator, grpc_port FROM steep_repl.nodes ORDER BY node_id"
     echo
-    echo "cluster of $n node(s) is up; coordinator: $coordinator; state and logs in $DIR"
+    "$BIN" cluster status --config "$(node_dir 1)/config.yaml" 2>/dev/null || true
+    echo
+    echo "cluster of $n node(s) is up; Raft leader: $leader; coordinator: $coordinator; state and logs in $DIR"
     echo "try: $BIN status --config $(node_dir 1)/config.yaml; curl -s 127.0.0.1:$((HTTP_BASE + 1))/health"
+    echo "     $BIN state set app.mode active --config $(node_dir 2)/config.yaml; $BIN state list --config $(node_dir 3)/config.yaml"
     echo "stop it with: deploy/cluster.sh down"
 }
 
@@ -180,6 +257,13 @@ cmd_status() {
         if pg_running "$bin" "$(node_dir "$i")/pgdata"; then pg=running; else pg=stopped; fi
         if daemon_running "$i"; then daemon="running (pid $(daemon_pid "$i"))"; else daemon=stopped; fi
         printf 'node%-3s postgresql 127.0.0.1:%-6s %-8s daemon %s\n' "$i" "$(pg_port "$i")" "$pg" "$daemon"
+    done
+    for ((i = 1; i <= $(node_count); i++)); do
+        if daemon_running "$i"; then
+            echo
+            "$BIN" cluster status --config "$(node_dir "$i")/config.yaml" || true
+            break
+        fi
     done
 }
 

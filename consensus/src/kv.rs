@@ -77,15 +77,7 @@ impl KvState {
 
     fn apply_command(&mut self, command: &Command) -> (Outcome, Option<Change>) {
         match command {
-            Command::Set { key, value } => {
-                let previous = self.data.insert(key.clone(), value.clone());
-                let change = Change {
-                    key: key.clone(),
-                    old: previous.clone(),
-                    new: Some(value.clone()),
-                };
-                (Outcome::Written { previous }, Some(change))
-            }
+            Command::Set { key, value } => self.write(key, value),
             Command::Cas {
                 key,
                 expected,
@@ -100,13 +92,7 @@ impl KvState {
                         None,
                     );
                 }
-                let previous = self.data.insert(key.clone(), value.clone());
-                let change = Change {
-                    key: key.clone(),
-                    old: previous.clone(),
-                    new: Some(value.clone()),
-                };
-                (Outcome::Written { previous }, Some(change))
+                self.write(key, value)
             }
             Command::Delete { key } => {
                 let previous = self.data.remove(key);
@@ -118,6 +104,16 @@ impl KvState {
                 (Outcome::Deleted { previous }, change)
             }
         }
+    }
+
+    fn write(&mut self, key: &str, value: &Value) -> (Outcome, Option<Change>) {
+        let previous = self.data.insert(key.to_string(), value.clone());
+        let change = Change {
+            key: key.to_string(),
+            old: previous.clone(),
+            new: Some(value.clone()),
+        };
+        (Outcome::Written { previous }, Some(change))
     }
 
     fn remember(&mut self, id: String, outcome: Outcome) {

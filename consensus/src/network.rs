@@ -287,7 +287,8 @@ pub async fn serve(
 }
 
 /// How long a leader may go without hearing from a majority before it
-/// refuses writes with `NoQuorum` instead of proposing them.
+/// refuses writes with `NoQuorum` instead of proposing them (at least; the
+/// election timeout's maximum when that is longer).
 pub const QUORUM_ACK_LIMIT: Duration = Duration::from_millis(1_500);
 
 /// How long a proposal may wait for its commit before its outcome is
@@ -309,8 +310,13 @@ pub fn leader_with_quorum(raft: &crate::types::Raft) -> Result<(), ForwardError>
     }
     // A single-voter cluster has no one to hear from.
     let voters = metrics.membership_config.membership().voter_ids().count();
+    // A leader this long without a majority would have been replaced by
+    // now if the others could hear each other: it refuses instead of
+    // proposing into the void. Never below the election timeout, which the
+    // operator sized for this network and these machines.
+    let limit = QUORUM_ACK_LIMIT.max(Duration::from_millis(raft.config().election_timeout_max));
     match metrics.millis_since_quorum_ack {
-        Some(ms) if Duration::from_millis(ms) <= QUORUM_ACK_LIMIT => Ok(()),
+        Some(ms) if Duration::from_millis(ms) <= limit => Ok(()),
         _ if voters <= 1 => Ok(()),
         _ => Err(ForwardError::NoQuorum),
     }

@@ -83,21 +83,6 @@ pub fn run_until(
             return exit;
         }
     };
-    // The cluster member: its store is opened before anything starts, so a
-    // damaged or unreadable Raft directory stops the daemon with its path.
-    let cluster = match grpc.as_ref() {
-        Some(grpc) => match ClusterNode::start(raft_settings(&config), grpc.transport.clone()) {
-            Ok(node) => Some(node),
-            Err(e) => {
-                eprintln!("steep-repl: {}: {e}", config.raft.dir.display());
-                return Exit::Error;
-            }
-        },
-        None => None,
-    };
-    if let Some(grpc) = grpc.as_mut() {
-        grpc.cluster = cluster.clone();
-    }
 
     let level = if debug {
         slog::Level::Debug
@@ -109,6 +94,26 @@ pub fn run_until(
     info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
     for warning in config.warnings() {
         warn!(log, "config.warning"; "warning" => warning);
+    }
+    // The cluster member: its store is opened before anything starts, so a
+    // damaged or unreadable Raft directory stops the daemon with its path.
+    let cluster = match grpc.as_ref() {
+        Some(grpc) => match ClusterNode::start(
+            raft_settings(&config),
+            grpc.transport.clone(),
+            log.new(slog::o!("actor" => "raft")),
+        ) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                eprintln!("steep-repl: {}: {e}", config.raft.dir.display());
+                drop(log_guard);
+                return Exit::Error;
+            }
+        },
+        None => None,
+    };
+    if let Some(grpc) = grpc.as_mut() {
+        grpc.cluster = cluster.clone();
     }
 
     let mut settings = system_settings(&config, password.as_ref().map(|p| p.expose().to_string()));

@@ -10,12 +10,12 @@
 
 use crate::cluster::{grpc_yaml, Certificates};
 use crate::daemon::{run_cli, Daemon, DaemonHome, DaemonOptions};
-use crate::ext::server_with_extension;
 use crate::ipc::IpcClient;
 use crate::pg::PgServer;
 use crate::ports::free_port;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use sqlx::Executor;
 use std::time::{Duration, Instant};
 
 /// Raft timings for tests (`repl.raft`): elections within a second on
@@ -57,11 +57,18 @@ impl RaftCluster {
         // initdb is the slow part: run them side by side.
         let servers: Vec<_> = ids
             .iter()
-            .map(|_| tokio::spawn(server_with_extension()))
+            .map(|_| std::thread::spawn(PgServer::start))
             .collect();
         let mut nodes = Vec::new();
         for (id, server) in ids.iter().zip(servers) {
-            let (pg, _conn) = server.await.context("PostgreSQL start task")??;
+            let pg = server
+                .join()
+                .map_err(|_| anyhow!("starting PostgreSQL panicked"))??;
+            pg.connect()
+                .await?
+                .execute("CREATE EXTENSION steep_repl")
+                .await
+                .context("CREATE EXTENSION steep_repl (did deploy/extension.sh run?)")?;
             let grpc_port = free_port();
             let mut options = DaemonOptions::for_server(id, &pg);
             options.grpc = grpc_yaml(grpc_port, &[], &certs.tls_yaml(id));
@@ -119,17 +126,22 @@ impl RaftCluster {
     pub fn add(&self, from: usize, i: usize) -> Result<Value> {
         let node = &self.nodes[i];
         let address = node.grpc_address();
-        let (code, out, err) = self.cli(
-            from,
-            &[
-                "cluster",
-                "add",
-                &node.node_id,
-                "--grpc",
-                &address,
-                "--json",
-            ],
-        )?;
+        let args = [
+            "cluster",
+            "add",
+            &node.node_id,
+            "--grpc",
+            &address,
+            "--json",
+        ];
+        // Exit 7 (NO_QUORUM: nothing was done) can happen on a loaded
+        // machine while the leader misses its quorum acknowledgements.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut code, mut out, mut err) = self.cli(from, &args)?;
+        while code == 7 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            (code, out, err) = self.cli(from, &args)?;
+        }
         if code != 0 {
             bail!(
                 "cluster add {} on {} failed ({code}): {out}{err}",

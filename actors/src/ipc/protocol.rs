@@ -703,6 +703,56 @@ mod tests {
     }
 
     #[test]
+    fn state_writes_decode_with_absent_as_an_explicit_null() {
+        let Method::StateWrite(kind, cas) = ok(
+            r#"{"id":1,"method":"state.cas","params":{"key":"k","expected":null,"value":{"a":1},"request_id":"r1"}}"#,
+        )
+        .method
+        else {
+            panic!("not a write")
+        };
+        assert_eq!(kind, MethodKind::StateCas);
+        assert_eq!(cas.expected, Some(None));
+        assert_eq!(cas.value, Some(json!({"a": 1})));
+        assert_eq!(cas.request_id.as_deref(), Some("r1"));
+        let Method::StateWrite(_, delete) =
+            ok(r#"{"id":2,"method":"state.delete","params":{"key":"k"}}"#).method
+        else {
+            panic!("not a write")
+        };
+        assert_eq!((delete.value, delete.expected), (None, None));
+    }
+
+    #[test]
+    fn state_and_cluster_parameters_are_checked_by_name() {
+        let missing = rejected(r#"{"id":1,"method":"state.cas","params":{"key":"k","value":1}}"#);
+        assert!(
+            missing.error.message.contains("\"expected\""),
+            "{missing:?}"
+        );
+        let no_value = rejected(r#"{"id":1,"method":"state.set","params":{"key":"k"}}"#);
+        assert!(no_value.error.message.contains("\"value\""), "{no_value:?}");
+        let empty_key = rejected(r#"{"id":1,"method":"state.get","params":{"key":""}}"#);
+        assert!(empty_key.error.message.contains("\"key\""), "{empty_key:?}");
+        let consistency = rejected(
+            r#"{"id":1,"method":"state.get","params":{"key":"k","consistency":"eventual"}}"#,
+        );
+        assert!(consistency.error.message.contains("linearizable"));
+        let priority = rejected(
+            r#"{"id":1,"method":"cluster.add","params":{"node_id":"n2","grpc":"h:1","priority":0}}"#,
+        );
+        assert!(priority.error.message.contains("\"priority\""));
+        assert_eq!(
+            ok(r#"{"id":1,"method":"state.get","params":{"key":"k","consistency":"local"}}"#)
+                .method,
+            Method::StateGet {
+                key: "k".into(),
+                consistency: ReadConsistency::Local
+            }
+        );
+    }
+
+    #[test]
     fn every_method_decodes_with_its_parameters() {
         assert_eq!(
             ok(r#"{"id":"1","method":"status.get"}"#).method,
@@ -933,7 +983,11 @@ mod tests {
                 "INTERNAL_ERROR",
                 "NOT_CONNECTED",
                 "NODE_NOT_FOUND",
-                "PERMISSION_DENIED"
+                "PERMISSION_DENIED",
+                "NO_QUORUM",
+                "CAS_FAILED",
+                "NOT_A_MEMBER",
+                "UNKNOWN_OUTCOME"
             ]
         );
         for (i, code) in ErrorCode::ALL.iter().enumerate() {

@@ -51,6 +51,10 @@ pub enum RaftStartError {
     Config(String),
     #[error("cannot start the Raft runtime: {0}")]
     Runtime(String),
+    #[error("another steep-repl uses the Raft directory {0} (each node needs its own raft.dir)")]
+    DirInUse(PathBuf),
+    #[error("cannot lock the Raft directory {0}: {1}")]
+    Lock(PathBuf, String),
 }
 
 /// Why a cluster request failed; each maps to an IPC error code.
@@ -137,6 +141,88 @@ struct Inner {
     identity: Arc<Mutex<StoreIdentity>>,
     /// Dropped to stop the Raft runtime's thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Held for the life of the process: one daemon per Raft directory.
+    _dir_lock: DirLock,
+}
+
+#[cfg(unix)]
+type DirLock = nix::fcntl::Flock<std::fs::File>;
+#[cfg(not(unix))]
+type DirLock = ();
+
+/// An exclusive lock on `dir/lock`: two daemons sharing a store would
+/// interleave their logs and votes.
+#[cfg(unix)]
+fn lock_dir(dir: &std::path::Path) -> Result<DirLock, RaftStartError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| RaftStartError::Lock(dir.to_path_buf(), e.to_string()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            RaftStartError::DirInUse(dir.to_path_buf())
+        } else {
+            RaftStartError::Lock(dir.to_path_buf(), errno.to_string())
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn lock_dir(_: &std::path::Path) -> Result<DirLock, RaftStartError> {
+    Ok(())
+}
+
+/// Logs what an operator needs to follow the cluster: leader, term,
+/// membership and this node's state as they change.
+async fn log_changes(raft: Raft, log: slog::Logger) {
+    let mut metrics = raft.metrics();
+    let mut seen: Option<(Option<RaftId>, u64, ServerState, Option<u64>)> = None;
+    loop {
+        let (now, members) = {
+            let m = metrics.borrow_and_update();
+            let membership = m.membership_config.membership();
+            let members: Vec<String> = membership
+                .nodes()
+                .map(|(id, member)| {
+                    let voter = membership.voter_ids().any(|v| v == *id);
+                    format!(
+                        "{}{}",
+                        member.node_id,
+                        if voter { "" } else { " (learner)" }
+                    )
+                })
+                .collect();
+            let leader = m
+                .current_leader
+                .and_then(|id| membership.get_node(&id))
+                .map(|member| member.node_id.clone());
+            (
+                (
+                    m.current_leader,
+                    m.current_term,
+                    m.state,
+                    m.membership_config.log_id().map(|l| l.index),
+                ),
+                (members, leader),
+            )
+        };
+        if seen.as_ref() != Some(&now) {
+            let (members, leader) = members;
+            slog::info!(log, "raft.changed";
+                "state" => format!("{:?}", now.2).to_lowercase(),
+                "term" => now.1,
+                "leader" => leader.unwrap_or_else(|| "none".into()),
+                "members" => members.join(","));
+            seen = Some(now);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// How long a client request (IPC, CLI) may wait for the cluster.
@@ -150,7 +236,11 @@ impl ClusterNode {
     /// Opens the store in `settings.dir` and starts the Raft node on a
     /// runtime of its own. An empty store starts as no member of anything
     /// and stays so until `cluster init` here or `cluster add` elsewhere.
-    pub fn start(settings: RaftSettings, peers: PeerTransport) -> Result<Self, RaftStartError> {
+    pub fn start(
+        settings: RaftSettings,
+        peers: PeerTransport,
+        log: slog::Logger,
+    ) -> Result<Self, RaftStartError> {
         let config = openraft::Config {
             cluster_name: "steep-repl".into(),
             heartbeat_interval: settings.heartbeat_interval.as_millis() as u64,
@@ -165,7 +255,15 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|e| RaftStartError::Config(e.to_string()))?;
+        std::fs::create_dir_all(&settings.dir)
+            .map_err(|e| RaftStartError::Lock(settings.dir.clone(), e.to_string()))?;
+        let dir_lock = lock_dir(&settings.dir)?;
         let (identity, log_store, state_machine) = steep_repl_consensus::open(&settings.dir)?;
+        if let Some(torn) = log_store.torn_tail() {
+            slog::warn!(log, "raft.torn_tail_dropped"; "offset" => torn.offset, "bytes" => torn.bytes,
+                "reason" => torn.reason.clone(),
+                "note" => "the end of the log was never acknowledged (a crash mid-write); it was cut off");
+        }
         let raft_id = identity.raft_id;
         let shared = state_machine.shared();
         let identity = Arc::new(Mutex::new(identity));
@@ -211,6 +309,7 @@ impl ClusterNode {
                         return;
                     }
                 };
+                runtime.spawn(log_changes(raft.clone(), log));
                 let _ = ready_tx.send(Ok((raft.clone(), transport)));
                 // Until the daemon stops (or drops the handle).
                 let _ = stop_rx.recv();
@@ -231,6 +330,7 @@ impl ClusterNode {
                 shared,
                 identity,
                 stop: Mutex::new(Some(stop_tx)),
+                _dir_lock: dir_lock,
             }),
         })
     }
