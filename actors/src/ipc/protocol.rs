@@ -455,7 +455,7 @@ fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, E
             node_id: params.required_text("node_id", 128)?,
         },
         MethodKind::StateGet => Method::StateGet {
-            key: params.required_text("key", MAX_STATE_KEY)?,
+            key: params.state_key()?,
             consistency: params.consistency()?,
         },
         MethodKind::StateList => Method::StateList {
@@ -463,7 +463,7 @@ fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, E
             consistency: params.consistency()?,
         },
         MethodKind::StateSet | MethodKind::StateCas | MethodKind::StateDelete => {
-            let key = params.required_text("key", MAX_STATE_KEY)?;
+            let key = params.state_key()?;
             let expected = match kind {
                 // Present and null means "expected absent".
                 MethodKind::StateCas => Some(
@@ -581,6 +581,26 @@ impl Params {
             return Err(self.ill_typed(name, &format!("a non-empty string of at most {max} bytes")));
         }
         Ok(text)
+    }
+
+    /// A key of the replicated map: a dotted name (`cluster.version`), the
+    /// rule of `coordinator_state`'s CHECK, so that every key can be
+    /// projected into PostgreSQL.
+    fn state_key(&mut self) -> Result<String, ErrorBody> {
+        let key = self.required_text("key", MAX_STATE_KEY)?;
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if key.split('.').all(part_ok) {
+            Ok(key)
+        } else {
+            Err(self.ill_typed(
+                "key",
+                "a dotted name of letters, digits, _ and - such as cluster.version",
+            ))
+        }
     }
 
     fn boolean(&mut self, name: &str) -> Result<Option<bool>, ErrorBody> {
@@ -734,6 +754,15 @@ mod tests {
         assert!(no_value.error.message.contains("\"value\""), "{no_value:?}");
         let empty_key = rejected(r#"{"id":1,"method":"state.get","params":{"key":""}}"#);
         assert!(empty_key.error.message.contains("\"key\""), "{empty_key:?}");
+        for bad in ["bench/0/0", "a..b", ".a", "a b"] {
+            let line =
+                format!(r#"{{"id":1,"method":"state.set","params":{{"key":"{bad}","value":1}}}}"#);
+            let refused = rejected(&line);
+            assert!(
+                refused.error.message.contains("dotted name"),
+                "{bad}: {refused:?}"
+            );
+        }
         let consistency = rejected(
             r#"{"id":1,"method":"state.get","params":{"key":"k","consistency":"eventual"}}"#,
         );

@@ -255,10 +255,9 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|e| RaftStartError::Config(e.to_string()))?;
-        std::fs::create_dir_all(&settings.dir)
-            .map_err(|e| RaftStartError::Lock(settings.dir.clone(), e.to_string()))?;
-        let dir_lock = lock_dir(&settings.dir)?;
+        // The store creates its directory (private) and identity first.
         let (identity, log_store, state_machine) = steep_repl_consensus::open(&settings.dir)?;
+        let dir_lock = lock_dir(&settings.dir)?;
         if let Some(torn) = log_store.torn_tail() {
             slog::warn!(log, "raft.torn_tail_dropped"; "offset" => torn.offset, "bytes" => torn.bytes,
                 "reason" => torn.reason.clone(),
