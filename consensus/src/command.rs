@@ -4,6 +4,7 @@
 //! The requester travels inside the entry so that every node writes the same
 //! audit row when it applies it (SPEC 7, "Audit of replicated changes").
 
+use crate::coordinator::{CoordinatorCommand, CoordinatorRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,13 +22,19 @@ pub enum Command {
     },
     /// Removes `key` (nothing happens when it is absent).
     Delete { key: String },
+    /// A change to the coordinator record (not a key of the map).
+    Coordinator(CoordinatorCommand),
 }
 
 impl Command {
-    /// The key the command changes.
-    pub fn key(&self) -> &str {
+    /// The key of the map the command changes (`None`: the coordinator
+    /// record).
+    pub fn key(&self) -> Option<&str> {
         match self {
-            Command::Set { key, .. } | Command::Cas { key, .. } | Command::Delete { key } => key,
+            Command::Set { key, .. } | Command::Cas { key, .. } | Command::Delete { key } => {
+                Some(key)
+            }
+            Command::Coordinator(_) => None,
         }
     }
 
@@ -37,6 +44,7 @@ impl Command {
             Command::Set { .. } => "state.set",
             Command::Cas { .. } => "state.cas",
             Command::Delete { .. } => "state.delete",
+            Command::Coordinator(c) => c.method(),
         }
     }
 }
@@ -72,6 +80,11 @@ pub enum Outcome {
     Deleted { previous: Option<Value> },
     /// A compare-and-set whose expectation did not hold: what the key holds.
     CasFailed { current: Option<Value> },
+    /// A coordinator command: whether it was accepted, and the record after.
+    Coordinator {
+        accepted: bool,
+        record: CoordinatorRecord,
+    },
     /// An entry that is no proposal (a leader's blank entry, a membership).
     #[default]
     Nothing,

@@ -7,6 +7,7 @@
 //! snapshots; the daemon projects it into PostgreSQL.
 
 use crate::command::{Command, Outcome, Proposal};
+use crate::coordinator::CoordinatorRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -23,9 +24,25 @@ pub struct KvState {
     requests: HashMap<String, Outcome>,
     /// The remembered ids, oldest first.
     request_order: VecDeque<String>,
+    /// The coordinator (absent from states written before it existed).
+    #[serde(default)]
+    coordinator: CoordinatorRecord,
 }
 
 /// What one application changed, for the projection and the audit row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A key of the map changed.
+    Key(Change),
+    /// The coordinator record changed (a grant, a handover request or a
+    /// release; renewals change only the count and are not reported).
+    Coordinator {
+        previous: CoordinatorRecord,
+        record: CoordinatorRecord,
+    },
+}
+
+/// A changed key of the map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub key: String,
@@ -46,6 +63,11 @@ impl KvState {
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
+    /// The coordinator record.
+    pub fn coordinator(&self) -> &CoordinatorRecord {
+        &self.coordinator
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }
@@ -62,7 +84,7 @@ impl KvState {
     /// Applies one proposal: its outcome and, when the map changed, what
     /// changed. A request id seen before answers its first outcome and
     /// changes nothing.
-    pub fn apply(&mut self, proposal: &Proposal) -> (Outcome, Option<Change>) {
+    pub fn apply(&mut self, proposal: &Proposal) -> (Outcome, Option<Applied>) {
         if let Some(id) = &proposal.request_id {
             if let Some(outcome) = self.requests.get(id) {
                 return (outcome.clone(), None);
@@ -75,8 +97,23 @@ impl KvState {
         (outcome, change)
     }
 
-    fn apply_command(&mut self, command: &Command) -> (Outcome, Option<Change>) {
+    fn apply_command(&mut self, command: &Command) -> (Outcome, Option<Applied>) {
         match command {
+            Command::Coordinator(c) => {
+                let previous = self.coordinator.clone();
+                let accepted = self.coordinator.apply(c);
+                let outcome = Outcome::Coordinator {
+                    accepted,
+                    record: self.coordinator.clone(),
+                };
+                let reported =
+                    accepted && !matches!(c, crate::coordinator::CoordinatorCommand::Renew { .. });
+                let applied = reported.then(|| Applied::Coordinator {
+                    previous,
+                    record: self.coordinator.clone(),
+                });
+                (outcome, applied)
+            }
             Command::Set { key, value } => self.write(key, value),
             Command::Cas {
                 key,
@@ -96,23 +133,25 @@ impl KvState {
             }
             Command::Delete { key } => {
                 let previous = self.data.remove(key);
-                let change = previous.clone().map(|old| Change {
-                    key: key.clone(),
-                    old: Some(old),
-                    new: None,
+                let change = previous.clone().map(|old| {
+                    Applied::Key(Change {
+                        key: key.clone(),
+                        old: Some(old),
+                        new: None,
+                    })
                 });
                 (Outcome::Deleted { previous }, change)
             }
         }
     }
 
-    fn write(&mut self, key: &str, value: &Value) -> (Outcome, Option<Change>) {
+    fn write(&mut self, key: &str, value: &Value) -> (Outcome, Option<Applied>) {
         let previous = self.data.insert(key.to_string(), value.clone());
-        let change = Change {
+        let change = Applied::Key(Change {
             key: key.to_string(),
             old: previous.clone(),
             new: Some(value.clone()),
-        };
+        });
         (Outcome::Written { previous }, Some(change))
     }
 
@@ -158,7 +197,11 @@ mod tests {
         let mut kv = KvState::default();
         let (first, change) = kv.apply(&proposal(set("a", json!(1)), None));
         assert_eq!(first, Outcome::Written { previous: None });
-        assert_eq!(change.and_then(|c| c.new), Some(json!(1)));
+        let new = match change {
+            Some(Applied::Key(c)) => c.new,
+            other => panic!("expected a changed key, got {other:?}"),
+        };
+        assert_eq!(new, Some(json!(1)));
         let (second, _) = kv.apply(&proposal(set("a", json!(2)), None));
         assert_eq!(
             second,
@@ -229,6 +272,44 @@ mod tests {
         let (outcome, change) = kv.apply(&proposal(Command::Delete { key: "x".into() }, None));
         assert_eq!(outcome, Outcome::Deleted { previous: None });
         assert!(change.is_none());
+    }
+
+    #[test]
+    fn coordinator_commands_change_the_record_and_report_grants_but_not_renewals() {
+        use crate::coordinator::CoordinatorCommand;
+        let mut kv = KvState::default();
+        let grant = Command::Coordinator(CoordinatorCommand::Grant {
+            holder: "n1".into(),
+            epoch: 1,
+            renewals: 0,
+        });
+        let (outcome, applied) = kv.apply(&proposal(grant, None));
+        assert!(
+            matches!(outcome, Outcome::Coordinator { accepted: true, ref record } if record.epoch == 1)
+        );
+        assert!(
+            matches!(applied, Some(Applied::Coordinator { ref previous, .. }) if previous.holder.is_none())
+        );
+        let renew = Command::Coordinator(CoordinatorCommand::Renew {
+            holder: "n1".into(),
+            epoch: 1,
+        });
+        let (outcome, applied) = kv.apply(&proposal(renew, None));
+        assert!(matches!(
+            outcome,
+            Outcome::Coordinator { accepted: true, .. }
+        ));
+        assert!(applied.is_none());
+        assert_eq!(kv.coordinator().renewals, 1);
+        assert!(kv.is_empty(), "the record is not a key of the map");
+    }
+
+    #[test]
+    fn a_state_written_before_the_coordinator_record_reads_with_none() {
+        let old = r#"{"data":{"a.b":1},"requests":{},"request_order":[]}"#;
+        let kv: KvState = serde_json::from_str(old).expect("old state");
+        assert!(kv.coordinator().is_never_granted());
+        assert_eq!(kv.get("a.b"), Some(&json!(1)));
     }
 
     #[test]

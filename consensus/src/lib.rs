@@ -14,10 +14,14 @@
 //! and the faces (IPC, CLI).
 
 pub mod admission;
+pub mod boottime;
 pub mod client;
 pub mod command;
+pub mod coordinator;
 pub mod durable;
 pub mod kv;
+pub mod lease;
+pub mod lease_keeper;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -22,7 +22,10 @@
 //! tasks) share it. The daemon reads `stats()` for its metrics and logs the
 //! torn tail found at open.
 
+use crate::command::Command;
+use crate::coordinator::CoordinatorCommand;
 use crate::durable;
+use crate::lease::RenewalStamp;
 use crate::store::StoreError;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -103,6 +106,8 @@ pub type FsyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// When a coordinator renewal was last appended here.
+    renewal_stamp: RenewalStamp,
 }
 
 /// One live entry and the size of its record in the file.
@@ -190,7 +195,16 @@ impl LogStore {
         inner.maybe_compact();
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            // Renewals appended before this start were sent before it.
+            renewal_stamp: RenewalStamp::starting_now(),
         })
+    }
+
+    /// When a coordinator renewal was last appended to this log (or the
+    /// store opened, or a snapshot was installed): the leader grants the
+    /// role elsewhere only a lease after it.
+    pub fn renewal_stamp(&self) -> RenewalStamp {
+        self.renewal_stamp.clone()
     }
 
     /// The tail cut off when the log was opened, if one was.
@@ -488,6 +502,22 @@ fn decode(bytes: &[u8]) -> Result<(Record, usize), String> {
     Ok((record, HEADER_BYTES + len))
 }
 
+/// Whether the entry starts or renews a coordinator's lease. A grant counts
+/// too: the leader then waits a whole lease before granting again, instead
+/// of granting at once again when the new holder never renews.
+fn is_renewal(entry: &Entry) -> bool {
+    matches!(
+        &entry.payload,
+        openraft::EntryPayload::Normal(p)
+            if matches!(
+                p.command,
+                Command::Coordinator(
+                    CoordinatorCommand::Renew { .. } | CoordinatorCommand::Grant { .. }
+                )
+            )
+    )
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
@@ -559,6 +589,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut frames = Vec::new();
             let mut staged = Vec::new();
             for entry in entries {
+                if is_renewal(&entry) {
+                    // Stamped on arrival: later than the holder's send time.
+                    self.renewal_stamp.observe();
+                }
                 let frame = encode(&RecordRef::Entry(&entry))
                     .map_err(|e| StoreError::corrupt(&inner.path, e).write_logs())?;
                 frames.extend_from_slice(&frame);

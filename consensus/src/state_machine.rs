@@ -13,8 +13,10 @@
 //! projection into PostgreSQL and the audit rows are written from.
 
 use crate::command::{Outcome, Requester};
+use crate::coordinator::CoordinatorRecord;
 use crate::durable;
 use crate::kv::{Change, KvState};
+use crate::lease::RenewalStamp;
 use crate::store::StoreError;
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -53,6 +55,15 @@ pub enum AppliedEvent {
         /// The method it was asked for by (`state.set`, ...).
         method: &'static str,
         request_id: Option<String>,
+        requester: Requester,
+    },
+    /// The coordinator record changed: a grant (the epoch grew), a
+    /// handover request or a release.
+    Coordinator {
+        previous: CoordinatorRecord,
+        record: CoordinatorRecord,
+        /// `coordinator.grant`, `coordinator.handover`, `coordinator.release`.
+        method: &'static str,
         requester: Requester,
     },
     /// The membership changed.
@@ -236,6 +247,8 @@ pub struct StateMachineStore {
     shared: SharedState,
     /// Also serializes the writes of `snapshot.json`.
     snapshot: Arc<Mutex<Option<CurrentSnapshot>>>,
+    /// Moved on at every snapshot install (see `lease::RenewalStamp`).
+    renewal_stamp: Option<RenewalStamp>,
 }
 
 impl StateMachineStore {
@@ -287,6 +300,7 @@ impl StateMachineStore {
             Err(e) => return Err(StoreError::read(&path, e)),
         }
         Ok(StateMachineStore {
+            renewal_stamp: None,
             dir: dir.to_path_buf(),
             shared: SharedState::new(view),
             snapshot: Arc::new(Mutex::new(current)),
@@ -294,6 +308,12 @@ impl StateMachineStore {
     }
 
     /// The read-only handle the daemon keeps.
+    /// Moves `stamp` on at every snapshot install.
+    pub fn with_renewal_stamp(mut self, stamp: RenewalStamp) -> Self {
+        self.renewal_stamp = Some(stamp);
+        self
+    }
+
     pub fn shared(&self) -> SharedState {
         self.shared.clone()
     }
@@ -398,17 +418,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Blank => outcomes.push(Outcome::Nothing),
                     EntryPayload::Normal(proposal) => {
-                        let (outcome, change) = view.kv.apply(&proposal);
-                        if let Some(change) = change {
-                            view.push(Applied {
-                                log_id,
-                                event: AppliedEvent::Change {
-                                    change,
+                        let (outcome, applied) = view.kv.apply(&proposal);
+                        let event = match applied {
+                            Some(crate::kv::Applied::Key(change)) => Some(AppliedEvent::Change {
+                                change,
+                                method: proposal.command.method(),
+                                request_id: proposal.request_id,
+                                requester: proposal.requester,
+                            }),
+                            Some(crate::kv::Applied::Coordinator { previous, record }) => {
+                                Some(AppliedEvent::Coordinator {
+                                    previous,
+                                    record,
                                     method: proposal.command.method(),
-                                    request_id: proposal.request_id,
                                     requester: proposal.requester,
-                                },
-                            });
+                                })
+                            }
+                            None => None,
+                        };
+                        if let Some(event) = event {
+                            view.push(Applied { log_id, event });
                         }
                         outcomes.push(outcome);
                     }
@@ -452,6 +481,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         })
         .map_err(|e| e.write_snapshot())?;
+        // The snapshot may cover renewals this node never appended: they
+        // were sent before now (see `lease::RenewalStamp`).
+        if let Some(stamp) = &self.renewal_stamp {
+            stamp.observe();
+        }
         {
             let mut view = self.shared.write_guard();
             view.kv = state.kv;

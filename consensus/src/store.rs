@@ -111,7 +111,7 @@ pub fn open(dir: &Path) -> Result<(StoreIdentity, LogStore, StateMachineStore), 
     }
     let identity = StoreIdentity::open_or_create(dir)?;
     let log = LogStore::open(dir)?;
-    let sm = StateMachineStore::open(dir)?;
+    let sm = StateMachineStore::open(dir)?.with_renewal_stamp(log.renewal_stamp());
     Ok((identity, log, sm))
 }
 

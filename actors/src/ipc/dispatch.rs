@@ -222,7 +222,8 @@ impl Dispatcher {
                     format!("{key} holds {current}, not the expected value"),
                 ));
             }
-            Outcome::Nothing => None,
+            // Not the outcome of a state command.
+            Outcome::Nothing | Outcome::Coordinator { .. } => None,
         };
         Ok(Reply::StateWritten {
             key,

@@ -321,6 +321,8 @@ pub struct Node {
     pub raft: Raft,
     pub client: ClusterClient<Router>,
     pub state: steep_repl_consensus::state_machine::SharedState,
+    /// When a coordinator renewal was last appended to this node's log.
+    pub stamp: steep_repl_consensus::lease::RenewalStamp,
     pub dir: PathBuf,
 }
 
@@ -377,6 +379,7 @@ async fn start_node(
     let (identity, log, sm) = steep_repl_consensus::store::open(&dir)
         .unwrap_or_else(|e| panic!("cannot open the store of {name}: {e}"));
     let state = sm.shared();
+    let stamp = log.renewal_stamp();
     let id = identity.raft_id;
     let router = Router {
         from: id,
@@ -392,6 +395,7 @@ async fn start_node(
         client: ClusterClient::new(raft.clone(), router),
         raft,
         state,
+        stamp,
         dir,
     }
 }
@@ -399,6 +403,12 @@ async fn start_node(
 impl Cluster {
     /// Starts `n` members `n1..=nN` and initialises the cluster on `n1`.
     pub async fn start(n: usize, seed: u64) -> Cluster {
+        Cluster::start_with_priorities(&vec![50; n], seed).await
+    }
+
+    /// Starts one member per priority, `n1` with the first.
+    pub async fn start_with_priorities(priorities: &[u8], seed: u64) -> Cluster {
+        let n = priorities.len();
         let net = Net::new(seed);
         let config = raft_config();
         let mut dirs = Vec::new();
@@ -412,8 +422,15 @@ impl Cluster {
             nodes.push(start_node(&net, &config, &format!("n{i}"), store).await);
             dirs.push(dir);
         }
-        let members: BTreeMap<RaftId, Member> =
-            nodes.iter().map(|n| (n.id, member(&n.name))).collect();
+        let members: BTreeMap<RaftId, Member> = nodes
+            .iter()
+            .zip(priorities)
+            .map(|(n, p)| {
+                let mut m = member(&n.name);
+                m.priority = *p;
+                (n.id, m)
+            })
+            .collect();
         nodes[0]
             .raft
             .initialize(members.clone())
@@ -569,6 +586,13 @@ impl Cluster {
         }
     }
 
+    /// Stops one node for good, as a kill would: it answers nothing more.
+    pub async fn kill(&self, index: usize) {
+        let n = &self.nodes[index];
+        self.net.unregister(n.id);
+        let _ = n.raft.shutdown().await;
+    }
+
     pub fn members(&self) -> &BTreeMap<RaftId, Member> {
         &self.members
     }
@@ -662,8 +686,9 @@ impl Ret {
             Outcome::Deleted { previous } => Ret::Deleted {
                 previous: int(previous),
             },
-            // A proposal always has an outcome: this equals no spec answer.
-            Outcome::Nothing => Ret::Value(Some(u64::MAX)),
+            // A proposal of the map always has one of the outcomes above:
+            // these equal no spec answer.
+            Outcome::Nothing | Outcome::Coordinator { .. } => Ret::Value(Some(u64::MAX)),
         }
     }
 }
