@@ -40,6 +40,8 @@ const REPEAT_LOG_AFTER: Duration = Duration::from_secs(30);
 /// What the DbActor needs to know; built by the daemon from its config.
 #[derive(Clone)]
 pub struct DbSettings {
+    /// This node's node_id (the actor of the audit rows it writes).
+    pub node_id: String,
     /// Structured connection options (never a URL), with the
     /// `steep_repl.actor` setting already among the startup options.
     pub connect: PgConnectOptions,
@@ -53,21 +55,6 @@ pub struct DbSettings {
     /// retrying until its acquire timeout, and a lost server must be noticed
     /// within a couple of refresh intervals.
     pub ping_timeout: Duration,
-    /// This node's row in the registry.
-    pub node: SelfRegistration,
-}
-
-/// How this node registers itself.
-#[derive(Debug, Clone)]
-pub struct SelfRegistration {
-    pub node_id: String,
-    pub node_name: String,
-    /// PostgreSQL host and port as peers reach them.
-    pub host: String,
-    pub port: u16,
-    pub priority: u8,
-    pub grpc_host: Option<String>,
-    pub grpc_port: Option<u16>,
 }
 
 /// Why a request to the DbActor failed.
@@ -138,19 +125,6 @@ pub struct SubscribeConnected(pub Recipient<DbConnected>);
 #[rtype(result = "()")]
 pub struct DbConnected;
 
-/// Registers (or updates) a peer learned over gRPC.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "DbResult<()>")]
-pub struct UpsertPeer {
-    pub node_id: String,
-    pub node_name: String,
-    pub host: String,
-    pub port: u16,
-    pub priority: u8,
-    pub grpc_host: Option<String>,
-    pub grpc_port: Option<u16>,
-}
-
 /// Writes a peer's status as seen from here; answers whether the peer is in
 /// the registry (false: nothing could be written yet).
 #[derive(Message)]
@@ -166,27 +140,6 @@ pub struct SetPeerStatus {
 #[rtype(result = "DbResult<bool>")]
 pub struct TouchPeer {
     pub node_id: String,
-}
-
-/// This node's own heartbeat (last_seen, status healthy).
-#[derive(Message)]
-#[rtype(result = "DbResult<()>")]
-pub struct HeartbeatSelf;
-
-/// Runs the election for the nodes this node can see (itself included).
-#[derive(Message)]
-#[rtype(result = "DbResult<Election>")]
-pub struct Elect {
-    pub visible: Vec<String>,
-}
-
-/// The outcome of an election round.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Election {
-    pub coordinator: Option<String>,
-    /// Nodes that count (not offline).
-    pub total: i64,
-    pub visible: i64,
 }
 
 /// The DbActor's observable state.
@@ -474,32 +427,6 @@ async fn attempt(settings: Arc<DbSettings>) -> Attempt {
         let _ = conn.close().await;
         return Attempt::ExtensionMissing { version, available };
     };
-    let node = &settings.node;
-    let registered = sqlx::query(REGISTER_NODE)
-        .bind(&node.node_id)
-        .bind(&node.node_name)
-        .bind(&node.host)
-        .bind(i32::from(node.port))
-        .bind(i32::from(node.priority))
-        .bind(node.grpc_host.as_deref())
-        .bind(node.grpc_port.map(i32::from))
-        .execute(&mut conn)
-        .await;
-    if let Err(e) = registered {
-        let _ = conn.close().await;
-        return Attempt::Failed {
-            reason: format!("registering node {} failed: {e}", node.node_id),
-            knockable: false,
-        };
-    }
-    if let Err(e) = sqlx::query(HEARTBEAT)
-        .bind(&node.node_id)
-        .bind("healthy")
-        .execute(&mut conn)
-        .await
-    {
-        return fail(e);
-    }
     let _ = conn.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(settings.pool_size)
@@ -819,7 +746,7 @@ impl Handler<InsertAuditBatch> for DbActor {
     type Result = ResponseFuture<DbResult<u64>>;
 
     fn handle(&mut self, msg: InsertAuditBatch, ctx: &mut Context<Self>) -> Self::Result {
-        let actor = format!("steep-repl@{}", self.settings.node.node_id);
+        let actor = format!("steep-repl@{}", self.settings.node_id);
         self.run(ctx, move |pool| async move {
             let events = &msg.events;
             let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
@@ -872,26 +799,6 @@ impl Handler<InsertAuditBatch> for DbActor {
     }
 }
 
-impl Handler<UpsertPeer> for DbActor {
-    type Result = ResponseFuture<DbResult<()>>;
-
-    fn handle(&mut self, msg: UpsertPeer, ctx: &mut Context<Self>) -> Self::Result {
-        self.run(ctx, move |pool| async move {
-            sqlx::query(REGISTER_NODE)
-                .bind(msg.node_id)
-                .bind(msg.node_name)
-                .bind(msg.host)
-                .bind(i32::from(msg.port))
-                .bind(i32::from(msg.priority))
-                .bind(msg.grpc_host)
-                .bind(msg.grpc_port.map(i32::from))
-                .execute(&pool)
-                .await
-                .map(|_| ())
-        })
-    }
-}
-
 impl Handler<SetPeerStatus> for DbActor {
     type Result = ResponseFuture<DbResult<bool>>;
 
@@ -916,40 +823,6 @@ impl Handler<TouchPeer> for DbActor {
                 .execute(&pool)
                 .await?;
             Ok(done.rows_affected() > 0)
-        })
-    }
-}
-
-impl Handler<HeartbeatSelf> for DbActor {
-    type Result = ResponseFuture<DbResult<()>>;
-
-    fn handle(&mut self, _: HeartbeatSelf, ctx: &mut Context<Self>) -> Self::Result {
-        let node_id = self.settings.node.node_id.clone();
-        self.run(ctx, move |pool| async move {
-            sqlx::query(HEARTBEAT)
-                .bind(node_id)
-                .bind("healthy")
-                .execute(&pool)
-                .await
-                .map(|_| ())
-        })
-    }
-}
-
-impl Handler<Elect> for DbActor {
-    type Result = ResponseFuture<DbResult<Election>>;
-
-    fn handle(&mut self, msg: Elect, ctx: &mut Context<Self>) -> Self::Result {
-        self.run(ctx, move |pool| async move {
-            let (coordinator, total, visible): (Option<String>, i64, i64) = sqlx::query_as(ELECT)
-                .bind(msg.visible)
-                .fetch_one(&pool)
-                .await?;
-            Ok(Election {
-                coordinator,
-                total,
-                visible,
-            })
         })
     }
 }

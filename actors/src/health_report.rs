@@ -29,7 +29,14 @@ pub struct ComponentReport {
 pub struct NodeReport {
     pub node_id: String,
     pub node_name: String,
+    /// This node holds a valid coordinator lease at this instant.
     pub is_coordinator: bool,
+    /// The coordinator this node names now (`null`: none known).
+    pub coordinator_id: Option<String>,
+    /// Its epoch; fence on it (ignore anything from a lower epoch).
+    pub epoch: Option<u64>,
+    /// `data`, or `witness` (votes, no PostgreSQL, never coordinator).
+    pub role: &'static str,
 }
 
 /// The `/health` body.
@@ -117,6 +124,9 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
             node_id: s.node.node_id.clone(),
             node_name: s.node.node_name.clone(),
             is_coordinator: s.node.is_coordinator(),
+            coordinator_id: s.node.coordinator_id.clone(),
+            epoch: s.node.epoch,
+            role: s.node.role(),
         },
         uptime_seconds: s.uptime_seconds(now),
         version: s.version.clone(),
@@ -144,6 +154,12 @@ pub struct NodeStatusReport {
     pub node_name: String,
     pub is_coordinator: bool,
     pub cluster_size: usize,
+    /// The coordinator this node names now (`null`: none known).
+    pub coordinator_id: Option<String>,
+    /// Its epoch; fence on it.
+    pub epoch: Option<u64>,
+    /// `data` or `witness`.
+    pub role: &'static str,
 }
 
 /// The IPC `status.get` result (field names are a contract with the TUI).
@@ -183,6 +199,9 @@ pub fn status_report(s: &HealthSnapshot, now: Instant) -> StatusReport {
             node_name: s.node.node_name.clone(),
             is_coordinator: s.node.is_coordinator(),
             cluster_size: s.node.cluster_size,
+            coordinator_id: s.node.coordinator_id.clone(),
+            epoch: s.node.epoch,
+            role: s.node.role(),
         },
     }
 }
@@ -220,7 +239,8 @@ mod tests {
         assert_eq!(body["components"]["grpc"]["status"], "disabled");
         assert_eq!(
             body["node"],
-            json!({"node_id": "a", "node_name": "Node A", "is_coordinator": false})
+            json!({"node_id": "a", "node_name": "Node A", "is_coordinator": false,
+                   "coordinator_id": null, "epoch": null, "role": "data"})
         );
         assert_eq!(body["version"], "0.1.0");
     }

@@ -167,6 +167,8 @@ pub struct PeerHealth {
     pub rtt_ms: Option<f64>,
     pub last_seen: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Its PostgreSQL as it last reported it (`None`: not told yet).
+    pub postgresql_up: Option<bool>,
 }
 
 /// This node's place in the cluster.
@@ -174,14 +176,43 @@ pub struct PeerHealth {
 pub struct NodeView {
     pub node_id: String,
     pub node_name: String,
+    /// The coordinator as this node may name it at the instant the
+    /// snapshot was loaded (see `SharedHealth::load`).
     pub coordinator_id: Option<String>,
-    /// Nodes in the registry (this one included); 1 until known.
+    /// The coordinator's epoch, with `coordinator_id`.
+    pub epoch: Option<u64>,
+    /// On the coordinator: how long its lease has left.
+    pub lease_remaining: Option<Duration>,
+    /// Members of the cluster (this one included); 1 until known.
     pub cluster_size: usize,
+    /// A witness: votes, has no PostgreSQL, never coordinator.
+    pub witness: bool,
 }
+
+/// The coordinator as this node may answer at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoordinatorView {
+    pub holder: Option<String>,
+    pub epoch: Option<u64>,
+    pub lease_remaining: Option<Duration>,
+    /// Members of the cluster (0: not in one yet).
+    pub members: usize,
+}
+
+/// Asked at every load of the health snapshot.
+pub type CoordinatorSource = Arc<dyn Fn() -> CoordinatorView + Send + Sync>;
 
 impl NodeView {
     pub fn is_coordinator(&self) -> bool {
         self.coordinator_id.as_deref() == Some(self.node_id.as_str())
+    }
+
+    pub fn role(&self) -> &'static str {
+        if self.witness {
+            "witness"
+        } else {
+            "data"
+        }
     }
 }
 
@@ -224,7 +255,10 @@ impl HealthSnapshot {
                 node_id: node_id.to_string(),
                 node_name: node_name.to_string(),
                 coordinator_id: None,
+                epoch: None,
+                lease_remaining: None,
                 cluster_size: 1,
+                witness: false,
             },
             postgresql: pg,
             grpc: ListenerHealth::disabled(),
@@ -295,6 +329,8 @@ pub struct SharedHealth {
     epoch: Instant,
     /// A cached PostgreSQL result older than this counts as unhealthy.
     pub stale_after: Duration,
+    /// Where the coordinator comes from (the cluster member), once known.
+    coordinator: Arc<std::sync::OnceLock<CoordinatorSource>>,
 }
 
 impl SharedHealth {
@@ -304,11 +340,36 @@ impl SharedHealth {
             loop_tick_ms: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
             stale_after,
+            coordinator: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
-    /// The current snapshot (a pointer load).
+    /// Makes every later `load` name the coordinator from `source`, asked
+    /// at that instant (set once, by the daemon, when its member starts).
+    pub fn set_coordinator_source(&self, source: CoordinatorSource) {
+        let _ = self.coordinator.set(source);
+    }
+
+    /// The current snapshot, with the coordinator as this node may name it
+    /// at this very instant: every answer built from it (HTTP, IPC, gRPC)
+    /// is built while a lease it reports is valid.
     pub fn load(&self) -> Arc<HealthSnapshot> {
+        let stored = self.snapshot.load_full();
+        let Some(source) = self.coordinator.get() else {
+            return stored;
+        };
+        let view = source();
+        let mut snapshot = HealthSnapshot::clone(&stored);
+        snapshot.node.coordinator_id = view.holder;
+        snapshot.node.epoch = view.epoch;
+        snapshot.node.lease_remaining = view.lease_remaining;
+        snapshot.node.cluster_size = view.members.max(1);
+        Arc::new(snapshot)
+    }
+
+    /// The snapshot as stored, without asking the cluster member (for the
+    /// member itself: its fitness checks must not call back into it).
+    pub fn load_stored(&self) -> Arc<HealthSnapshot> {
         self.snapshot.load_full()
     }
 

@@ -76,6 +76,12 @@ impl PeerTracker {
         }
     }
 
+    /// Whether it reported its PostgreSQL down last time it told us
+    /// (`None`: it has not answered yet).
+    pub fn postgres_up(&self) -> Option<bool> {
+        self.last_answer.map(|_| !self.postgres_down)
+    }
+
     pub fn status(&self) -> PeerStatus {
         self.status
     }

@@ -6,9 +6,11 @@
 //! answers them (admission checked, refusals audited); `projector` writes
 //! the replicated state map into this node's PostgreSQL.
 
+pub mod fitness;
 pub mod node;
 pub mod projector;
 pub mod service;
 pub mod transport;
 
 pub use node::{ClusterError, ClusterNode, ClusterStatus, RaftSettings, RaftStartError};
+pub use steep_repl_consensus::lease::LeaseSettings;

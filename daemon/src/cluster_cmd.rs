@@ -112,6 +112,13 @@ fn cluster(v: &Value) -> String {
         ("leader", text(&v["leader"])),
         ("term", text(&v["term"])),
         (
+            "coordinator",
+            match v["coordinator"].as_str() {
+                Some(c) => format!("{c}, epoch {}", text(&v["epoch"])),
+                None => "none known".to_string(),
+            },
+        ),
+        (
             "log / applied",
             format!(
                 "{} / {}",

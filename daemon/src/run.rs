@@ -12,13 +12,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use steep_repl_actors::audit::AuditSettings;
-use steep_repl_actors::db::{DbSettings, SelfRegistration};
+use steep_repl_actors::db::DbSettings;
 use steep_repl_actors::grpc::GrpcSettings;
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
 use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::ipc::IpcSettings;
 use steep_repl_actors::peer_tls::{PeerTransport, TlsPaths};
+use std::sync::Arc;
+use steep_repl_actors::health_state::{CoordinatorSource, CoordinatorView};
+use steep_repl_actors::raft::fitness::HealthFitness;
 use steep_repl_actors::raft::{ClusterNode, RaftSettings};
+use steep_repl_actors::raft::LeaseSettings;
 use steep_repl_actors::system::{ConfigChange, ReloadHook, Shutdown, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.
@@ -95,15 +99,35 @@ pub fn run_until(
     for warning in config.warnings() {
         warn!(log, "config.warning"; "warning" => warning);
     }
+    let pg = PostgresHealth::new(
+        &config.postgresql.host,
+        config.postgresql.port,
+        &config.postgresql.database,
+    );
+    let snapshot = HealthSnapshot::starting(
+        env!("CARGO_PKG_VERSION"),
+        &config.node_id,
+        &config.node_name,
+        pg,
+    );
+    let health = SharedHealth::new(snapshot, STALE_AFTER);
+    health.update(|s| s.node.witness = !config.postgresql.enabled);
     // The cluster member: its store is opened before anything starts, so a
     // damaged or unreadable Raft directory stops the daemon with its path.
     let cluster = match grpc.as_ref() {
         Some(grpc) => match ClusterNode::start(
             raft_settings(&config),
             grpc.transport.clone(),
+            Arc::new(HealthFitness {
+                health: health.clone(),
+                node_id: config.node_id.clone(),
+            }),
             log.new(slog::o!("actor" => "raft")),
         ) {
-            Ok(node) => Some(node),
+            Ok(node) => {
+                health.set_coordinator_source(coordinator_source(node.clone()));
+                Some(node)
+            }
             Err(e) => {
                 eprintln!("steep-repl: {}: {e}", config.raft.dir.display());
                 drop(log_guard);
@@ -127,18 +151,6 @@ pub fn run_until(
         http.ipc_metrics = settings.ipc.as_ref().map(|ipc| ipc.metrics.clone());
         http
     });
-    let pg = PostgresHealth::new(
-        &config.postgresql.host,
-        config.postgresql.port,
-        &config.postgresql.database,
-    );
-    let snapshot = HealthSnapshot::starting(
-        env!("CARGO_PKG_VERSION"),
-        &config.node_id,
-        &config.node_name,
-        pg,
-    );
-    let health = SharedHealth::new(snapshot, STALE_AFTER);
 
     let system = actix::System::new();
     let actor_log = log.clone();
@@ -156,6 +168,7 @@ pub fn run_until(
     }
     let result = system.run();
     if let Some(cluster) = &cluster {
+        release_coordinator(cluster, &log);
         cluster.stop();
     }
     drop(lock);
@@ -301,7 +314,6 @@ fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)
             ),
         )
     })?;
-    let registration = self_registration(config);
     Ok(Some(GrpcSettings {
         listener: std::sync::Arc::new(std::sync::Mutex::new(Some(listener))),
         port: grpc.port,
@@ -314,9 +326,42 @@ fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)
         heartbeat_interval: grpc.heartbeat_interval,
         degraded_rtt: grpc.degraded_rtt,
         unreachable_after: grpc.unreachable_after,
-        node: registration,
+        node_id: config.node_id.clone(),
         cluster: None,
     }))
+}
+
+/// A clean stop: this node stops claiming the coordinator role and, when it
+/// holds it, commits a release so that nobody waits out its lease (SPEC 7).
+fn release_coordinator(cluster: &ClusterNode, log: &slog::Logger) {
+    let held = cluster.coordinator().is_self;
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(cluster.step_down(RELEASE_TIMEOUT)),
+        Err(e) => warn!(log, "coordinator.release_failed"; "error" => %e),
+    }
+    if held {
+        info!(log, "coordinator.released"; "note" => "clean stop");
+    }
+}
+
+/// How long a clean stop waits for its release to commit.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What every answer names as coordinator: the member's answer at that
+/// instant (see `SharedHealth::load`).
+fn coordinator_source(node: ClusterNode) -> CoordinatorSource {
+    Arc::new(move || {
+        let report = node.coordinator();
+        CoordinatorView {
+            holder: report.holder,
+            epoch: report.epoch,
+            lease_remaining: report.lease_remaining,
+            members: node.members().len(),
+        }
+    })
 }
 
 /// The Raft member's settings (`raft.*`), with the address peers reach
@@ -338,24 +383,11 @@ fn raft_settings(config: &Config) -> RaftSettings {
         election_timeout_min: config.raft.election_timeout_min,
         election_timeout_max: config.raft.election_timeout_max,
         snapshot_every: config.raft.snapshot_every,
-    }
-}
-
-/// How this node registers itself (locally and with peers).
-fn self_registration(config: &Config) -> SelfRegistration {
-    let pg = &config.postgresql;
-    SelfRegistration {
-        node_id: config.node_id.clone(),
-        node_name: config.node_name.clone(),
-        host: if is_local_host(&pg.host) {
-            config.advertise_host.clone()
-        } else {
-            pg.host.clone()
-        },
-        port: pg.port,
-        priority: config.priority,
-        grpc_host: config.grpc.enabled.then(|| config.advertise_host.clone()),
-        grpc_port: config.grpc.enabled.then_some(config.grpc.port),
+        lease: LeaseSettings::new(
+            config.coordinator.lease,
+            config.coordinator.clock_error,
+            config.coordinator.failback_after,
+        ),
     }
 }
 
@@ -371,15 +403,6 @@ fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNot
     {
         None
     }
-}
-
-/// True for hosts that peers cannot use to reach this node.
-fn is_local_host(host: &str) -> bool {
-    host.starts_with('/')
-        || host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn connect_options(config: &Config, password: Option<String>) -> PgConnectOptions {
@@ -421,7 +444,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         pool_size: pg.pool_size,
         connect_timeout: pg.connect_timeout,
         ping_timeout: HEALTH_INTERVAL.min(pg.connect_timeout),
-        node: self_registration(config),
+        node_id: config.node_id.clone(),
     };
     let mut audit = AuditSettings::new(
         config.audit.spool_path.clone(),
@@ -498,15 +521,5 @@ mod tests {
         assert_eq!(keys, ["repl.grpc.peers", "repl.log.level"]);
         assert_eq!(changes[1].old, serde_json::json!("info"));
         assert_eq!(changes[1].new, serde_json::json!("debug"));
-    }
-
-    #[test]
-    fn loopback_and_socket_hosts_are_not_advertised_to_peers() {
-        for host in ["localhost", "127.0.0.1", "::1", "/var/run/postgresql"] {
-            assert!(is_local_host(host), "{host}");
-        }
-        for host in ["db1.example", "10.0.0.5"] {
-            assert!(!is_local_host(host), "{host}");
-        }
     }
 }

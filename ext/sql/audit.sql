@@ -71,10 +71,11 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- steep_repl.set_coordinator() audits an election once, as
-    -- coordinator.elected; the flag flips it makes are not audited twice.
+    -- steep_repl.apply_coordinator() audits each coordinator entry once
+    -- (coordinator.elected, .released, .handover_requested); the flag flips
+    -- it makes while steep_repl.applying is on are not audited twice.
     IF (old_row - 'is_coordinator') = (new_row - 'is_coordinator')
-       AND current_setting('steep_repl.election_in_progress', true) = 'on' THEN
+       AND current_setting('steep_repl.applying', true) = 'on' THEN
         RETURN NULL;
     END IF;
 
@@ -83,7 +84,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION steep_repl.audit_nodes_change() IS
-    'Trigger: audits INSERT (node.registered), DELETE (node.removed) and UPDATE (node.status_changed for status alone, node.updated otherwise) on nodes; heartbeat-only updates are not audited.';
+    'Trigger: audits INSERT (node.registered), DELETE (node.removed) and UPDATE (node.status_changed for status alone, node.updated otherwise) on nodes; heartbeat-only updates, and the coordinator flag flips of the apply functions (audited by steep_repl.apply_coordinator() itself), are not audited.';
 
 CREATE TRIGGER nodes_audit
     AFTER INSERT OR UPDATE OR DELETE ON steep_repl.nodes

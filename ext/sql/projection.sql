@@ -1,6 +1,6 @@
--- steep_repl projection (since 0.2.0): coordinator_state and the identity
--- columns of nodes as this node's projection of the cluster's replicated
--- state (SPEC section 7).
+-- steep_repl projection (since 0.2.0): coordinator_state, the identity
+-- columns of nodes and the coordinator flag (nodes.is_coordinator) as this
+-- node's projection of the cluster's replicated state (SPEC section 7).
 --
 -- The cluster's state lives in the daemons' Raft log and snapshots, never
 -- here. Each daemon applies the committed entries to its local PostgreSQL
@@ -11,8 +11,9 @@
 -- state: possibly stale, never a source of truth.
 --
 -- Who may write the projection. coordinator_state and cluster_projection
--- refuse every INSERT, UPDATE, DELETE and TRUNCATE (refuse_projection_write)
--- unless
+-- refuse every INSERT, UPDATE, DELETE and TRUNCATE, and nodes refuses every
+-- change of is_coordinator (an UPDATE that flips it, an INSERT of a row
+-- that has it), all through refuse_projection_write, unless
 --   (a) the transaction-local setting steep_repl.applying is 'on' AND the
 --       current user is a superuser. The apply functions set the flag around
 --       their own writes; they are SECURITY DEFINER and owned by the
@@ -23,12 +24,12 @@
 --       tables: it has to go through the apply functions, which a DBA grants
 --       to the daemon's role only;
 --   (b) or a superuser loads rows with COPY ... FROM: restoring a pg_dump
---       (both are extension configuration tables, so pg_dump writes their
---       rows as COPY). Such rows are audited by the ordinary triggers.
+--       (all three are extension configuration tables, so pg_dump writes
+--       their rows as COPY). Such rows are audited by the ordinary triggers.
 -- What a superuser can still do: anything. Setting steep_repl.applying
--- itself (then its coordinator_state writes pass, unaudited), COPY, ALTER
--- TABLE ... DISABLE TRIGGER, DROP TRIGGER. The refusal stops mistakes and
--- ordinary roles, not a superuser who means it.
+-- itself (then its coordinator_state writes and is_coordinator flips pass,
+-- unaudited), COPY, ALTER TABLE ... DISABLE TRIGGER, DROP TRIGGER. The
+-- refusal stops mistakes and ordinary roles, not a superuser who means it.
 
 ------------------------------------------------------------------------------
 -- cluster_projection: how far this node's projection has applied the log
@@ -42,21 +43,27 @@ CREATE TABLE steep_repl.cluster_projection (
     applied_index    bigint      NOT NULL DEFAULT 0,
     applied_term     bigint      NOT NULL DEFAULT 0,
     membership_index bigint,
+    coordinator_id   text,
+    coordinator_epoch bigint,
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT cluster_projection_pkey PRIMARY KEY (id),
     CONSTRAINT cluster_projection_single_row CHECK (id),
     CONSTRAINT cluster_projection_cluster_id_not_empty CHECK (cluster_id <> ''),
     CONSTRAINT cluster_projection_applied_index_not_negative CHECK (applied_index >= 0),
     CONSTRAINT cluster_projection_applied_term_not_negative CHECK (applied_term >= 0),
-    CONSTRAINT cluster_projection_membership_index_not_negative CHECK (membership_index >= 0)
+    CONSTRAINT cluster_projection_membership_index_not_negative CHECK (membership_index >= 0),
+    CONSTRAINT cluster_projection_coordinator_id_not_empty CHECK (coordinator_id <> ''),
+    CONSTRAINT cluster_projection_coordinator_epoch_not_negative CHECK (coordinator_epoch >= 0)
 );
 COMMENT ON TABLE steep_repl.cluster_projection IS
-    'At most one row: the cluster and the Raft log position this node''s projection (coordinator_state, the identity columns of nodes) reflects. Written only by the apply functions; read it with steep_repl.projection().';
+    'At most one row: the cluster and the Raft log position this node''s projection (coordinator_state, the identity columns of nodes, the coordinator) reflects. Written only by the apply functions; read it with steep_repl.projection().';
 COMMENT ON COLUMN steep_repl.cluster_projection.id IS 'Always true: keeps the table to a single row.';
 COMMENT ON COLUMN steep_repl.cluster_projection.cluster_id IS 'Id of the cluster whose log was applied; null until the first entry or snapshot is applied.';
 COMMENT ON COLUMN steep_repl.cluster_projection.applied_index IS 'Index of the last log entry applied to coordinator_state (0: none); an entry at or below it is not applied again.';
 COMMENT ON COLUMN steep_repl.cluster_projection.applied_term IS 'Raft term of the entry at applied_index.';
 COMMENT ON COLUMN steep_repl.cluster_projection.membership_index IS 'Index of the membership entry the identity columns of nodes reflect; null until one is applied.';
+COMMENT ON COLUMN steep_repl.cluster_projection.coordinator_id IS 'node_id holding the cluster''s coordinator record as last applied by steep_repl.apply_coordinator(); null when nobody holds it or nothing was applied.';
+COMMENT ON COLUMN steep_repl.cluster_projection.coordinator_epoch IS 'Epoch of the coordinator record as last applied (grows by one at every grant, never goes back); null until one is applied.';
 COMMENT ON COLUMN steep_repl.cluster_projection.updated_at IS 'When the projection last moved.';
 COMMENT ON INDEX steep_repl.cluster_projection_pkey IS 'One row at most.';
 
@@ -67,6 +74,10 @@ SELECT pg_catalog.pg_extension_config_dump('steep_repl.cluster_projection', '');
 ------------------------------------------------------------------------------
 -- Not SECURITY DEFINER: it must see the current user of the statement that
 -- fired it (a session's own role, or the owner inside an apply function).
+-- Statement-level on coordinator_state and cluster_projection; row-level on
+-- nodes, where the triggers' WHEN clauses limit it to changes of
+-- is_coordinator. A write let through returns NEW: the row itself for a
+-- row-level trigger, null (ignored) for a statement-level one.
 CREATE FUNCTION steep_repl.refuse_projection_write() RETURNS trigger
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -76,10 +87,16 @@ DECLARE
         (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
 BEGIN
     IF caller_is_superuser AND current_setting('steep_repl.applying', true) = 'on' THEN
-        RETURN NULL;
+        RETURN NEW;
     END IF;
     IF caller_is_superuser AND TG_OP = 'INSERT' AND current_query() ~* '^\s*copy\s' THEN
-        RETURN NULL;
+        RETURN NEW;
+    END IF;
+    IF TG_TABLE_NAME = 'nodes' THEN
+        RAISE EXCEPTION 'steep_repl.nodes.is_coordinator is set only by the cluster''s coordinator record: % of is_coordinator is refused', TG_OP
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The cluster decides the coordinator (a Raft-replicated record of holder and epoch); the steep-repl daemon projects it here with steep_repl.apply_coordinator().',
+                  HINT = 'Read the coordinator with steep_repl.projection() (coordinator_id, coordinator_epoch) or SELECT node_id FROM steep_repl.nodes WHERE is_coordinator. Other columns of nodes are not affected.';
     END IF;
     IF TG_TABLE_NAME = 'coordinator_state' THEN
         RAISE EXCEPTION 'steep_repl.coordinator_state is replicated by the cluster: % is refused; use "steep-repl state set KEY VALUE" (or "steep-repl state delete KEY")', TG_OP
@@ -93,7 +110,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION steep_repl.refuse_projection_write() IS
-    'Trigger: refuses INSERT, UPDATE, DELETE and TRUNCATE on coordinator_state and cluster_projection, naming the command to use, except inside the apply functions (steep_repl.applying set, current user a superuser) and a superuser''s COPY FROM (a pg_dump restore).';
+    'Trigger: refuses INSERT, UPDATE, DELETE and TRUNCATE on coordinator_state and cluster_projection, and changes of nodes.is_coordinator, naming what to use instead, except inside the apply functions (steep_repl.applying set, current user a superuser) and a superuser''s COPY FROM (a pg_dump restore).';
 
 CREATE TRIGGER coordinator_state_refuse_direct_write
     BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON steep_repl.coordinator_state
@@ -108,6 +125,23 @@ COMMENT ON TRIGGER coordinator_state_refuse_direct_write ON steep_repl.coordinat
     'Refuses writes other than the apply functions'': the state is replicated by the cluster (steep-repl state set).';
 COMMENT ON TRIGGER cluster_projection_refuse_direct_write ON steep_repl.cluster_projection IS
     'Refuses writes other than the apply functions''.';
+
+-- Two triggers: a WHEN clause of an INSERT trigger cannot name OLD. The
+-- unique index idx_nodes_coordinator still holds whoever writes.
+CREATE TRIGGER nodes_coordinator_refuse_direct_insert
+    BEFORE INSERT ON steep_repl.nodes
+    FOR EACH ROW WHEN (NEW.is_coordinator)
+    EXECUTE FUNCTION steep_repl.refuse_projection_write();
+CREATE TRIGGER nodes_coordinator_refuse_direct_update
+    BEFORE UPDATE OF is_coordinator ON steep_repl.nodes
+    FOR EACH ROW WHEN (OLD.is_coordinator IS DISTINCT FROM NEW.is_coordinator)
+    EXECUTE FUNCTION steep_repl.refuse_projection_write();
+ALTER TABLE steep_repl.nodes ENABLE ALWAYS TRIGGER nodes_coordinator_refuse_direct_insert;
+ALTER TABLE steep_repl.nodes ENABLE ALWAYS TRIGGER nodes_coordinator_refuse_direct_update;
+COMMENT ON TRIGGER nodes_coordinator_refuse_direct_insert ON steep_repl.nodes IS
+    'Refuses a new row that claims the coordinator flag, except from the apply functions: the cluster''s coordinator record decides it (steep_repl.apply_coordinator()).';
+COMMENT ON TRIGGER nodes_coordinator_refuse_direct_update ON steep_repl.nodes IS
+    'Refuses a change of is_coordinator, except from the apply functions: the cluster''s coordinator record decides it (steep_repl.apply_coordinator()).';
 
 ------------------------------------------------------------------------------
 -- Internal helpers
@@ -330,8 +364,16 @@ BEGIN
            -- Another cluster's membership is not this one's.
            membership_index = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
                                    THEN NULL ELSE p.membership_index END,
+           -- Nor is its coordinator: apply_coordinator() brings the new one.
+           coordinator_id = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
+                                 THEN NULL ELSE p.coordinator_id END,
+           coordinator_epoch = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
+                                    THEN NULL ELSE p.coordinator_epoch END,
            updated_at = now()
      WHERE p.id;
+    IF stored.cluster_id IS DISTINCT FROM p_cluster_id THEN
+        UPDATE steep_repl.nodes n SET is_coordinator = false WHERE n.is_coordinator;
+    END IF;
 
     -- One row for the install; the entries it covers are not audited again.
     PERFORM steep_repl.write_audit('state.updated', 'state', NULL,
@@ -347,7 +389,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) IS
-    'Daemon only: makes coordinator_state equal p_state (a JSON object of key -> value) as of log entry p_log_index (term p_log_term) of cluster p_cluster_id and records the index, in one transaction; used when a node installs a snapshot or its projection fell behind the log. Unchanged keys keep their updated_at. Writes one audit row for the install (state.updated, target_id null, old_value {cluster_id, applied_index, applied_term, keys}, new_value {"snapshot": {cluster_id, index, term, keys}}, the session''s actor) and none per key. Returns false and writes nothing when the projection of the same cluster is already at or past p_log_index; a snapshot of another cluster is always installed.';
+    'Daemon only: makes coordinator_state equal p_state (a JSON object of key -> value) as of log entry p_log_index (term p_log_term) of cluster p_cluster_id and records the index, in one transaction; used when a node installs a snapshot or its projection fell behind the log. Unchanged keys keep their updated_at. Writes one audit row for the install (state.updated, target_id null, old_value {cluster_id, applied_index, applied_term, keys}, new_value {"snapshot": {cluster_id, index, term, keys}}, the session''s actor) and none per key. Returns false and writes nothing when the projection of the same cluster is already at or past p_log_index; a snapshot of another cluster is always installed, and clears the coordinator (coordinator_id, coordinator_epoch, nodes.is_coordinator) until steep_repl.apply_coordinator() applies the new cluster''s.';
 
 CREATE FUNCTION steep_repl.advance_projection(p_cluster_id text, p_log_index bigint, p_log_term bigint)
 RETURNS boolean
@@ -367,7 +409,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.advance_projection(text, bigint, bigint) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.advance_projection(text, bigint, bigint) IS
-    'Daemon only: records that the log of cluster p_cluster_id is applied up to p_log_index (term p_log_term) with nothing to write to coordinator_state (membership and blank entries, a compare-and-set that failed). Returns false when the projection is already at or past it; refuses another cluster''s entry like apply_state().';
+    'Daemon only: records that the log of cluster p_cluster_id is applied up to p_log_index (term p_log_term) with nothing to write to coordinator_state or the coordinator (membership and blank entries, a compare-and-set that failed, a coordinator renewal or a coordinator command the cluster refused). Returns false when the projection is already at or past it; refuses another cluster''s entry like apply_state().';
 
 ------------------------------------------------------------------------------
 -- Applying the membership
@@ -511,10 +553,15 @@ BEGIN
     GET DIAGNOSTICS rows_changed = ROW_COUNT;
     changed := changed + rows_changed;
 
-    -- Status, last_seen and the coordinator flag are each node's own
-    -- observation and stay as they are.
-    INSERT INTO steep_repl.nodes AS n (node_id, node_name, host, port, priority, grpc_host, grpc_port, role)
-    SELECT * FROM unnest(ids, names, hosts, ports, priorities, grpc_hosts, grpc_ports, roles)
+    -- Status and last_seen are each node's own observation and stay as they
+    -- are; so does the coordinator flag of a known row (apply_coordinator()
+    -- keeps it). A new row is the coordinator when it is the holder already
+    -- applied: a membership applied after the grant that names its holder.
+    INSERT INTO steep_repl.nodes AS n
+        (node_id, node_name, host, port, priority, grpc_host, grpc_port, role, is_coordinator)
+    SELECT u.*, COALESCE(u.node_id = stored.coordinator_id, false)
+      FROM unnest(ids, names, hosts, ports, priorities, grpc_hosts, grpc_ports, roles)
+           AS u (node_id, node_name, host, port, priority, grpc_host, grpc_port, role)
     ON CONFLICT ON CONSTRAINT nodes_pkey DO UPDATE
         SET node_name = EXCLUDED.node_name,
             host      = EXCLUDED.host,
@@ -539,7 +586,153 @@ END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.apply_membership(bigint, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.apply_membership(bigint, jsonb) IS
-    'Daemon only: makes the identity columns of nodes (node_id, node_name, host, port, priority, grpc_host, grpc_port, role) equal the cluster membership of log entry p_log_index. p_members is a JSON array of {node_id, node_name?, grpc_host, grpc_port, host?, port?, priority, role: data|witness}; node_name defaults to node_id, host to grpc_host (a witness has no PostgreSQL: its host/port then only name the machine), port to 5432. Inserts and updates members, deletes the rows of nodes that are no longer members; status, last_seen and is_coordinator are kept. Each change is audited by the nodes trigger (node.registered, node.updated, node.removed). Returns the number of rows changed; 0 and nothing written when a membership at or past p_log_index was already applied.';
+    'Daemon only: makes the identity columns of nodes (node_id, node_name, host, port, priority, grpc_host, grpc_port, role) equal the cluster membership of log entry p_log_index. p_members is a JSON array of {node_id, node_name?, grpc_host, grpc_port, host?, port?, priority, role: data|witness}; node_name defaults to node_id, host to grpc_host (a witness has no PostgreSQL: its host/port then only name the machine), port to 5432. Inserts and updates members, deletes the rows of nodes that are no longer members; status, last_seen and is_coordinator are kept (a new row is the coordinator when it is the holder steep_repl.apply_coordinator() applied). Each change is audited by the nodes trigger (node.registered, node.updated, node.removed). Returns the number of rows changed; 0 and nothing written when a membership at or past p_log_index was already applied.';
+
+------------------------------------------------------------------------------
+-- Applying the coordinator
+------------------------------------------------------------------------------
+-- The cluster decides the coordinator: a replicated record of its holder
+-- (a node_id or nobody) and an epoch that grows by one at every grant. Here
+-- it is projected into cluster_projection (coordinator_id,
+-- coordinator_epoch) and nodes.is_coordinator, which only this function
+-- and the other apply functions change (refuse_projection_write).
+CREATE FUNCTION steep_repl.apply_coordinator(
+    p_cluster_id      text,
+    p_log_index       bigint,
+    p_log_term        bigint,
+    p_holder          text,
+    p_epoch           bigint,
+    p_previous_holder text,
+    p_method          text,
+    p_actor           text
+) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.apply_coordinator';
+    audit_action constant text := CASE p_method
+        WHEN 'coordinator.grant' THEN 'coordinator.elected'
+        WHEN 'coordinator.release' THEN 'coordinator.released'
+        WHEN 'coordinator.handover' THEN 'coordinator.handover_requested'
+    END;
+    stored steep_repl.cluster_projection;
+BEGIN
+    PERFORM steep_repl.check_log_position(fn, p_cluster_id, p_log_index, p_log_term);
+    IF audit_action IS NULL AND p_method IS DISTINCT FROM 'snapshot' THEN
+        RAISE EXCEPTION '%: p_method must be coordinator.grant, coordinator.release, coordinator.handover or snapshot (got %)',
+                fn, COALESCE(quote_literal(p_method), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A renewal, or a command the cluster refused, changes neither holder nor epoch: record its index with steep_repl.advance_projection().';
+    END IF;
+    IF p_holder = '' THEN
+        RAISE EXCEPTION '%: p_holder must be a node_id or NULL (nobody)', fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_previous_holder = '' THEN
+        RAISE EXCEPTION '%: p_previous_holder must be a node_id or NULL (nobody)', fn
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_holder IS NULL AND p_method IN ('coordinator.grant', 'coordinator.handover') THEN
+        RAISE EXCEPTION '%: p_holder must not be NULL for %', fn, p_method
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_holder IS NOT NULL AND p_method = 'coordinator.release' THEN
+        RAISE EXCEPTION '%: p_holder must be NULL for coordinator.release (got %)', fn, quote_literal(p_holder)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_epoch IS NULL OR p_epoch < 0 THEN
+        RAISE EXCEPTION '%: p_epoch must be 0 or more (got %)', fn, COALESCE(p_epoch::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_actor IS NULL OR p_actor NOT LIKE '_%@_%' THEN
+        RAISE EXCEPTION '%: p_actor must have the form role@host (got %)',
+                fn, COALESCE(quote_literal(p_actor), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    stored := steep_repl.lock_projection();
+    IF p_method = 'snapshot' THEN
+        -- The snapshot's state is installed first (apply_state_snapshot()
+        -- records its index), then its coordinator at the same index.
+        IF stored.cluster_id IS DISTINCT FROM p_cluster_id OR p_log_index > stored.applied_index THEN
+            RAISE EXCEPTION '%: the snapshot of cluster % at log index % is not installed (this projection holds cluster % at log index %)',
+                    fn, quote_literal(p_cluster_id), p_log_index,
+                    COALESCE(quote_literal(stored.cluster_id), 'none'), stored.applied_index
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Install the snapshot''s state with steep_repl.apply_state_snapshot() first, then its coordinator.';
+        END IF;
+        IF p_log_index < stored.applied_index THEN
+            PERFORM set_config('steep_repl.applying', 'off', true);
+            RETURN false;
+        END IF;
+    ELSIF NOT steep_repl.claim_log_index(fn, p_cluster_id, p_log_index, p_log_term) THEN
+        -- A replay: before the epoch checks, so an old entry is skipped
+        -- whatever epoch it carries.
+        PERFORM set_config('steep_repl.applying', 'off', true);
+        RETURN false;
+    END IF;
+
+    -- The checks below raise: the whole transaction, the claimed index
+    -- included, rolls back.
+    IF p_epoch < stored.coordinator_epoch THEN
+        RAISE EXCEPTION '%: epoch % is older than the applied coordinator epoch % (% of %): an epoch never goes back',
+                fn, p_epoch, stored.coordinator_epoch, COALESCE(quote_literal(stored.coordinator_id), 'nobody'),
+                quote_literal(stored.cluster_id)
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- One holder per epoch: a grant takes a new one (the same grant again,
+    -- with its index lost, changes nothing).
+    IF p_method = 'coordinator.grant' AND p_epoch = stored.coordinator_epoch
+       AND p_holder IS DISTINCT FROM stored.coordinator_id THEN
+        RAISE EXCEPTION '%: coordinator.grant of epoch % to % is refused: that epoch is already applied with holder %',
+                fn, p_epoch, quote_literal(p_holder), COALESCE(quote_literal(stored.coordinator_id), 'nobody')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Every grant takes a new epoch (the applied one plus one).';
+    END IF;
+    IF p_method = 'snapshot'
+       AND (stored.coordinator_id, stored.coordinator_epoch) IS NOT DISTINCT FROM (p_holder, p_epoch)
+       AND NOT EXISTS (SELECT 1 FROM steep_repl.nodes n
+                        WHERE n.is_coordinator IS DISTINCT FROM ((n.node_id = p_holder) IS TRUE)) THEN
+        PERFORM set_config('steep_repl.applying', 'off', true);
+        RETURN false;
+    END IF;
+
+    UPDATE steep_repl.cluster_projection p
+       SET coordinator_id = p_holder, coordinator_epoch = p_epoch, updated_at = now()
+     WHERE p.id;
+    -- Two statements: the unique partial index idx_nodes_coordinator is
+    -- checked row by row, so the old flag is cleared before the new one is
+    -- set. The nodes trigger leaves these flips unaudited (steep_repl.applying
+    -- is on): the row below is the one audit of the entry. A holder that is
+    -- not a row of nodes yet gets its flag when its membership is applied.
+    UPDATE steep_repl.nodes n SET is_coordinator = false
+     WHERE n.is_coordinator AND n.node_id IS DISTINCT FROM p_holder;
+    UPDATE steep_repl.nodes n SET is_coordinator = true
+     WHERE n.node_id = p_holder AND NOT n.is_coordinator;
+
+    IF audit_action IS NOT NULL THEN
+        -- Its event_id names the entry, so even a projection whose index was
+        -- lost writes no second row for it.
+        INSERT INTO steep_repl.audit_log AS a
+            (action, actor, target_type, target_id, old_value, new_value, client_ip, event_id)
+        VALUES (audit_action, p_actor, 'node', COALESCE(p_holder, p_previous_holder),
+                jsonb_build_object('holder', stored.coordinator_id, 'epoch', stored.coordinator_epoch),
+                jsonb_build_object('holder', p_holder, 'epoch', p_epoch, 'previous', p_previous_holder,
+                                   'cluster_id', p_cluster_id, 'log_index', p_log_index, 'log_term', p_log_term),
+                NULL,
+                steep_repl.log_event_id(p_cluster_id, p_log_index))
+        ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING;
+    END IF;
+
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.apply_coordinator(text, bigint, bigint, text, bigint, text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.apply_coordinator(text, bigint, bigint, text, bigint, text, text, text) IS
+    'Daemon only: applies the coordinator record of log entry p_log_index (term p_log_term) of cluster p_cluster_id: holder p_holder (NULL: nobody) under epoch p_epoch. Stores both in cluster_projection (coordinator_id, coordinator_epoch) and sets nodes.is_coordinator true for the holder''s row, false for every other row, in one transaction with the log index. p_method says which command the entry is: coordinator.grant (audited as coordinator.elected), coordinator.release (p_holder NULL; coordinator.released), coordinator.handover (coordinator.handover_requested); each writes exactly one audit row: actor p_actor, target node/p_holder (or p_previous_holder when nobody holds the role), old_value {holder, epoch} as applied before, new_value {holder, epoch, previous: p_previous_holder, cluster_id, log_index, log_term}, event_id steep_repl.log_event_id(p_cluster_id, p_log_index). Returns false and writes nothing when the projection is already at or past p_log_index (a replay). p_method snapshot sets holder and epoch as of an installed snapshot, without an audit row: call it after steep_repl.apply_state_snapshot() at the same index; it returns false when it changed nothing or the projection is past that index. Refused: an epoch lower than the applied one (an epoch never goes back), a grant of the applied epoch to another holder, an entry of another cluster.';
 
 ------------------------------------------------------------------------------
 -- Reading the projection
@@ -549,16 +742,18 @@ CREATE FUNCTION steep_repl.projection(
     OUT applied_index bigint,
     OUT applied_term bigint,
     OUT membership_index bigint,
-    OUT updated_at timestamptz
+    OUT updated_at timestamptz,
+    OUT coordinator_id text,
+    OUT coordinator_epoch bigint
 ) RETURNS record
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p.cluster_id, COALESCE(p.applied_index, 0), COALESCE(p.applied_term, 0),
-           p.membership_index, p.updated_at
+           p.membership_index, p.updated_at, p.coordinator_id, p.coordinator_epoch
       FROM (VALUES (true)) AS one (id)
       LEFT JOIN steep_repl.cluster_projection p ON p.id = one.id
 $$;
 REVOKE ALL ON FUNCTION steep_repl.projection() FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.projection() IS
-    'How far this node''s projection has applied the cluster''s log: cluster_id, applied_index, applied_term, membership_index and updated_at (null, 0, 0, null, null before anything was applied). The SQL tables may lag the cluster; the daemon (IPC cluster.status) knows the commit index.';
+    'How far this node''s projection has applied the cluster''s log: cluster_id, applied_index, applied_term, membership_index and updated_at (null, 0, 0, null, null before anything was applied), and the coordinator as last applied: coordinator_id (null: nobody) and coordinator_epoch (null until applied). The SQL tables may lag the cluster; the daemon (IPC cluster.status) knows the commit index.';

@@ -43,7 +43,8 @@ COMMENT ON COLUMN steep_repl.nodes.node_name IS 'Human-readable name of the node
 COMMENT ON COLUMN steep_repl.nodes.host IS 'Host name or address of the node''s PostgreSQL server.';
 COMMENT ON COLUMN steep_repl.nodes.port IS 'Port of the node''s PostgreSQL server (1..65535).';
 COMMENT ON COLUMN steep_repl.nodes.priority IS 'Coordinator priority, 1..100; the highest healthy priority is elected.';
-COMMENT ON COLUMN steep_repl.nodes.is_coordinator IS 'True for the current coordinator; at most one row is true.';
+COMMENT ON COLUMN steep_repl.nodes.is_coordinator IS
+    'True for the holder of the cluster''s coordinator record, as applied by steep_repl.apply_coordinator() (the only writer); at most one row is true.';
 COMMENT ON COLUMN steep_repl.nodes.last_seen IS 'Time of the last heartbeat from this node; null until the first one.';
 COMMENT ON COLUMN steep_repl.nodes.status IS 'unknown, healthy, degraded, unreachable or offline (offline is set by an operator).';
 COMMENT ON COLUMN steep_repl.nodes.grpc_host IS 'Host where the node''s daemon answers gRPC; null until known.';

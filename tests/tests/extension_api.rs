@@ -1,5 +1,7 @@
 //! The SQL API of steep_repl: node registration, heartbeats and status,
-//! coordinator election, state, retention, and argument checking.
+//! state, retention, and argument checking. The coordinator is the cluster's
+//! decision, projected by steep_repl.apply_coordinator()
+//! (tests/tests/extension_projection.rs).
 
 use serde_json::json;
 use sqlx::postgres::PgConnection;
@@ -10,13 +12,6 @@ async fn audit_count(conn: &mut PgConnection, action: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM steep_repl.audit_log WHERE action = $1")
         .bind(action)
         .fetch_one(conn)
-        .await
-        .unwrap()
-}
-
-async fn coordinator(conn: &mut PgConnection) -> Option<String> {
-    sqlx::query_scalar("SELECT node_id FROM steep_repl.nodes WHERE is_coordinator")
-        .fetch_optional(conn)
         .await
         .unwrap()
 }
@@ -34,13 +29,6 @@ async fn node(conn: &mut PgConnection, id: &str, priority: i32, status: &str) {
         .execute(&mut *conn)
         .await
         .unwrap();
-}
-
-async fn elect(conn: &mut PgConnection) -> Option<String> {
-    sqlx::query_scalar("SELECT steep_repl.elect_coordinator()")
-        .fetch_one(conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -105,7 +93,6 @@ async fn bad_arguments_are_refused_naming_the_argument() {
         ("SELECT steep_repl.heartbeat('a', 'up')", "steep_repl.heartbeat: status must be one of unknown, healthy, degraded, unreachable, offline (got 'up')"),
         ("SELECT steep_repl.heartbeat('')", "steep_repl.heartbeat: node_id must not be empty"),
         ("SELECT steep_repl.remove_node(NULL)", "steep_repl.remove_node: node_id must not be empty"),
-        ("SELECT steep_repl.set_coordinator('')", "steep_repl.set_coordinator: node_id must be a registered node or NULL (no coordinator)"),
         ("SELECT steep_repl.prune_audit('-1 day')", "steep_repl.prune_audit: older_than must be a positive interval (got -1 days)"),
         ("SELECT steep_repl.prune_audit('0')", "steep_repl.prune_audit: older_than must be a positive interval (got 00:00:00)"),
     ];
@@ -124,10 +111,6 @@ async fn unknown_nodes_are_reported_as_not_registered() {
         (
             "SELECT steep_repl.set_status('ghost', 'healthy')",
             "set_status",
-        ),
-        (
-            "SELECT steep_repl.set_coordinator('ghost')",
-            "set_coordinator",
         ),
     ] {
         let (code, message) = db_error_code(conn.execute(sql).await);
@@ -167,87 +150,6 @@ async fn heartbeat_sets_last_seen_and_never_overrides_offline() {
         .await
         .unwrap();
     assert!(!changed);
-}
-
-#[tokio::test]
-async fn election_picks_the_highest_priority_healthy_node() {
-    let (_pg, mut conn) = server_with_extension().await.unwrap();
-    node(&mut conn, "a", 50, "healthy").await;
-    node(&mut conn, "b", 90, "healthy").await;
-    node(&mut conn, "c", 100, "degraded").await;
-    node(&mut conn, "d", 100, "unreachable").await;
-    node(&mut conn, "e", 100, "offline").await;
-    assert_eq!(elect(&mut conn).await.as_deref(), Some("b"));
-    assert_eq!(coordinator(&mut conn).await.as_deref(), Some("b"));
-}
-
-#[tokio::test]
-async fn election_ties_go_to_the_smallest_node_id_in_byte_order() {
-    let (_pg, mut conn) = server_with_extension().await.unwrap();
-    // Byte order: upper case sorts before lower case, whatever the collation.
-    node(&mut conn, "node-b", 70, "healthy").await;
-    node(&mut conn, "node-a", 70, "healthy").await;
-    node(&mut conn, "Node-z", 70, "healthy").await;
-    node(&mut conn, "node-0", 60, "healthy").await;
-    assert_eq!(elect(&mut conn).await.as_deref(), Some("Node-z"));
-}
-
-#[tokio::test]
-async fn election_clears_the_coordinator_when_no_node_is_healthy() {
-    let (_pg, mut conn) = server_with_extension().await.unwrap();
-    node(&mut conn, "a", 50, "healthy").await;
-    assert_eq!(elect(&mut conn).await.as_deref(), Some("a"));
-    conn.execute("SELECT steep_repl.set_status('a', 'unreachable')")
-        .await
-        .unwrap();
-    assert_eq!(elect(&mut conn).await, None);
-    assert_eq!(coordinator(&mut conn).await, None);
-    let empty: Option<String> = {
-        conn.execute("DELETE FROM steep_repl.nodes").await.unwrap();
-        elect(&mut conn).await
-    };
-    assert_eq!(empty, None);
-}
-
-#[tokio::test]
-async fn each_change_of_coordinator_is_audited_once() {
-    let (_pg, mut conn) = server_with_extension().await.unwrap();
-    node(&mut conn, "a", 50, "healthy").await;
-    node(&mut conn, "b", 40, "healthy").await;
-    let updates_before = audit_count(&mut conn, "node.updated").await;
-
-    elect(&mut conn).await;
-    elect(&mut conn).await; // no change, no entry
-    assert_eq!(audit_count(&mut conn, "coordinator.elected").await, 1);
-
-    conn.execute("SELECT steep_repl.set_status('a', 'unreachable')")
-        .await
-        .unwrap();
-    assert_eq!(elect(&mut conn).await.as_deref(), Some("b"));
-    assert_eq!(audit_count(&mut conn, "coordinator.elected").await, 2);
-    // The flag flips themselves are not audited a second time.
-    assert_eq!(audit_count(&mut conn, "node.updated").await, updates_before);
-
-    let (target, old, new): (Option<String>, serde_json::Value, serde_json::Value) =
-        sqlx::query_as(
-            "SELECT target_id, old_value, new_value FROM steep_repl.audit_log
-          WHERE action = 'coordinator.elected' ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(target.as_deref(), Some("b"));
-    assert_eq!(old, json!({"coordinator": "a"}));
-    assert_eq!(new, json!({"coordinator": "b"}));
-
-    // A DBA flipping the flag by hand is audited as an ordinary update.
-    conn.execute("UPDATE steep_repl.nodes SET is_coordinator = false")
-        .await
-        .unwrap();
-    assert_eq!(
-        audit_count(&mut conn, "node.updated").await,
-        updates_before + 1
-    );
 }
 
 /// Since 0.2.0 the state is replicated by the cluster: get_state reads the

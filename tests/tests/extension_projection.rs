@@ -1,8 +1,8 @@
-//! coordinator_state and the identity columns of nodes as the projection of
-//! the cluster's replicated state (SPEC section 7): applied idempotently with
-//! the log index stored in the same transaction, one audit row per applied
-//! entry carrying the requester, and direct writes refused naming the
-//! command to use.
+//! coordinator_state, the identity columns of nodes and the coordinator as
+//! the projection of the cluster's replicated state (SPEC section 7): applied
+//! idempotently with the log index stored in the same transaction, one audit
+//! row per applied entry carrying the requester, and direct writes refused
+//! naming the command to use.
 
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
@@ -258,6 +258,7 @@ async fn bad_arguments_to_the_apply_functions_are_refused_naming_the_argument() 
     let (_pg, mut conn) = server_with_extension().await.unwrap();
     let state = |args: &str| format!("SELECT steep_repl.apply_state({args})");
     let member = |m: &str| format!("SELECT steep_repl.apply_membership(1, '[{m}]')");
+    let coordinator = |args: &str| format!("SELECT steep_repl.apply_coordinator({args})");
     let ok =
         r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 50, "role": "data"}"#;
     let cases = [
@@ -281,6 +282,17 @@ async fn bad_arguments_to_the_apply_functions_are_refused_naming_the_argument() 
         (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 101, "role": "data"}"#), "steep_repl.apply_membership: p_members[0].priority must be an integer between 1 and 100 (got 101)".into()),
         (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 50, "role": "observer"}"#), "steep_repl.apply_membership: p_members[0].role must be data or witness (got 'observer')".into()),
         (member(r#"{"node_id": "a", "grpc_host": "g", "grpc_port": 5433, "priority": 50, "role": "data", "host": ""}"#), "steep_repl.apply_membership: p_members[0].host must be a non-empty string (got \"\")".into()),
+        (coordinator("'', 1, 1, 'a', 1, NULL, 'coordinator.grant', 'x@y'"), "steep_repl.apply_coordinator: p_cluster_id must not be empty".into()),
+        (coordinator("'c', 1, 1, 'a', 1, NULL, 'coordinator.renew', 'x@y'"), "steep_repl.apply_coordinator: p_method must be coordinator.grant, coordinator.release, coordinator.handover or snapshot (got 'coordinator.renew')".into()),
+        (coordinator("'c', 1, 1, 'a', 1, NULL, NULL, 'x@y'"), "steep_repl.apply_coordinator: p_method must be coordinator.grant, coordinator.release, coordinator.handover or snapshot (got NULL)".into()),
+        (coordinator("'c', 1, 1, '', 1, NULL, 'coordinator.grant', 'x@y'"), "steep_repl.apply_coordinator: p_holder must be a node_id or NULL (nobody)".into()),
+        (coordinator("'c', 1, 1, 'a', 1, '', 'coordinator.grant', 'x@y'"), "steep_repl.apply_coordinator: p_previous_holder must be a node_id or NULL (nobody)".into()),
+        (coordinator("'c', 1, 1, NULL, 1, NULL, 'coordinator.grant', 'x@y'"), "steep_repl.apply_coordinator: p_holder must not be NULL for coordinator.grant".into()),
+        (coordinator("'c', 1, 1, NULL, 1, 'a', 'coordinator.handover', 'x@y'"), "steep_repl.apply_coordinator: p_holder must not be NULL for coordinator.handover".into()),
+        (coordinator("'c', 1, 1, 'a', 1, 'a', 'coordinator.release', 'x@y'"), "steep_repl.apply_coordinator: p_holder must be NULL for coordinator.release (got 'a')".into()),
+        (coordinator("'c', 1, 1, 'a', -1, NULL, 'coordinator.grant', 'x@y'"), "steep_repl.apply_coordinator: p_epoch must be 0 or more (got -1)".into()),
+        (coordinator("'c', 1, 1, 'a', NULL, NULL, 'snapshot', 'x@y'"), "steep_repl.apply_coordinator: p_epoch must be 0 or more (got NULL)".into()),
+        (coordinator("'c', 1, 1, 'a', 1, NULL, 'coordinator.grant', 'nobody'"), "steep_repl.apply_coordinator: p_actor must have the form role@host (got 'nobody')".into()),
     ];
     for (sql, expected) in cases {
         let (code, message) = db_error_code(conn.execute(sqlx::AssertSqlSafe(sql.clone())).await);
@@ -488,7 +500,7 @@ async fn apply_membership_makes_the_identity_columns_equal_the_membership() {
         "SELECT steep_repl.register_node('a', 'A', 'db-a', 5432, 50, 'g-a', 5433);
          SELECT steep_repl.register_node('gone', 'Gone', 'db-gone');
          SELECT steep_repl.heartbeat('a', 'healthy');
-         SELECT steep_repl.set_coordinator('a');",
+         SELECT steep_repl.apply_coordinator('c1', 1, 1, 'a', 1, NULL, 'coordinator.grant', 'steep-repl@a');",
     )
     .await
     .unwrap();
@@ -547,7 +559,10 @@ async fn apply_membership_makes_the_identity_columns_equal_the_membership() {
             ("node.updated".to_string(), "a".to_string()),
         ]
     );
-    assert_eq!(projection(&mut conn).await, (None, 0, 0, Some(4)));
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 1, 1, Some(4))
+    );
 
     // A replay, an older membership, or the same one again change nothing.
     let older = json!([{"node_id": "x", "grpc_host": "g-x", "grpc_port": 1, "priority": 1, "role": "data"}]);
@@ -558,7 +573,10 @@ async fn apply_membership_makes_the_identity_columns_equal_the_membership() {
         0
     );
     assert_eq!(audit_rows(&mut conn).await, rows_before + 3);
-    assert_eq!(projection(&mut conn).await, (None, 0, 0, Some(6)));
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 1, 1, Some(6))
+    );
 
     // A status change by the node itself is still its own business.
     conn.execute("SELECT steep_repl.set_status('w', 'healthy')")
@@ -572,4 +590,502 @@ async fn apply_membership_makes_the_identity_columns_equal_the_membership() {
             .await
             .unwrap();
     assert_eq!(rows, [("w".to_string(), 20, "healthy".to_string())]);
+}
+
+/// One apply_coordinator call with `args` as written in SQL.
+async fn coordinate(conn: &mut PgConnection, args: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT steep_repl.apply_coordinator({args})"
+    )))
+    .fetch_one(conn)
+    .await
+}
+
+/// The coordinator as projected: (coordinator_id, coordinator_epoch) of
+/// projection(), and the node_ids whose is_coordinator is true.
+async fn coordinator(conn: &mut PgConnection) -> (Option<String>, Option<i64>, Vec<String>) {
+    let (id, epoch): (Option<String>, Option<i64>) =
+        sqlx::query_as("SELECT coordinator_id, coordinator_epoch FROM steep_repl.projection()")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    let flagged = sqlx::query_scalar(
+        "SELECT node_id FROM steep_repl.nodes WHERE is_coordinator ORDER BY node_id",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    (id, epoch, flagged)
+}
+
+fn held(
+    id: Option<&str>,
+    epoch: Option<i64>,
+    flagged: &[&str],
+) -> (Option<String>, Option<i64>, Vec<String>) {
+    (
+        id.map(str::to_string),
+        epoch,
+        flagged.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+async fn action_count(conn: &mut PgConnection, action: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM steep_repl.audit_log WHERE action = $1")
+        .bind(action)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Data members n1, n2 and n3, as membership entry 1.
+async fn three_members(conn: &mut PgConnection) {
+    let members: Vec<Value> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| json!({"node_id": id, "grpc_host": format!("g-{id}"), "grpc_port": 7000, "priority": 50, "role": "data"}))
+        .collect();
+    sqlx::query("SELECT steep_repl.apply_membership(1, $1)")
+        .bind(Value::Array(members))
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn apply_coordinator_sets_the_flags_and_audits_each_command_with_the_previous_holder_and_epoch(
+) {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    three_members(&mut conn).await;
+    assert_eq!(coordinator(&mut conn).await, held(None, None, &[]));
+    let rows = audit_rows(&mut conn).await;
+    let node_updates = action_count(&mut conn, "node.updated").await;
+
+    let grant = "'c1', 5, 2, 'n1', 1, NULL, 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n1"), Some(1), &["n1"])
+    );
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(entry.action, "coordinator.elected");
+    assert_eq!(entry.actor, "steep-repl@n1");
+    assert_eq!(entry.client_ip, None);
+    assert_eq!(
+        (entry.target_type.as_deref(), entry.target_id.as_deref()),
+        (Some("node"), Some("n1"))
+    );
+    assert_eq!(
+        entry.old_value,
+        Some(json!({"holder": null, "epoch": null}))
+    );
+    assert_eq!(
+        entry.new_value,
+        Some(json!({"holder": "n1", "epoch": 1, "previous": null,
+                    "cluster_id": "c1", "log_index": 5, "log_term": 2}))
+    );
+    let expected_event: String =
+        sqlx::query_scalar("SELECT steep_repl.log_event_id('c1', 5)::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(entry.event_id, Some(expected_event));
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 5, 2, Some(1))
+    );
+
+    // The next grant moves the flag and names the holder it replaces.
+    let grant = "'c1', 6, 2, 'n2', 2, 'n1', 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n2"), Some(2), &["n2"])
+    );
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(entry.action, "coordinator.elected");
+    assert_eq!(entry.target_id.as_deref(), Some("n2"));
+    assert_eq!(entry.old_value, Some(json!({"holder": "n1", "epoch": 1})));
+    let new = entry.new_value.unwrap();
+    assert_eq!(
+        (
+            &new["holder"],
+            &new["epoch"],
+            &new["previous"],
+            &new["log_index"]
+        ),
+        (&json!("n2"), &json!(2), &json!("n1"), &json!(6))
+    );
+
+    // A handover request keeps the holder until it releases.
+    let handover = "'c1', 7, 2, 'n2', 2, 'n2', 'coordinator.handover', 'steep-repl@n3'";
+    assert!(coordinate(&mut conn, handover).await.unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n2"), Some(2), &["n2"])
+    );
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(
+        (entry.action.as_str(), entry.target_id.as_deref()),
+        ("coordinator.handover_requested", Some("n2"))
+    );
+
+    // A release leaves nobody, under the same epoch; the row names who left.
+    let release = "'c1', 8, 2, NULL, 2, 'n2', 'coordinator.release', 'steep-repl@n2'";
+    assert!(coordinate(&mut conn, release).await.unwrap());
+    assert_eq!(coordinator(&mut conn).await, held(None, Some(2), &[]));
+    let entry = last_entry(&mut conn).await;
+    assert_eq!(
+        (entry.action.as_str(), entry.target_id.as_deref()),
+        ("coordinator.released", Some("n2"))
+    );
+    let new = entry.new_value.unwrap();
+    assert_eq!(
+        (&new["holder"], &new["epoch"], &new["previous"]),
+        (&json!(null), &json!(2), &json!("n2"))
+    );
+
+    // One row per entry; the flag flips are not audited a second time.
+    assert_eq!(audit_rows(&mut conn).await, rows + 4);
+    assert_eq!(action_count(&mut conn, "node.updated").await, node_updates);
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 8, 2, Some(1))
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_coordinator_entry_returns_false_and_writes_no_second_audit_row() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    three_members(&mut conn).await;
+    let grant = "'c1', 5, 2, 'n1', 1, NULL, 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    let rows = audit_rows(&mut conn).await;
+
+    // The same entry again, or an older one whatever it carries (even an
+    // epoch below the applied one): skipped, nothing written.
+    assert!(!coordinate(&mut conn, grant).await.unwrap());
+    let older = "'c1', 4, 2, 'n3', 0, NULL, 'coordinator.grant', 'steep-repl@n1'";
+    assert!(!coordinate(&mut conn, older).await.unwrap());
+    let older = "'c1', 5, 2, NULL, 1, 'n1', 'coordinator.release', 'steep-repl@n1'";
+    assert!(!coordinate(&mut conn, older).await.unwrap());
+    assert_eq!(audit_rows(&mut conn).await, rows);
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n1"), Some(1), &["n1"])
+    );
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 5, 2, Some(1))
+    );
+
+    // Even a projection whose index went back (here a superuser rewinds it)
+    // writes no second audit row for the entry: its event_id names it.
+    conn.execute(
+        "BEGIN;
+         SET LOCAL steep_repl.applying = on;
+         UPDATE steep_repl.cluster_projection SET applied_index = 4;
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    assert_eq!(audit_rows(&mut conn).await, rows);
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n1"), Some(1), &["n1"])
+    );
+}
+
+#[tokio::test]
+async fn an_epoch_lower_than_the_applied_one_is_refused() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    three_members(&mut conn).await;
+    let grant = "'c1', 5, 2, 'n1', 3, NULL, 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    let rows = audit_rows(&mut conn).await;
+
+    for (args, expected) in [
+        (
+            "'c1', 6, 2, 'n2', 2, 'n1', 'coordinator.grant', 'steep-repl@n1'",
+            "steep_repl.apply_coordinator: epoch 2 is older than the applied coordinator epoch 3 ('n1' of 'c1'): an epoch never goes back",
+        ),
+        (
+            "'c1', 6, 2, NULL, 2, 'n1', 'coordinator.release', 'steep-repl@n1'",
+            "steep_repl.apply_coordinator: epoch 2 is older than the applied coordinator epoch 3 ('n1' of 'c1'): an epoch never goes back",
+        ),
+        // One holder per epoch.
+        (
+            "'c1', 6, 2, 'n2', 3, 'n1', 'coordinator.grant', 'steep-repl@n1'",
+            "steep_repl.apply_coordinator: coordinator.grant of epoch 3 to 'n2' is refused: that epoch is already applied with holder 'n1'",
+        ),
+    ] {
+        let (code, message) = db_error_code(coordinate(&mut conn, args).await);
+        assert_eq!(message, expected, "{args}");
+        assert_eq!(code, "55000", "{args}");
+    }
+    // Nothing of the refused entries stays, not even their index.
+    assert_eq!(audit_rows(&mut conn).await, rows);
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n1"), Some(3), &["n1"])
+    );
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 5, 2, Some(1))
+    );
+
+    let grant = "'c1', 6, 2, 'n2', 4, 'n1', 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n2"), Some(4), &["n2"])
+    );
+}
+
+const FLAG_REFUSED: &str =
+    "steep_repl.nodes.is_coordinator is set only by the cluster's coordinator record";
+
+/// is_coordinator is the projection of the cluster's record: no role but
+/// the apply functions changes it, whatever its privileges on nodes. Its
+/// other columns are not affected.
+#[tokio::test]
+async fn a_direct_change_of_the_coordinator_flag_is_refused_with_a_clear_error() {
+    let (pg, mut conn) = server_with_extension().await.unwrap();
+    conn.execute(
+        "CREATE ROLE operator LOGIN;
+         GRANT USAGE ON SCHEMA steep_repl TO operator;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON steep_repl.nodes TO operator;",
+    )
+    .await
+    .unwrap();
+    three_members(&mut conn).await;
+    let grant = "'c1', 5, 2, 'n1', 1, NULL, 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    let rows = audit_rows(&mut conn).await;
+    let mut operator = PgConnection::connect_with(&pg.socket_options("operator", "postgres"))
+        .await
+        .unwrap();
+
+    let (code, message) = db_error_code(
+        operator
+            .execute("UPDATE steep_repl.nodes SET is_coordinator = false WHERE node_id = 'n1'")
+            .await,
+    );
+    assert_eq!(
+        message,
+        format!("{FLAG_REFUSED}: UPDATE of is_coordinator is refused")
+    );
+    assert_eq!(code, "42501");
+    match operator
+        .execute("UPDATE steep_repl.nodes SET is_coordinator = (node_id = 'n2')")
+        .await
+    {
+        Err(sqlx::Error::Database(e)) => {
+            let pg = e
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .unwrap();
+            assert!(
+                pg.detail()
+                    .unwrap()
+                    .contains("steep_repl.apply_coordinator()"),
+                "{:?}",
+                pg.detail()
+            );
+            assert!(
+                pg.hint().unwrap().contains("steep_repl.projection()"),
+                "{:?}",
+                pg.hint()
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Setting the apply functions' flag does not help a role that is not a
+    // superuser; a new row may not claim the role either.
+    operator
+        .execute("SET steep_repl.applying = on")
+        .await
+        .unwrap();
+    for (sql, what) in [
+        (
+            "UPDATE steep_repl.nodes SET is_coordinator = true WHERE node_id = 'n2'",
+            "UPDATE",
+        ),
+        (
+            "INSERT INTO steep_repl.nodes (node_id, node_name, host, is_coordinator) VALUES ('n9', 'N9', 'h', true)",
+            "INSERT",
+        ),
+    ] {
+        let message = db_error(operator.execute(sql).await);
+        assert_eq!(
+            message,
+            format!("{FLAG_REFUSED}: {what} of is_coordinator is refused"),
+            "{sql}"
+        );
+    }
+    // The other columns are the operator's to change, as before.
+    operator
+        .execute("UPDATE steep_repl.nodes SET status = 'healthy' WHERE node_id = 'n2'")
+        .await
+        .unwrap();
+    operator
+        .execute("UPDATE steep_repl.nodes SET is_coordinator = is_coordinator, status = 'degraded'")
+        .await
+        .unwrap();
+    // A superuser is refused too unless it means it, in replica mode as well.
+    let message = db_error(
+        conn.execute("UPDATE steep_repl.nodes SET is_coordinator = false")
+            .await,
+    );
+    assert!(message.starts_with(FLAG_REFUSED), "{message}");
+    conn.execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    let message = db_error(
+        conn.execute("UPDATE steep_repl.nodes SET is_coordinator = false")
+            .await,
+    );
+    assert!(message.starts_with(FLAG_REFUSED), "{message}");
+    conn.execute("RESET session_replication_role")
+        .await
+        .unwrap();
+
+    // apply_coordinator is not granted to PUBLIC.
+    let message = db_error(
+        operator
+            .execute("SELECT steep_repl.apply_coordinator('c1', 6, 2, 'n2', 2, 'n1', 'coordinator.grant', 'x@y')")
+            .await,
+    );
+    assert_eq!(message, "permission denied for function apply_coordinator");
+
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n1"), Some(1), &["n1"])
+    );
+    // The status changes (1 row, then 3) were audited; nothing else was.
+    assert_eq!(audit_rows(&mut conn).await, rows + 4);
+}
+
+#[tokio::test]
+async fn a_snapshot_sets_holder_and_epoch_without_an_audit_row() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    three_members(&mut conn).await;
+    let installed: bool =
+        sqlx::query_scalar("SELECT steep_repl.apply_state_snapshot('c1', 10, 2, '{\"a.b\": 1}')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(installed);
+    let rows = audit_rows(&mut conn).await;
+
+    let snapshot = "'c1', 10, 2, 'n2', 4, NULL, 'snapshot', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, snapshot).await.unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n2"), Some(4), &["n2"])
+    );
+    assert_eq!(audit_rows(&mut conn).await, rows);
+    // (The first snapshot also reset the membership index: the members
+    // were applied before the projection held any cluster.)
+    assert_eq!(
+        projection(&mut conn).await,
+        (Some("c1".into()), 10, 2, None)
+    );
+    // The same again changes nothing.
+    assert!(!coordinate(&mut conn, snapshot).await.unwrap());
+
+    // A snapshot whose state is not installed is refused; an older one, or
+    // one the log has gone past, changes nothing.
+    let (code, message) = db_error_code(
+        coordinate(
+            &mut conn,
+            "'c1', 12, 2, 'n3', 5, NULL, 'snapshot', 'steep-repl@n1'",
+        )
+        .await,
+    );
+    assert_eq!(code, "55000");
+    assert_eq!(
+        message,
+        "steep_repl.apply_coordinator: the snapshot of cluster 'c1' at log index 12 is not installed (this projection holds cluster 'c1' at log index 10)"
+    );
+    assert!(!coordinate(
+        &mut conn,
+        "'c1', 9, 2, 'n1', 3, NULL, 'snapshot', 'steep-repl@n1'"
+    )
+    .await
+    .unwrap());
+    let grant = "'c1', 11, 2, 'n3', 5, 'n2', 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    assert!(!coordinate(&mut conn, snapshot).await.unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n3"), Some(5), &["n3"])
+    );
+    // A lower epoch is refused from a snapshot too.
+    conn.execute("SELECT steep_repl.advance_projection('c1', 20, 3)")
+        .await
+        .unwrap();
+    let (code, message) = db_error_code(
+        coordinate(
+            &mut conn,
+            "'c1', 20, 3, 'n1', 4, NULL, 'snapshot', 'steep-repl@n1'",
+        )
+        .await,
+    );
+    assert_eq!(code, "55000");
+    assert!(message.contains("an epoch never goes back"), "{message}");
+    assert_eq!(audit_rows(&mut conn).await, rows + 1);
+
+    // A snapshot of another cluster clears the coordinator: that cluster's
+    // record comes next, its epochs counted afresh.
+    let installed: bool =
+        sqlx::query_scalar("SELECT steep_repl.apply_state_snapshot('c2', 3, 1, '{}')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(installed);
+    assert_eq!(coordinator(&mut conn).await, held(None, None, &[]));
+    assert!(coordinate(
+        &mut conn,
+        "'c2', 3, 1, 'n1', 1, NULL, 'snapshot', 'steep-repl@n1'"
+    )
+    .await
+    .unwrap());
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n1"), Some(1), &["n1"])
+    );
+    // An entry of the old cluster is refused.
+    let message = db_error(
+        coordinate(
+            &mut conn,
+            "'c1', 21, 3, 'n2', 6, 'n3', 'coordinator.grant', 'steep-repl@n1'",
+        )
+        .await,
+    );
+    assert!(
+        message.contains("holds cluster 'c2', not 'c1'"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_holder_whose_membership_is_applied_after_its_grant_gets_the_flag() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    three_members(&mut conn).await;
+    let grant = "'c1', 5, 2, 'n4', 1, NULL, 'coordinator.grant', 'steep-repl@n1'";
+    assert!(coordinate(&mut conn, grant).await.unwrap());
+    assert_eq!(coordinator(&mut conn).await, held(Some("n4"), Some(1), &[]));
+    let members = json!([
+        {"node_id": "n1", "grpc_host": "g-n1", "grpc_port": 7000, "priority": 50, "role": "data"},
+        {"node_id": "n4", "grpc_host": "g-n4", "grpc_port": 7000, "priority": 50, "role": "data"},
+    ]);
+    sqlx::query("SELECT steep_repl.apply_membership(6, $1)")
+        .bind(members)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        coordinator(&mut conn).await,
+        held(Some("n4"), Some(1), &["n4"])
+    );
 }

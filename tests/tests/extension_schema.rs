@@ -95,6 +95,14 @@ async fn columns_types_nullability_and_defaults_match_the_spec() {
             true,
             None,
         ),
+        col("cluster_projection", "coordinator_id", "text", true, None),
+        col(
+            "cluster_projection",
+            "coordinator_epoch",
+            "bigint",
+            true,
+            None,
+        ),
         col("cluster_projection", "updated_at", tz, false, Some("now()")),
         col("coordinator_state", "key", "text", false, None),
         col("coordinator_state", "value", "jsonb", false, None),
@@ -165,6 +173,8 @@ async fn check_constraints_cover_every_rule_of_the_spec() {
             "cluster_projection_applied_index_not_negative",
             "cluster_projection_applied_term_not_negative",
             "cluster_projection_cluster_id_not_empty",
+            "cluster_projection_coordinator_epoch_not_negative",
+            "cluster_projection_coordinator_id_not_empty",
             "cluster_projection_membership_index_not_negative",
             "cluster_projection_single_row",
             "coordinator_state_key_dotted",
@@ -249,6 +259,7 @@ async fn the_sql_api_is_the_documented_set_of_functions() {
         functions,
         [
             "steep_repl.advance_projection(text,bigint,bigint)",
+            "steep_repl.apply_coordinator(text,bigint,bigint,text,bigint,text,text,text)",
             "steep_repl.apply_membership(bigint,jsonb)",
             "steep_repl.apply_state(text,bigint,bigint,text,jsonb,boolean,text,inet,text)",
             "steep_repl.apply_state_snapshot(text,bigint,bigint,jsonb)",
@@ -259,7 +270,6 @@ async fn the_sql_api_is_the_documented_set_of_functions() {
             "steep_repl.check_status(text,text)",
             "steep_repl.claim_log_index(text,text,bigint,bigint)",
             "steep_repl.current_actor()",
-            "steep_repl.elect_coordinator()",
             "steep_repl.get_state(text)",
             "steep_repl.heartbeat(text,text)",
             "steep_repl.lock_projection()",
@@ -274,7 +284,6 @@ async fn the_sql_api_is_the_documented_set_of_functions() {
             "steep_repl.refuse_projection_write()",
             "steep_repl.register_node(text,text,text,integer,integer,text,integer)",
             "steep_repl.remove_node(text)",
-            "steep_repl.set_coordinator(text)",
             "steep_repl.set_state(text,jsonb)",
             "steep_repl.set_status(text,text)",
             "steep_repl.touch_updated_at()",
@@ -339,7 +348,8 @@ async fn pg_dump_keeps_the_registry_state_and_audit_rows_and_they_restore() {
     let (pg, mut conn) = server_with_extension().await.unwrap();
     conn.execute(
         "SELECT steep_repl.register_node('node-a', 'Node A', 'db-a.example', 5432, 70);
-         SELECT steep_repl.apply_state('c1', 7, 2, 'cluster.version', '\"1\"', false, 'steep-repl@node-a', NULL, NULL);",
+         SELECT steep_repl.apply_state('c1', 7, 2, 'cluster.version', '\"1\"', false, 'steep-repl@node-a', NULL, NULL);
+         SELECT steep_repl.apply_coordinator('c1', 8, 2, 'node-a', 1, NULL, 'coordinator.grant', 'steep-repl@node-a');",
     )
     .await
     .unwrap();
@@ -388,15 +398,26 @@ async fn pg_dump_keeps_the_registry_state_and_audit_rows_and_they_restore() {
             .unwrap();
     assert_eq!(state, serde_json::json!("1"));
     // The projection comes back with the log index it was applied up to, so
-    // the daemon goes on from there; its rows were restored by COPY, which
-    // the refusal of direct writes lets a superuser do.
-    let projection: (String, i64, i64) = sqlx::query_as(
-        "SELECT cluster_id, applied_index, applied_term FROM steep_repl.projection()",
+    // the daemon goes on from there, and with the coordinator; its rows (and
+    // the coordinator flag of nodes) were restored by COPY, which the
+    // refusal of direct writes lets a superuser do.
+    let projection: (String, i64, i64, Option<String>, Option<i64>) = sqlx::query_as(
+        "SELECT cluster_id, applied_index, applied_term, coordinator_id, coordinator_epoch
+           FROM steep_repl.projection()",
     )
     .fetch_one(&mut restored)
     .await
     .unwrap();
-    assert_eq!(projection, ("c1".to_string(), 7, 2));
+    assert_eq!(
+        projection,
+        ("c1".to_string(), 8, 2, Some("node-a".to_string()), Some(1))
+    );
+    let coordinator: Option<String> =
+        sqlx::query_scalar("SELECT node_id FROM steep_repl.nodes WHERE is_coordinator")
+            .fetch_optional(&mut restored)
+            .await
+            .unwrap();
+    assert_eq!(coordinator.as_deref(), Some("node-a"));
     let message = db_error(
         restored
             .execute("DELETE FROM steep_repl.coordinator_state")

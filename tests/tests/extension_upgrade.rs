@@ -260,6 +260,61 @@ async fn a_0_1_0_database_keeps_every_row_through_the_upgrade_to_the_current_ver
     };
     assert!(message.contains("steep-repl state set"), "{message}");
 
+    // The per-node election of 0.1.0 is gone: the cluster decides the
+    // coordinator and the daemon applies its record. The flag the old
+    // election left (node-a) gives way to the first record applied.
+    let election: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p
+          WHERE p.pronamespace = 'steep_repl'::regnamespace
+            AND p.proname IN ('elect_coordinator', 'set_coordinator')",
+    )
+    .fetch_all(&mut old)
+    .await
+    .unwrap();
+    assert_eq!(election, Vec::<String>::new());
+    let applied: bool = sqlx::query_scalar(
+        "SELECT steep_repl.apply_coordinator('c1', 4, 1, 'node-b', 1, NULL, 'coordinator.grant', 'steep-repl@node-a')",
+    )
+    .fetch_one(&mut old)
+    .await
+    .unwrap();
+    assert!(applied);
+    let coordinators: Vec<String> =
+        sqlx::query_scalar("SELECT node_id FROM steep_repl.nodes WHERE is_coordinator")
+            .fetch_all(&mut old)
+            .await
+            .unwrap();
+    assert_eq!(coordinators, ["node-b"]);
+    let (action, target, new_value): (String, Option<String>, Value) = sqlx::query_as(
+        "SELECT action, target_id, new_value FROM steep_repl.audit_log ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&mut old)
+    .await
+    .unwrap();
+    assert_eq!(
+        (action.as_str(), target.as_deref()),
+        ("coordinator.elected", Some("node-b"))
+    );
+    assert_eq!(
+        (
+            &new_value["holder"],
+            &new_value["epoch"],
+            &new_value["log_index"]
+        ),
+        (&json!("node-b"), &json!(1), &json!(4))
+    );
+    let message = match old
+        .execute("UPDATE steep_repl.nodes SET is_coordinator = (node_id = 'node-a')")
+        .await
+    {
+        Err(sqlx::Error::Database(e)) => e.message().to_string(),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(
+        message.starts_with("steep_repl.nodes.is_coordinator is set only by the cluster"),
+        "{message}"
+    );
+
     // And its schema is the fresh install's.
     conn.execute("CREATE DATABASE fresh").await.unwrap();
     let mut fresh = pg.connect_to("fresh").await.unwrap();

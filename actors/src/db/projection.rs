@@ -26,6 +26,19 @@ pub enum ProjectionStep {
     Snapshot { index: u64, term: u64, state: Value },
     /// Entries up to `index` changed nothing in the map.
     Advance { index: u64, term: u64 },
+    /// The coordinator record changed at `index` (`method`: the command, or
+    /// `snapshot` when the whole state was written).
+    Coordinator {
+        index: u64,
+        term: u64,
+        holder: Option<String>,
+        epoch: u64,
+        previous: Option<String>,
+        method: String,
+        actor: String,
+    },
+    /// The membership of the entry at `index` (a JSON array of members).
+    Membership { index: u64, members: Value },
 }
 
 /// Applies steps for cluster `cluster_id`, in order.
@@ -44,6 +57,9 @@ pub struct GetProjection;
 const APPLY_STATE: &str = "SELECT steep_repl.apply_state($1, $2, $3, $4, $5, $6, $7, $8::inet, $9)";
 const APPLY_SNAPSHOT: &str = "SELECT steep_repl.apply_state_snapshot($1, $2, $3, $4)";
 const ADVANCE: &str = "SELECT steep_repl.advance_projection($1, $2, $3)";
+const APPLY_COORDINATOR: &str =
+    "SELECT steep_repl.apply_coordinator($1, $2, $3, $4, $5, $6, $7, $8)";
+const APPLY_MEMBERSHIP: &str = "SELECT steep_repl.apply_membership($1, $2)";
 const PROJECTION: &str = "SELECT cluster_id, applied_index FROM steep_repl.projection()";
 
 fn signed(n: u64) -> i64 {
@@ -95,6 +111,34 @@ impl Handler<ApplyProjection> for DbActor {
                             .bind(&cluster)
                             .bind(signed(index))
                             .bind(signed(term))
+                            .execute(&pool)
+                            .await?;
+                    }
+                    ProjectionStep::Coordinator {
+                        index,
+                        term,
+                        holder,
+                        epoch,
+                        previous,
+                        method,
+                        actor,
+                    } => {
+                        sqlx::query(APPLY_COORDINATOR)
+                            .bind(&cluster)
+                            .bind(signed(index))
+                            .bind(signed(term))
+                            .bind(holder)
+                            .bind(signed(epoch))
+                            .bind(previous)
+                            .bind(method)
+                            .bind(actor)
+                            .execute(&pool)
+                            .await?;
+                    }
+                    ProjectionStep::Membership { index, members } => {
+                        sqlx::query(APPLY_MEMBERSHIP)
+                            .bind(signed(index))
+                            .bind(sqlx::types::Json(members))
                             .execute(&pool)
                             .await?;
                     }

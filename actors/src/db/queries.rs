@@ -18,25 +18,19 @@ pub const EXTENSION_STATE: &str = "SELECT \
        (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'steep_repl'), \
        EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'steep_repl')";
 
-pub const REGISTER_NODE: &str =
-    "SELECT node_id FROM steep_repl.register_node($1, $2, $3, $4, $5, $6, $7)";
-
-/// Self heartbeat: this node is up and healthy (offline stays offline).
-pub const HEARTBEAT: &str = "SELECT node_id FROM steep_repl.heartbeat($1, $2)";
-
 pub const PING: &str = "SELECT 1";
 
 pub const NODE_COLUMNS: &str = "node_id, node_name, host, port, priority, is_coordinator, \
-     last_seen, status, grpc_host, grpc_port";
+     last_seen, status, grpc_host, grpc_port, role";
 
 pub const LIST_NODES: &str = "SELECT node_id, node_name, host, port, priority, is_coordinator, \
-       last_seen, status, grpc_host, grpc_port \
+       last_seen, status, grpc_host, grpc_port, role \
      FROM steep_repl.nodes \
      WHERE cardinality($1::text[]) = 0 OR status = ANY($1::text[]) \
      ORDER BY node_id COLLATE \"C\"";
 
 pub const GET_NODE: &str = "SELECT node_id, node_name, host, port, priority, is_coordinator, \
-       last_seen, status, grpc_host, grpc_port \
+       last_seen, status, grpc_host, grpc_port, role \
      FROM steep_repl.nodes WHERE node_id = $1";
 
 /// Audit page: filters are LIKE patterns (`node.%` for `node.*`); an empty
@@ -77,18 +71,6 @@ pub const SET_PEER_STATUS: &str = "WITH changed AS ( \
 /// A heartbeat from a peer: last_seen only (not audited).
 pub const TOUCH_PEER: &str = "UPDATE steep_repl.nodes SET last_seen = now() WHERE node_id = $1";
 
-/// Elects with the extension's rule when this node sees a strict majority of
-/// the nodes that count (all but `offline` ones), else claims no
-/// coordinator. Returns the coordinator, the nodes that count and how many
-/// of them are visible.
-pub const ELECT: &str = "WITH counts AS ( \
-       SELECT count(*) FILTER (WHERE status <> 'offline') AS total, \
-              count(*) FILTER (WHERE status <> 'offline' AND node_id = ANY($1::text[])) AS visible \
-       FROM steep_repl.nodes) \
-     SELECT CASE WHEN visible * 2 > total THEN steep_repl.elect_coordinator() \
-                 ELSE steep_repl.set_coordinator(NULL) END, total, visible \
-     FROM counts";
-
 pub const PRUNE_AUDIT: &str = "SELECT steep_repl.prune_audit(make_interval(secs => $1))";
 
 /// A row of `steep_repl.nodes`.
@@ -104,6 +86,21 @@ pub struct NodeRow {
     pub status: String,
     pub grpc_host: Option<String>,
     pub grpc_port: Option<i32>,
+    /// `data` or `witness` (`None`: not a member of the Raft cluster).
+    pub role: Option<String>,
+    /// With `is_coordinator`: the epoch under which it holds the role.
+    #[sqlx(skip)]
+    pub coordinator_epoch: Option<u64>,
+}
+
+impl NodeRow {
+    /// Replaces the row's coordinator flag (a projection, possibly stale)
+    /// with this node's live answer.
+    pub fn with_live_coordinator(mut self, holder: Option<&str>, epoch: Option<u64>) -> Self {
+        self.is_coordinator = holder == Some(self.node_id.as_str());
+        self.coordinator_epoch = if self.is_coordinator { epoch } else { None };
+        self
+    }
 }
 
 /// A row of `steep_repl.audit_log`, as IPC clients see it.

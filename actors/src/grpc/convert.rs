@@ -2,9 +2,8 @@
 //! `steep.repl.v1` wire types.
 
 use crate::db::queries::NodeRow;
-use crate::db::UpsertPeer;
 use crate::health_report::health_report;
-use crate::health_state::HealthSnapshot;
+use crate::health_state::{HealthSnapshot, NodeView};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use steep_repl_proto::health_check_response::ServingStatus;
@@ -17,45 +16,29 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-pub fn node_info(row: &NodeRow) -> NodeInfo {
+/// A registry row on the wire. Whether it is the coordinator comes from
+/// `node` (this node's live answer), not from the row, which is a
+/// projection and may be stale.
+pub fn node_info(row: &NodeRow, node: &NodeView) -> NodeInfo {
+    let is_coordinator = node.coordinator_id.as_deref() == Some(row.node_id.as_str());
     NodeInfo {
         node_id: row.node_id.clone(),
         node_name: row.node_name.clone(),
         host: row.host.clone(),
         port: row.port,
         priority: row.priority,
-        is_coordinator: row.is_coordinator,
+        is_coordinator,
         last_seen: row.last_seen.map(timestamp),
         status: row.status.clone(),
         grpc_host: row.grpc_host.clone().unwrap_or_default(),
         grpc_port: row.grpc_port.unwrap_or(0),
-    }
-}
-
-/// A node another daemon told us about, as a registry upsert; `None` when
-/// the message does not describe a usable node.
-pub fn upsert_from_info(info: &NodeInfo) -> Option<UpsertPeer> {
-    let port = u16::try_from(info.port).ok().filter(|p| *p > 0)?;
-    let priority = u8::try_from(info.priority)
-        .ok()
-        .filter(|p| (1..=100).contains(p))?;
-    if info.node_id.is_empty() || info.host.is_empty() {
-        return None;
-    }
-    let grpc_port = u16::try_from(info.grpc_port).ok().filter(|p| *p > 0);
-    Some(UpsertPeer {
-        node_id: info.node_id.clone(),
-        node_name: if info.node_name.is_empty() {
-            info.node_id.clone()
+        coordinator_epoch: if is_coordinator {
+            node.epoch.unwrap_or(0)
         } else {
-            info.node_name.clone()
+            0
         },
-        host: info.host.clone(),
-        port,
-        priority,
-        grpc_host: Some(info.grpc_host.clone()).filter(|h| !h.is_empty() && grpc_port.is_some()),
-        grpc_port: grpc_port.filter(|_| !info.grpc_host.is_empty()),
-    })
+        role: row.role.clone().unwrap_or_default(),
+    }
 }
 
 /// The Coordinator HealthCheck answer, from the cached snapshot.
@@ -90,6 +73,9 @@ pub fn health_check(
         node_name: s.node.node_name.clone(),
         version: s.version.clone(),
         uptime_since: Some(timestamp(s.started_at)),
+        coordinator_id: s.node.coordinator_id.clone().unwrap_or_default(),
+        coordinator_epoch: s.node.epoch.unwrap_or(0),
+        witness: s.node.witness,
     }
 }
 
@@ -97,40 +83,37 @@ pub fn health_check(
 mod tests {
     use super::*;
 
-    fn info() -> NodeInfo {
-        NodeInfo {
-            node_id: "b".into(),
-            node_name: "".into(),
-            host: "db-b".into(),
+    fn row(node_id: &str, is_coordinator: bool) -> NodeRow {
+        NodeRow {
+            node_id: node_id.into(),
+            node_name: node_id.into(),
+            host: "db".into(),
             port: 5432,
-            priority: 60,
-            grpc_host: "10.0.0.2".into(),
-            grpc_port: 5433,
-            ..Default::default()
+            priority: 50,
+            is_coordinator,
+            last_seen: None,
+            status: "healthy".into(),
+            grpc_host: None,
+            grpc_port: None,
+            role: Some("data".into()),
+            coordinator_epoch: None,
         }
     }
 
     #[test]
-    fn a_described_node_becomes_an_upsert_with_its_grpc_address() {
-        let upsert = upsert_from_info(&info()).unwrap();
-        assert_eq!(upsert.node_name, "b");
-        assert_eq!(
-            (upsert.grpc_host.as_deref(), upsert.grpc_port),
-            (Some("10.0.0.2"), Some(5433))
-        );
-    }
-
-    #[test]
-    fn nonsense_from_the_wire_is_ignored() {
-        let mut bad = info();
-        bad.port = 70000;
-        assert!(upsert_from_info(&bad).is_none());
-        let mut bad = info();
-        bad.priority = 0;
-        assert!(upsert_from_info(&bad).is_none());
-        let mut no_grpc = info();
-        no_grpc.grpc_port = 0;
-        let upsert = upsert_from_info(&no_grpc).unwrap();
-        assert_eq!((upsert.grpc_host, upsert.grpc_port), (None, None));
+    fn the_coordinator_flag_comes_from_the_live_answer_not_the_stale_row() {
+        let view = NodeView {
+            coordinator_id: Some("b".into()),
+            epoch: Some(7),
+            ..Default::default()
+        };
+        // The projection still says a.
+        let a = node_info(&row("a", true), &view);
+        assert!(!a.is_coordinator);
+        assert_eq!(a.coordinator_epoch, 0);
+        let b = node_info(&row("b", false), &view);
+        assert!(b.is_coordinator);
+        assert_eq!(b.coordinator_epoch, 7);
+        assert_eq!(b.role, "data");
     }
 }

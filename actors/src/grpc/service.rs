@@ -1,13 +1,17 @@
-//! The `steep.repl.v1.Coordinator` service: what peers ask this node.
+//! The `steep.repl.v1.Coordinator` service: what peers and tools ask this
+//! node (wire-compatible with the first release).
 //!
 //! Every request that names a node is checked against the caller's
 //! certificate (CN or SAN must be that node_id); a mismatch is refused,
-//! logged and audited as `peer.auth_failed`. Answers come from the cached
-//! health (HealthCheck) or from the registry through the DbActor.
+//! logged and audited as `peer.auth_failed`. Answers come from the health
+//! snapshot (HealthCheck; the coordinator and its epoch as this node may
+//! name them at that instant) or from the registry through the DbActor.
+//! Membership is Raft's now: RegisterNode registers nothing and names the
+//! command that does, and no answer carries node lists for discovery.
 
 use super::auth_failures::AuthFailures;
-use super::convert::{health_check, node_info, upsert_from_info};
-use super::{GrpcPeerActor, PeerAnnounced, PeerReported};
+use super::convert::{health_check, node_info};
+use super::{GrpcPeerActor, PeerReported};
 use crate::db::{DbActor, DbError, ListNodes, TouchPeer};
 use crate::health_state::SharedHealth;
 use crate::peer_tls::PeerInfo;
@@ -69,18 +73,23 @@ impl CoordinatorService {
             .await
             .map_err(mailbox)?
             .map_err(db_status)?;
-        Ok(rows.iter().map(node_info).collect())
+        let node = self.health.load().node.clone();
+        Ok(rows.iter().map(|row| node_info(row, &node)).collect())
     }
 
-    fn coordinator_id(&self) -> String {
-        self.health
-            .load()
-            .node
-            .coordinator_id
-            .clone()
-            .unwrap_or_default()
+    /// The coordinator and its epoch as this node may name them now
+    /// (empty and 0: none known).
+    fn coordinator(&self) -> (String, u64) {
+        let node = self.health.load().node.clone();
+        (
+            node.coordinator_id.unwrap_or_default(),
+            node.epoch.unwrap_or(0),
+        )
     }
 }
+
+/// What RegisterNode answers: membership is decided by Raft.
+pub const REGISTER_REFUSED: &str = "nodes join the cluster by Raft membership now: run `steep-repl cluster add NODE_ID --grpc HOST:PORT` on a member (see docs/operations.md)";
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
@@ -100,43 +109,14 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<RegisterNodeRequest>,
     ) -> Result<Response<RegisterNodeResponse>, Status> {
-        let req = request.get_ref();
-        self.check_claim(&request, &req.node_id)?;
-        let info = NodeInfo {
-            node_id: req.node_id.clone(),
-            node_name: req.node_name.clone(),
-            host: req.host.clone(),
-            port: req.port,
-            priority: req.priority,
-            grpc_host: req.grpc_host.clone(),
-            grpc_port: req.grpc_port,
-            ..Default::default()
-        };
-        let Some(upsert) = upsert_from_info(&info) else {
-            return Ok(Response::new(RegisterNodeResponse {
-                success: false,
-                error: "invalid registration: node_id and host are required, port 1-65535, priority 1-100".into(),
-                nodes: Vec::new(),
-                coordinator_id: self.coordinator_id(),
-            }));
-        };
-        let result = self.db.send(upsert.clone()).await.map_err(mailbox)?;
-        if let Err(e) = result {
-            return Ok(Response::new(RegisterNodeResponse {
-                success: false,
-                error: e.to_string(),
-                nodes: Vec::new(),
-                coordinator_id: self.coordinator_id(),
-            }));
-        }
-        // Talk back to whoever registers, so both sides heartbeat each other.
-        self.peers.do_send(PeerAnnounced(vec![info]));
-        let nodes = self.nodes(Vec::new()).await?;
+        self.check_claim(&request, &request.get_ref().node_id)?;
+        let (coordinator_id, coordinator_epoch) = self.coordinator();
         Ok(Response::new(RegisterNodeResponse {
-            success: true,
-            error: String::new(),
-            nodes,
-            coordinator_id: self.coordinator_id(),
+            success: false,
+            error: REGISTER_REFUSED.into(),
+            nodes: Vec::new(),
+            coordinator_id,
+            coordinator_epoch,
         }))
     }
 
@@ -146,9 +126,11 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<GetNodesResponse>, Status> {
         let filter = request.into_inner().status_filter;
         let nodes = self.nodes(filter).await?;
+        let (coordinator_id, coordinator_epoch) = self.coordinator();
         Ok(Response::new(GetNodesResponse {
             nodes,
-            coordinator_id: self.coordinator_id(),
+            coordinator_id,
+            coordinator_epoch,
         }))
     }
 
@@ -164,41 +146,26 @@ impl Coordinator for CoordinatorService {
                 postgresql_connected: status.postgresql_connected,
             });
         }
-        // Unknown senders are told so (acknowledged: false) and register.
-        let touched = self
+        // Kept for operators reading the registry: when a peer last beat.
+        // Without its PostgreSQL this node still answers (its own beats
+        // report the database down so that its peers mark it degraded).
+        match self
             .db
             .send(TouchPeer {
                 node_id: req.node_id.clone(),
             })
             .await
-            .map_err(mailbox)?;
-        let known = match touched {
-            Ok(known) => known,
-            // Without its PostgreSQL this node is still alive and answers:
-            // an error here would make the sender count it unreachable,
-            // while its own heartbeats report the database down so that its
-            // peers mark it degraded (SPEC: degraded when a peer "reports
-            // its PostgreSQL down"). Whether it knows the sender cannot be
-            // read now, and asking it to register again would fail the same
-            // way, so the beat is acknowledged without a node list.
-            Err(DbError::NotConnected(_)) => {
-                return Ok(Response::new(HeartbeatResponse {
-                    acknowledged: true,
-                    coordinator_id: self.coordinator_id(),
-                    updated_nodes: Vec::new(),
-                }))
-            }
+            .map_err(mailbox)?
+        {
+            Ok(_) | Err(DbError::NotConnected(_)) => {}
             Err(e) => return Err(db_status(e)),
-        };
-        let updated_nodes = if known {
-            self.nodes(Vec::new()).await?
-        } else {
-            Vec::new()
-        };
+        }
+        let (coordinator_id, coordinator_epoch) = self.coordinator();
         Ok(Response::new(HeartbeatResponse {
-            acknowledged: known,
-            coordinator_id: self.coordinator_id(),
-            updated_nodes,
+            acknowledged: true,
+            coordinator_id,
+            updated_nodes: Vec::new(),
+            coordinator_epoch,
         }))
     }
 }

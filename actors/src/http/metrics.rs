@@ -372,9 +372,32 @@ fn snapshot_families(
         bit(s.node.is_coordinator()),
     );
     page.family(
+        "steep_repl_coordinator_epoch",
+        "gauge",
+        "The epoch of the coordinator this node names (0: none known)",
+    );
+    page.sample(
+        "steep_repl_coordinator_epoch",
+        &[],
+        s.node.epoch.unwrap_or(0) as f64,
+    );
+    page.family(
+        "steep_repl_coordinator_lease_remaining_seconds",
+        "gauge",
+        "On the coordinator: how long its lease has left (0 elsewhere)",
+    );
+    page.sample(
+        "steep_repl_coordinator_lease_remaining_seconds",
+        &[],
+        s.node
+            .lease_remaining
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    );
+    page.family(
         "steep_repl_cluster_size",
         "gauge",
-        "Nodes in the registry, this one included",
+        "Members of the cluster, this one included",
     );
     page.sample("steep_repl_cluster_size", &[], s.node.cluster_size as f64);
     page.family(
@@ -454,6 +477,7 @@ mod tests {
             rtt_ms: Some(2.5),
             last_seen: None,
             error: None,
+            postgresql_up: Some(true),
         });
         let page = Metrics::new()
             .unwrap()

@@ -115,7 +115,15 @@ impl Dispatcher {
                 )))
             }
             Method::NodesList { status_filter } => {
-                let nodes = self.ask(ListNodes { status_filter }).await?;
+                let rows = self.ask(ListNodes { status_filter }).await?;
+                // Taken after the rows: the live answer, not the projection's.
+                let node = self.health.load().node.clone();
+                let nodes = rows
+                    .into_iter()
+                    .map(|row| {
+                        row.with_live_coordinator(node.coordinator_id.as_deref(), node.epoch)
+                    })
+                    .collect();
                 Ok(Reply::Nodes { nodes })
             }
             Method::NodesGet { node_id } => match self
@@ -124,7 +132,11 @@ impl Dispatcher {
                 })
                 .await?
             {
-                Some(node) => Ok(Reply::Node { node }),
+                Some(row) => {
+                    let live = self.health.load().node.clone();
+                    let node = row.with_live_coordinator(live.coordinator_id.as_deref(), live.epoch);
+                    Ok(Reply::Node { node })
+                }
                 None => Err(ErrorBody::new(
                     ErrorCode::NodeNotFound,
                     format!("no node \"{node_id}\" in the registry"),

@@ -3,7 +3,7 @@
 //! tests in `tests/` cover a real server).
 
 use super::*;
-use crate::db::{DbSettings, SelfRegistration};
+use crate::db::DbSettings;
 use crate::health_state::{HealthSnapshot, PostgresHealth};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -44,15 +44,7 @@ fn db(health: &SharedHealth) -> Addr<DbActor> {
         pool_size: 1,
         connect_timeout: Duration::from_millis(200),
         ping_timeout: Duration::from_millis(200),
-        node: SelfRegistration {
-            node_id: "a".into(),
-            node_name: "Node A".into(),
-            host: "127.0.0.1".into(),
-            port,
-            priority: 50,
-            grpc_host: None,
-            grpc_port: None,
-        },
+        node_id: "a".into(),
     };
     DbActor::new(settings, health.clone(), log()).start()
 }

@@ -15,6 +15,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steep_repl_consensus::client::{ClientError, ClusterClient, Consistency};
+use steep_repl_consensus::coordinator::CoordinatorCommand;
+use steep_repl_consensus::lease::LeaseSettings;
+use steep_repl_consensus::lease_keeper::{
+    self, CoordinatorHandle, CoordinatorReport, Fitness, KeeperConfig,
+};
 use steep_repl_consensus::network::{MembershipChange, Network};
 use steep_repl_consensus::openraft::{self, ServerState, SnapshotPolicy};
 use steep_repl_consensus::types::{LogId, Raft};
@@ -40,6 +45,8 @@ pub struct RaftSettings {
     pub election_timeout_max: Duration,
     /// Log entries since the last snapshot that trigger a new one.
     pub snapshot_every: u64,
+    /// `coordinator.lease`, `coordinator.clock_error`, `coordinator.failback_after`.
+    pub lease: LeaseSettings,
 }
 
 /// Why the member could not start.
@@ -117,6 +124,11 @@ pub struct ClusterStatus {
     pub lag: Option<u64>,
     /// On the leader: how long since a majority last answered.
     pub quorum_ack_ms: Option<u64>,
+    /// The coordinator as this node may name it now (`None`: none known).
+    pub coordinator: Option<String>,
+    pub epoch: Option<u64>,
+    /// On the coordinator: how long its lease has left.
+    pub lease_remaining_ms: Option<u64>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -139,6 +151,8 @@ struct Inner {
     transport: GrpcRaftTransport,
     shared: SharedState,
     identity: Arc<Mutex<StoreIdentity>>,
+    /// The coordinator as this node may answer it.
+    coordinator: CoordinatorHandle,
     /// Dropped to stop the Raft runtime's thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// Held for the life of the process: one daemon per Raft directory.
@@ -239,6 +253,7 @@ impl ClusterNode {
     pub fn start(
         settings: RaftSettings,
         peers: PeerTransport,
+        fitness: Arc<dyn Fitness>,
         log: slog::Logger,
     ) -> Result<Self, RaftStartError> {
         let config = openraft::Config {
@@ -265,6 +280,12 @@ impl ClusterNode {
         }
         let raft_id = identity.raft_id;
         let shared = state_machine.shared();
+        let renewal_stamp = log_store.renewal_stamp();
+        let keeper_config = KeeperConfig {
+            node_id: settings.node_id.clone(),
+            settings: settings.lease,
+        };
+        let keeper_shared = shared.clone();
         let identity = Arc::new(Mutex::new(identity));
         let sender = Sender {
             node_id: settings.node_id.clone(),
@@ -309,14 +330,25 @@ impl ClusterNode {
                     }
                 };
                 runtime.spawn(log_changes(raft.clone(), log));
-                let _ = ready_tx.send(Ok((raft.clone(), transport)));
+                let client = ClusterClient::new(raft.clone(), transport.clone());
+                let (coordinator, _keeper) = {
+                    let _entered = runtime.enter();
+                    lease_keeper::spawn(
+                        client,
+                        keeper_shared,
+                        renewal_stamp,
+                        keeper_config,
+                        fitness,
+                    )
+                };
+                let _ = ready_tx.send(Ok((raft.clone(), transport, coordinator)));
                 // Until the daemon stops (or drops the handle).
                 let _ = stop_rx.recv();
                 let _ = runtime.block_on(raft.shutdown());
                 runtime.shutdown_timeout(Duration::from_secs(2));
             })
             .map_err(|e| RaftStartError::Runtime(e.to_string()))?;
-        let (raft, transport) = ready_rx
+        let (raft, transport, coordinator) = ready_rx
             .recv()
             .map_err(|e| RaftStartError::Runtime(e.to_string()))??;
         let client = ClusterClient::new(raft.clone(), transport.clone());
@@ -328,6 +360,7 @@ impl ClusterNode {
                 transport,
                 shared,
                 identity,
+                coordinator,
                 stop: Mutex::new(Some(stop_tx)),
                 _dir_lock: dir_lock,
             }),
@@ -343,6 +376,21 @@ impl ClusterNode {
 
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// Who is coordinator, as this node may answer at this instant.
+    pub fn coordinator(&self) -> CoordinatorReport {
+        self.inner.coordinator.report()
+    }
+
+    /// The coordinator record as last applied here (possibly stale).
+    pub fn applied_coordinator(&self) -> steep_repl_consensus::coordinator::CoordinatorRecord {
+        self.inner.coordinator.applied_record()
+    }
+
+    /// Stops claiming the role and releases it when held (clean stop).
+    pub async fn step_down(&self, timeout: Duration) {
+        self.inner.coordinator.step_down(timeout).await;
     }
 
     pub fn shared(&self) -> &SharedState {
@@ -384,6 +432,7 @@ impl ClusterNode {
 
     /// `cluster.status`.
     pub fn status(&self) -> ClusterStatus {
+        let coordinator = self.coordinator();
         let metrics = self.inner.raft.metrics().borrow().clone();
         let identity = self.identity();
         let membership = metrics.membership_config.membership();
@@ -440,6 +489,11 @@ impl ClusterNode {
                 .last_log_index
                 .map(|last| last.saturating_sub(applied.unwrap_or(0))),
             quorum_ack_ms: metrics.millis_since_quorum_ack,
+            coordinator: coordinator.holder,
+            epoch: coordinator.epoch,
+            lease_remaining_ms: coordinator
+                .lease_remaining
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             members,
         }
     }
@@ -644,11 +698,54 @@ impl ClusterNode {
                 "the last voter cannot be removed: the cluster would have no one to decide".into(),
             ));
         }
+        self.release_before_removal(node_id).await?;
         self.inner
             .client
             .change_membership(MembershipChange::Remove { raft_id }, REQUEST_TIMEOUT)
             .await?;
         Ok(self.status())
+    }
+
+    /// SPEC 7: the coordinator is not removed before it released the role.
+    /// The leader asks it to hand over; a dead holder's lease runs out and
+    /// the role moves on without it.
+    async fn release_before_removal(&self, node_id: &str) -> Result<(), ClusterError> {
+        self.inner
+            .client
+            .read_barrier(Consistency::Linearizable, REQUEST_TIMEOUT)
+            .await?;
+        let record = self.applied_coordinator();
+        if record.holder.as_deref() != Some(node_id) {
+            return Ok(());
+        }
+        if record.handover.is_none() {
+            let handover = Proposal {
+                command: Command::Coordinator(CoordinatorCommand::Handover {
+                    epoch: record.epoch,
+                    to: None,
+                    reason: format!("{node_id} is being removed from the cluster"),
+                }),
+                request_id: None,
+                requester: Requester {
+                    actor: format!("steep-repl@{}", self.inner.settings.node_id),
+                    client_addr: None,
+                    node_id: self.inner.settings.node_id.clone(),
+                },
+            };
+            self.inner.client.write(handover, REQUEST_TIMEOUT).await?;
+        }
+        let lease = self.inner.settings.lease;
+        let wait = lease.grant_wait() + lease.settle + Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + wait;
+        while self.applied_coordinator().holder.as_deref() == Some(node_id) {
+            if std::time::Instant::now() >= deadline {
+                return Err(ClusterError::Failed(format!(
+                    "{node_id} is the coordinator and did not give the role up within {wait:?}; it is not removed (try again once another member is coordinator)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// `state.get`.

@@ -13,10 +13,11 @@ use super::node::ClusterNode;
 use crate::db::projection::{ApplyProjection, GetProjection, ProjectionStep};
 use crate::db::{DbActor, DbError};
 use actix::Addr;
-use serde_json::Value;
+use super::transport::split_address;
+use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
 use std::time::Duration;
-use steep_repl_consensus::types::LogId;
+use steep_repl_consensus::types::{LogId, StoredMembership};
 use steep_repl_consensus::AppliedEvent;
 
 /// How often it looks again when nothing woke it (PostgreSQL back, ...).
@@ -107,29 +108,64 @@ async fn project(
             (Value::Object(map), view.last_applied())
         });
         let (index, term) = index_of(log_id);
-        vec![ProjectionStep::Snapshot { index, term, state }]
+        let record = node.applied_coordinator();
+        let mut steps = vec![ProjectionStep::Snapshot { index, term, state }];
+        let membership = node.shared().read(|view| view.membership().clone());
+        if let Some(step) = membership_step(&membership) {
+            steps.push(step);
+        }
+        steps.push(ProjectionStep::Coordinator {
+            index,
+            term,
+            holder: record.holder,
+            epoch: record.epoch,
+            previous: None,
+            method: "snapshot".into(),
+            actor: format!("steep-repl@{}", node.settings().node_id),
+        });
+        steps
     } else {
         let mut steps: Vec<ProjectionStep> = Vec::new();
         for applied in events.unwrap_or_default() {
             if applied.log_id.index <= stored_index {
                 continue;
             }
-            if let AppliedEvent::Change {
-                change,
-                request_id,
-                requester,
-                ..
-            } = applied.event
-            {
-                steps.push(ProjectionStep::State {
-                    index: applied.log_id.index,
-                    term: applied.log_id.leader_id.term,
+            let (index, term) = (applied.log_id.index, applied.log_id.leader_id.term);
+            match applied.event {
+                AppliedEvent::Change {
+                    change,
+                    request_id,
+                    requester,
+                    ..
+                } => steps.push(ProjectionStep::State {
+                    index,
+                    term,
                     key: change.key,
                     value: change.new,
                     actor: requester.actor,
                     client_ip: requester.client_addr,
                     request_id,
-                });
+                }),
+                AppliedEvent::Coordinator {
+                    previous,
+                    record,
+                    method,
+                    requester,
+                } => steps.push(ProjectionStep::Coordinator {
+                    index,
+                    term,
+                    holder: record.holder,
+                    epoch: record.epoch,
+                    previous: previous.holder,
+                    method: method.to_string(),
+                    actor: requester.actor,
+                }),
+                AppliedEvent::Membership(membership) => {
+                    if let Some(step) = membership_step(&membership) {
+                        steps.push(step);
+                    }
+                }
+                AppliedEvent::SnapshotInstalled => {}
             }
         }
         steps.push(ProjectionStep::Advance {
@@ -151,11 +187,37 @@ async fn project(
             .map(|s| match s {
                 ProjectionStep::State { index, .. }
                 | ProjectionStep::Snapshot { index, .. }
-                | ProjectionStep::Advance { index, .. } => *index,
+                | ProjectionStep::Advance { index, .. }
+                | ProjectionStep::Coordinator { index, .. }
+                | ProjectionStep::Membership { index, .. } => *index,
             })
             .max()
             .unwrap_or(target);
     }
     *stored = Some((Some(cluster_id.to_string()), target));
     Ok(())
+}
+
+/// The identity columns of the registry from a membership: one member per
+/// row (SPEC 7: the registry is the membership's projection).
+fn membership_step(membership: &StoredMembership) -> Option<ProjectionStep> {
+    let index = membership.log_id().map(|l| l.index)?;
+    let members: Vec<Value> = membership
+        .membership()
+        .nodes()
+        .filter_map(|(_, m)| {
+            let (host, port) = split_address(&m.grpc)?;
+            Some(json!({
+                "node_id": m.node_id,
+                "grpc_host": host,
+                "grpc_port": port,
+                "priority": m.priority,
+                "role": m.role.as_str(),
+            }))
+        })
+        .collect();
+    (!members.is_empty()).then_some(ProjectionStep::Membership {
+        index,
+        members: Value::Array(members),
+    })
 }

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use steep_repl_actors::audit::{AuditActor, AuditSettings, Flush, GetAuditStatus, RecordBatch};
 use steep_repl_actors::audit_event::{AuditAction, AuditEvent};
-use steep_repl_actors::db::{DbActor, DbSettings, SelfRegistration};
+use steep_repl_actors::db::{DbActor, DbSettings};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
 use steep_repl_benches::ipc_load;
 use steep_repl_tests::cluster::{grpc_yaml, Certificates};
@@ -291,15 +291,7 @@ fn db_settings(pg: &PgServer) -> DbSettings {
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         ping_timeout: Duration::from_secs(1),
-        node: SelfRegistration {
-            node_id: "bench".into(),
-            node_name: "bench".into(),
-            host: "127.0.0.1".into(),
-            port: pg.port,
-            priority: 50,
-            grpc_host: None,
-            grpc_port: None,
-        },
+        node_id: "bench".into(),
     }
 }
 

@@ -122,11 +122,17 @@ pub fn status(s: &Value, socket: &str) -> String {
             "node",
             format!("{} ({})", text(&node["node_id"]), text(&node["node_name"])),
         ),
+        ("role", text(&node["role"])),
         (
             "coordinator",
             format!(
-                "{}, cluster of {}",
-                yes_no(&node["is_coordinator"]),
+                "{}{}, cluster of {}",
+                coordinator(&node["coordinator_id"], &node["epoch"]),
+                if node["is_coordinator"] == Value::Bool(true) {
+                    " (this node)"
+                } else {
+                    ""
+                },
                 text(&node["cluster_size"])
             ),
         ),
@@ -134,6 +140,14 @@ pub fn status(s: &Value, socket: &str) -> String {
         ("grpc", grpc),
         ("ipc", format!("listening on {socket}")),
     ])
+}
+
+/// "n2, epoch 7", or "none known".
+fn coordinator(holder: &Value, epoch: &Value) -> String {
+    match holder.as_str() {
+        Some(h) => format!("{h}, epoch {}", text(epoch)),
+        None => "none known".to_string(),
+    }
 }
 
 /// `nodes.list`.
@@ -161,11 +175,10 @@ pub fn nodes(result: &Value, now: DateTime<Utc>) -> String {
             format!("{}:{}", text(&n["host"]), text(&n["port"])),
             text(&n["priority"]),
             if n["is_coordinator"].as_bool().unwrap_or(false) {
-                "yes"
+                format!("yes (epoch {})", text(&n["coordinator_epoch"]))
             } else {
-                ""
-            }
-            .to_string(),
+                String::new()
+            },
             text(&n["status"]),
             when(&n["last_seen"], now),
         ]);
@@ -223,6 +236,11 @@ pub fn health(h: &Value) -> String {
         (
             "node",
             format!("{} ({})", text(&node["node_id"]), text(&node["node_name"])),
+        ),
+        ("role", text(&node["role"])),
+        (
+            "coordinator",
+            coordinator(&node["coordinator_id"], &node["epoch"]),
         ),
         (
             "uptime",
