@@ -58,6 +58,10 @@ struct OwnLease {
 struct Claims {
     own: Option<OwnLease>,
     caught_up: bool,
+    /// The (epoch, renewals) of the record last seen applied here, and
+    /// when it was first seen: another holder is named only while its
+    /// lease is seen renewed.
+    seen: Option<((u64, u64), BootTime)>,
     /// Set by a clean stop: nothing is claimed from then on.
     stepping_down: bool,
     highest_reported: u64,
@@ -72,6 +76,8 @@ pub struct CoordinatorHandle {
     raft: Raft,
     /// Told true once a stepping-down holder has released (or held nothing).
     released: watch::Receiver<bool>,
+    /// How long another holder is named after its last renewal seen here.
+    naming_window: Duration,
 }
 
 impl CoordinatorHandle {
@@ -101,7 +107,20 @@ impl CoordinatorHandle {
             report.is_self = true;
             report.lease_remaining = Some(own.valid_until.saturating_since(now));
         } else if caught_up && leader_known {
-            if let Some(holder) = record.holder.as_ref().filter(|h| **h != self.node_id) {
+            // Seen renewed within a lease: a node cut off from the cluster
+            // stops naming a holder it no longer hears of.
+            let key = (record.epoch, record.renewals);
+            if claims.seen.is_none_or(|(seen, _)| seen != key) {
+                claims.seen = Some((key, now));
+            }
+            let renewed = claims
+                .seen
+                .is_some_and(|(_, at)| now.saturating_since(at) < self.naming_window);
+            if let Some(holder) = record
+                .holder
+                .as_ref()
+                .filter(|h| **h != self.node_id && renewed)
+            {
                 report.holder = Some(holder.clone());
                 report.epoch = Some(record.epoch);
             }
@@ -158,6 +177,7 @@ pub fn spawn<T: RaftTransport>(
         shared: shared.clone(),
         raft: client.raft().clone(),
         released,
+        naming_window: config.settings.grant_wait(),
     };
     let keeper = Keeper {
         client,
@@ -237,6 +257,15 @@ impl<T: RaftTransport> Keeper<T> {
     }
 
     async fn step(&mut self) {
+        let record = self.shared.read(|v| v.kv().coordinator().clone());
+        {
+            let now = BootTime::now();
+            let mut claims = self.lock();
+            let key = (record.epoch, record.renewals);
+            if claims.seen.is_none_or(|(seen, _)| seen != key) {
+                claims.seen = Some((key, now));
+            }
+        }
         if !self.lock().caught_up {
             let timeout = self.settings.renew_every();
             if self

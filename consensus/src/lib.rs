@@ -15,6 +15,7 @@
 
 pub mod admission;
 pub mod boottime;
+pub mod claims;
 pub mod client;
 pub mod command;
 pub mod coordinator;

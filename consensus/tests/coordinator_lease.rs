@@ -13,9 +13,10 @@
 mod common;
 
 use common::{seed, Cluster};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use steep_repl_consensus::claims;
 use steep_repl_consensus::lease::LeaseSettings;
 use steep_repl_consensus::lease_keeper::{
     self, CoordinatorHandle, CoordinatorReport, Fitness, KeeperConfig,
@@ -219,68 +220,20 @@ impl Run {
     }
 }
 
-/// The checks over the whole record of answers.
+/// The shared checker over the whole record of answers.
 fn check_claims(answers: &[Answer]) -> Result<(), String> {
-    // No two nodes claim one epoch.
-    let mut claimants: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
-    for a in answers.iter().filter(|a| a.report.is_self) {
-        let epoch = a.report.epoch.ok_or("a claim without an epoch")?;
-        claimants.entry(epoch).or_default().insert(&a.node);
-    }
-    for (epoch, nodes) in &claimants {
-        if nodes.len() > 1 {
-            return Err(format!("epoch {epoch} was claimed by {nodes:?}"));
-        }
-    }
-    // No claim starts after an answer naming a newer epoch completed.
-    let mut by_completion: Vec<&Answer> = answers
+    let history: Vec<claims::Answer> = answers
         .iter()
-        .filter(|a| a.report.epoch.is_some())
+        .map(|a| claims::Answer {
+            node: a.node.clone(),
+            invoked: a.invoked,
+            completed: a.completed,
+            holder: a.report.holder.clone(),
+            epoch: a.report.epoch,
+            is_self: a.report.is_self,
+        })
         .collect();
-    by_completion.sort_by_key(|a| a.completed);
-    let mut claims: Vec<&Answer> = answers.iter().filter(|a| a.report.is_self).collect();
-    claims.sort_by_key(|a| a.invoked);
-    let mut newest_seen: Option<&Answer> = None;
-    let mut next = 0;
-    for claim in claims {
-        while next < by_completion.len() && by_completion[next].completed < claim.invoked {
-            let a = by_completion[next];
-            if newest_seen.is_none_or(|n| a.report.epoch > n.report.epoch) {
-                newest_seen = Some(a);
-            }
-            next += 1;
-        }
-        if let Some(seen) = newest_seen {
-            if seen.report.epoch > claim.report.epoch {
-                return Err(format!(
-                    "{} claimed epoch {:?} after {} had named epoch {:?} (holder {:?}) {:?} earlier",
-                    claim.node,
-                    claim.report.epoch,
-                    seen.node,
-                    seen.report.epoch,
-                    seen.report.holder,
-                    claim.invoked.saturating_duration_since(seen.completed)
-                ));
-            }
-        }
-    }
-    // Epochs named by one node never go down.
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    let mut in_order: Vec<&Answer> = answers.iter().collect();
-    in_order.sort_by_key(|a| a.invoked);
-    for a in in_order {
-        if let Some(epoch) = a.report.epoch {
-            let before = last.entry(&a.node).or_insert(0);
-            if epoch < *before {
-                return Err(format!(
-                    "{} named epoch {epoch} after epoch {}",
-                    a.node, *before
-                ));
-            }
-            *before = epoch;
-        }
-    }
-    Ok(())
+    claims::check(&history).map(|_| ())
 }
 
 fn claimants(answers: &[Answer]) -> BTreeMap<u64, String> {
@@ -289,37 +242,6 @@ fn claimants(answers: &[Answer]) -> BTreeMap<u64, String> {
         .filter(|a| a.report.is_self)
         .filter_map(|a| a.report.epoch.map(|e| (e, a.node.clone())))
         .collect()
-}
-
-#[test]
-fn the_checker_catches_two_claims_of_one_epoch_and_a_claim_after_a_newer_epoch() {
-    let t0 = Instant::now();
-    let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let answer = |node: &str, ms: u64, epoch: u64, is_self: bool| Answer {
-        node: node.into(),
-        invoked: at(ms),
-        completed: at(ms + 1),
-        report: CoordinatorReport {
-            holder: Some(if is_self { node.into() } else { "x".into() }),
-            epoch: Some(epoch),
-            is_self,
-            ..Default::default()
-        },
-    };
-    let fine = vec![
-        answer("n1", 0, 1, true),
-        answer("n2", 10, 2, true),
-        answer("n3", 20, 2, false),
-    ];
-    assert_eq!(check_claims(&fine), Ok(()));
-    let twice = vec![answer("n1", 0, 1, true), answer("n2", 10, 1, true)];
-    assert!(check_claims(&twice).unwrap_err().contains("claimed by"));
-    let stale = vec![answer("n2", 0, 2, false), answer("n1", 10, 1, true)];
-    assert!(check_claims(&stale).unwrap_err().contains("after"));
-    let lower = vec![answer("n3", 0, 2, false), answer("n3", 10, 1, false)];
-    assert!(check_claims(&lower)
-        .unwrap_err()
-        .contains("named epoch 1 after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,19 +10,19 @@ use slog::{info, warn};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use steep_repl_actors::audit::AuditSettings;
 use steep_repl_actors::db::DbSettings;
 use steep_repl_actors::grpc::GrpcSettings;
+use steep_repl_actors::health_state::{CoordinatorSource, CoordinatorView};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
 use steep_repl_actors::http::{HttpError, HttpListener, HttpSettings};
 use steep_repl_actors::ipc::IpcSettings;
 use steep_repl_actors::peer_tls::{PeerTransport, TlsPaths};
-use std::sync::Arc;
-use steep_repl_actors::health_state::{CoordinatorSource, CoordinatorView};
 use steep_repl_actors::raft::fitness::HealthFitness;
-use steep_repl_actors::raft::{ClusterNode, RaftSettings};
 use steep_repl_actors::raft::LeaseSettings;
+use steep_repl_actors::raft::{ClusterNode, RaftSettings};
 use steep_repl_actors::system::{ConfigChange, ReloadHook, Shutdown, SystemActor, SystemSettings};
 
 /// How often cached health is refreshed.

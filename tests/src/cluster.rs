@@ -1,7 +1,9 @@
 //! A cluster of real nodes on loopback for tests: each node has its own
 //! PostgreSQL 18 with the extension and its own daemon, peers talk gRPC with
-//! mutual TLS using certificates made by `steep-repl tls`. Only the first
-//! node is given as a seed to the others, so discovery is exercised too.
+//! mutual TLS using certificates made by `steep-repl tls`. The nodes form a
+//! Raft cluster at start (`cluster init` on the first, `cluster add` with
+//! each node's priority from it, through the real CLI); only the first node
+//! is a `grpc.peers` seed of the others, the rest they learn as members.
 
 use crate::daemon::{run_cli, Daemon, DaemonOptions};
 use crate::ext::server_with_extension;
@@ -83,6 +85,9 @@ pub struct TestCluster {
     pub nodes: Vec<ClusterNode>,
 }
 
+/// `coordinator.failback_after` for tests.
+pub const FAST_FAILBACK: &str = "  coordinator:\n    failback_after: 3s\n";
+
 /// The gRPC section of a cluster node.
 pub fn grpc_yaml(port: u16, seeds: &[u16], tls: &str) -> String {
     let peers: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
@@ -94,7 +99,14 @@ pub fn grpc_yaml(port: u16, seeds: &[u16], tls: &str) -> String {
 
 impl TestCluster {
     /// Starts `priorities.len()` nodes named node-1.. with those priorities.
+    /// Failback after 3 s (not 30 s): the role reaches the highest
+    /// priority soon after the members are added.
     pub async fn start(priorities: &[u8]) -> Result<TestCluster> {
+        TestCluster::start_with(priorities, FAST_FAILBACK).await
+    }
+
+    /// The same with `extra` added to every node's `repl` section.
+    pub async fn start_with(priorities: &[u8], extra: &str) -> Result<TestCluster> {
         let ids: Vec<String> = (1..=priorities.len())
             .map(|i| format!("node-{i}"))
             .collect();
@@ -107,7 +119,8 @@ impl TestCluster {
             let mut options = DaemonOptions::for_server(id, &pg);
             let seeds: Vec<u16> = if i == 0 { Vec::new() } else { vec![ports[0]] };
             options.grpc = grpc_yaml(ports[i], &seeds, &certs.tls_yaml(id));
-            options.extra = format!("  priority: {}\n", priorities[i]);
+            options.extra = format!("  priority: {}\n{extra}", priorities[i]);
+            options.raft_extra = crate::raft::TEST_RAFT_TIMINGS.to_string();
             let daemon = Daemon::start(&options)?;
             nodes.push(ClusterNode {
                 node_id: id.clone(),
@@ -117,7 +130,67 @@ impl TestCluster {
                 options,
             });
         }
-        Ok(TestCluster { certs, nodes })
+        let cluster = TestCluster { certs, nodes };
+        for node in &cluster.nodes {
+            node.daemon.wait_for_ipc(crate::raft::START_TIMEOUT)?;
+        }
+        cluster.form(priorities)?;
+        Ok(cluster)
+    }
+
+    /// `cluster init` on node-1, then `cluster add` of every other node
+    /// with its priority, run on node-1 (retried while the leader has no
+    /// quorum yet: exit 7 changed nothing).
+    fn form(&self, priorities: &[u8]) -> Result<()> {
+        let (code, out, err) = self.cli(0, &["cluster", "init", "--json"])?;
+        if code != 0 {
+            bail!("cluster init on node-1 failed ({code}): {out}{err}");
+        }
+        for (i, node) in self.nodes.iter().enumerate().skip(1) {
+            let address = format!("127.0.0.1:{}", node.grpc_port);
+            let priority = priorities[i].to_string();
+            let args = [
+                "cluster",
+                "add",
+                &node.node_id,
+                "--grpc",
+                &address,
+                "--priority",
+                &priority,
+                "--json",
+            ];
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (mut code, mut out, mut err) = self.cli(0, &args)?;
+            while code == 7 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                (code, out, err) = self.cli(0, &args)?;
+            }
+            if code != 0 {
+                bail!("cluster add {} failed ({code}): {out}{err}", node.node_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the CLI against node `i`'s daemon: `(exit code, stdout, stderr)`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<(i32, String, String)> {
+        run_cli(args, Some(&self.nodes[i].daemon.home.config_path()))
+    }
+
+    /// Node `i`'s `status.get` over IPC.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value> {
+        self.nodes[i]
+            .daemon
+            .ipc()?
+            .call("status.get", serde_json::json!({}))
+    }
+
+    /// `(node_id, IPC socket)` of every node, for a `ClaimPoller`.
+    pub fn sockets(&self) -> Vec<(String, PathBuf)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.node_id.clone(), n.daemon.home.socket_path()))
+            .collect()
     }
 
     /// node_id -> status in node `i`'s registry.
@@ -130,14 +203,19 @@ impl TestCluster {
         Ok(rows.into_iter().collect())
     }
 
-    /// The coordinator in node `i`'s registry.
+    /// The coordinator node `i` names now, with its epoch (IPC status.get).
+    pub async fn coordinator_epoch(&self, i: usize) -> Result<(Option<String>, Option<u64>)> {
+        let status = self.status(i)?;
+        let node = &status["node"];
+        Ok((
+            node["coordinator_id"].as_str().map(str::to_string),
+            node["epoch"].as_u64(),
+        ))
+    }
+
+    /// The coordinator node `i` names now.
     pub async fn coordinator(&self, i: usize) -> Result<Option<String>> {
-        let mut conn = self.nodes[i].pg.connect().await?;
-        Ok(
-            sqlx::query_scalar("SELECT node_id FROM steep_repl.nodes WHERE is_coordinator")
-                .fetch_optional(&mut conn)
-                .await?,
-        )
+        Ok(self.coordinator_epoch(i).await?.0)
     }
 
     /// Waits until `check` holds, polling every 100 ms.

@@ -6,6 +6,7 @@
 //! they start only through public faces: SQL, and later IPC, gRPC, HTTP and
 //! the CLI.
 
+pub mod claims;
 pub mod cluster;
 pub mod containers;
 pub mod daemon;

@@ -202,6 +202,39 @@ impl PgServer {
         Ok(())
     }
 
+    /// Sends `signal` to the postmaster and every process it started
+    /// (SIGSTOP: every query hangs, as under a stuck disk; SIGCONT: back).
+    pub fn signal_all(&self, signal: i32) -> Result<()> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))?;
+        let postmaster: i32 = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("postmaster.pid has no pid")?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces; read after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
+            // SAFETY: kill has no memory effects; these are our server's processes.
+            unsafe { libc::kill(pid, signal) };
+        }
+        Ok(())
+    }
+
     /// Connection options for the superuser over TCP (password required).
     pub fn tcp_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()

@@ -6,7 +6,7 @@ use actix::Actor;
 use std::time::Duration;
 use steep_repl_actors::audit::{AuditActor, AuditSettings, Flush, GetAuditStatus, RecordBatch};
 use steep_repl_actors::audit_event::{AuditAction, AuditEvent};
-use steep_repl_actors::db::{DbActor, DbSettings, SelfRegistration};
+use steep_repl_actors::db::{DbActor, DbSettings};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
 use steep_repl_tests::ext::server_with_extension;
 use steep_repl_tests::pg::PgServer;
@@ -35,15 +35,7 @@ fn start(
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         ping_timeout: Duration::from_secs(1),
-        node: SelfRegistration {
-            node_id: "a".into(),
-            node_name: "A".into(),
-            host: "127.0.0.1".into(),
-            port: pg.port,
-            priority: 50,
-            grpc_host: None,
-            grpc_port: None,
-        },
+        node_id: "a".into(),
     };
     let db = DbActor::new(settings, health.clone(), log.clone()).start();
     let mut audit_settings = AuditSettings::new(

@@ -1,7 +1,10 @@
 //! Peers over gRPC with mutual TLS, on loopback: real daemons, each with its
-//! own PostgreSQL 18, certificates from `steep-repl tls`.
+//! own PostgreSQL 18, certificates from `steep-repl tls`, in one Raft
+//! cluster. Where the coordinator moves, every node is asked all along and
+//! the whole history is checked (`ClaimPoller`).
 
 use std::time::Duration;
+use steep_repl_tests::claims::ClaimPoller;
 use steep_repl_tests::cluster::TestCluster;
 use steep_repl_tests::daemon::run_cli;
 
@@ -41,6 +44,7 @@ async fn all_see(
 #[tokio::test]
 async fn three_nodes_see_each_other_healthy_and_agree_on_one_coordinator() {
     let cluster = TestCluster::start(&PRIORITIES).await.unwrap();
+    let poller = ClaimPoller::start(cluster.sockets());
     let healthy = [
         ("node-1", "healthy"),
         ("node-2", "healthy"),
@@ -57,33 +61,50 @@ async fn three_nodes_see_each_other_healthy_and_agree_on_one_coordinator() {
         )
         .await
         .unwrap();
-    // node-3 only knew node-1 and learned node-2 from it.
+    let (_, epoch) = cluster.coordinator_epoch(0).await.unwrap();
+    let epoch = epoch.expect("an epoch with the coordinator");
+    for i in 1..3 {
+        assert_eq!(
+            cluster.coordinator_epoch(i).await.unwrap(),
+            (Some("node-2".to_string()), Some(epoch)),
+            "node {i} names another coordinator or epoch"
+        );
+    }
+    // node-3's registry holds node-2 as the membership describes it.
     let mut conn = cluster.nodes[2].pg.connect().await.unwrap();
-    let (grpc_port,): (i32,) =
-        sqlx::query_as("SELECT grpc_port FROM steep_repl.nodes WHERE node_id = 'node-2'")
+    let (grpc_port, role): (i32, String) =
+        sqlx::query_as("SELECT grpc_port, role FROM steep_repl.nodes WHERE node_id = 'node-2'")
             .fetch_one(&mut conn)
             .await
             .unwrap();
     assert_eq!(grpc_port, i32::from(cluster.nodes[1].grpc_port));
-    // Exactly one election was audited on each node.
+    assert_eq!(role, "data");
+    // The grant was audited on every node, with its epoch, once.
     for i in 0..3 {
-        let mut conn = cluster.nodes[i].pg.connect().await.unwrap();
-        let elections: Vec<serde_json::Value> = sqlx::query_scalar(
-            "SELECT new_value FROM steep_repl.audit_log WHERE action = 'coordinator.elected' ORDER BY id",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        assert_eq!(
-            elections.last().unwrap()["coordinator"],
-            "node-2",
-            "node {i}: {elections:?}"
-        );
+        cluster
+            .wait_until("the grant projected", CONVERGE, || async {
+                let mut conn = cluster.nodes[i].pg.connect().await?;
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'coordinator.elected' \
+                     AND new_value->>'holder' = 'node-2' AND (new_value->>'epoch')::bigint = $1",
+                )
+                .bind(i64::try_from(epoch).unwrap())
+                .fetch_one(&mut conn)
+                .await?;
+                Ok(n == 1)
+            })
+            .await
+            .unwrap();
     }
+    let summary = poller.finish().unwrap();
+    assert!(
+        summary.claims > 0,
+        "node-2 never answered that it coordinates"
+    );
 }
 
 #[tokio::test]
-async fn a_killed_coordinator_is_replaced_and_rejoins_after_a_restart() {
+async fn a_killed_coordinator_is_replaced_and_gets_the_role_back_after_a_restart() {
     let mut cluster = TestCluster::start(&PRIORITIES).await.unwrap();
     cluster
         .wait_until("node-2 coordinator everywhere", CONVERGE, || {
@@ -91,6 +112,8 @@ async fn a_killed_coordinator_is_replaced_and_rejoins_after_a_restart() {
         })
         .await
         .unwrap();
+    let poller = ClaimPoller::start(cluster.sockets());
+    let (_, first_epoch) = cluster.coordinator_epoch(0).await.unwrap();
 
     cluster.nodes[1].daemon.kill9().unwrap();
     cluster
@@ -99,41 +122,45 @@ async fn a_killed_coordinator_is_replaced_and_rejoins_after_a_restart() {
             CONVERGE,
             || async {
                 Ok(cluster.sees(0, &[("node-2", "unreachable")]).await?
-                    && cluster.sees(2, &[("node-2", "unreachable")]).await?
                     && all_agree(&cluster, &[0, 2], Some("node-3")).await?)
             },
         )
         .await
         .unwrap();
+    let (_, second_epoch) = cluster.coordinator_epoch(0).await.unwrap();
+    assert!(
+        second_epoch > first_epoch,
+        "{second_epoch:?} after {first_epoch:?}"
+    );
 
+    // Back, and healthy for coordinator.failback_after: the role returns to
+    // the highest priority by release.
     cluster.nodes[1].daemon.restart().unwrap();
-    let healthy = [
-        ("node-1", "healthy"),
-        ("node-2", "healthy"),
-        ("node-3", "healthy"),
-    ];
     cluster
-        .wait_until(
-            "node-2 back: healthy and coordinator again",
-            CONVERGE,
-            || async {
-                Ok(all_see(&cluster, &[0, 1, 2], &healthy).await?
-                    && all_agree(&cluster, &[0, 1, 2], Some("node-2")).await?)
-            },
-        )
+        .wait_until("node-2 coordinator again everywhere", CONVERGE, || {
+            all_agree(&cluster, &[0, 1, 2], Some("node-2"))
+        })
         .await
         .unwrap();
-    let mut conn = cluster.nodes[0].pg.connect().await.unwrap();
-    let transitions: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'node.status_changed' AND target_id = 'node-2'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    let summary = poller.finish().unwrap();
+    let holders: Vec<&String> = summary.claimants.values().collect();
     assert!(
-        transitions >= 3,
-        "unknown->healthy->unreachable->healthy should be audited, got {transitions}"
+        holders.contains(&&"node-3".to_string()),
+        "node-3 never claimed: {summary:?}"
     );
+    cluster
+        .wait_until("the handover projected", CONVERGE, || async {
+            let mut conn = cluster.nodes[0].pg.connect().await?;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM steep_repl.audit_log \
+                 WHERE action IN ('coordinator.handover_requested', 'coordinator.released')",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            Ok(n >= 2)
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -145,6 +172,7 @@ async fn a_node_left_alone_claims_no_coordinator() {
         })
         .await
         .unwrap();
+    let poller = ClaimPoller::start(cluster.sockets());
     cluster.nodes[1].daemon.kill9().unwrap();
     cluster.nodes[2].daemon.kill9().unwrap();
     cluster
@@ -156,14 +184,10 @@ async fn a_node_left_alone_claims_no_coordinator() {
         })
         .await
         .unwrap();
-    let mut conn = cluster.nodes[0].pg.connect().await.unwrap();
-    let last: serde_json::Value = sqlx::query_scalar(
-        "SELECT new_value FROM steep_repl.audit_log WHERE action = 'coordinator.elected' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(last["coordinator"], serde_json::Value::Null);
+    // A minority refuses writes.
+    let (code, out, err) = cluster.cli(0, &["state", "set", "app.k", "1"]).unwrap();
+    assert_eq!(code, 7, "state set on a minority: {out}{err}");
+    poller.finish().unwrap();
 }
 
 /// A node whose PostgreSQL is down still answers its peers and says its

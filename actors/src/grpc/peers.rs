@@ -112,6 +112,9 @@ pub struct GrpcPeerActor {
     peers: HashMap<String, Peer>,
     server: Option<Server>,
     stopping: bool,
+    /// The status this node's own row holds, as far as we know.
+    own_synced: Option<PeerStatus>,
+    own_sync_in_flight: bool,
 }
 
 impl GrpcPeerActor {
@@ -132,6 +135,8 @@ impl GrpcPeerActor {
             peers: HashMap::new(),
             server: None,
             stopping: false,
+            own_synced: None,
+            own_sync_in_flight: false,
         }
     }
 
@@ -260,6 +265,37 @@ impl GrpcPeerActor {
 
     /// Brings the registry in line with what the trackers say (the write
     /// is audited there as node.status_changed).
+    /// Writes this node's own status in its registry row (the row exists
+    /// once the membership is projected): healthy while its PostgreSQL
+    /// answers, which is also when the write can land.
+    fn sync_own_status(&mut self, ctx: &mut Context<Self>) {
+        let status = PeerStatus::Healthy;
+        if self.own_synced == Some(status) || self.own_sync_in_flight {
+            return;
+        }
+        if self.health.load_stored().postgresql.phase != DbPhase::Connected {
+            self.own_synced = None;
+            return;
+        }
+        self.own_sync_in_flight = true;
+        self.db
+            .send(SetPeerStatus {
+                node_id: self.settings.node_id.clone(),
+                status: status.as_str().to_string(),
+            })
+            .into_actor(self)
+            .map(move |result, act, _| {
+                act.own_sync_in_flight = false;
+                match result {
+                    Ok(Ok(true)) => act.own_synced = Some(status),
+                    Ok(Ok(false)) => {} // the membership is not projected yet
+                    Ok(Err(e)) => debug!(act.log, "node.own_status_not_written"; "error" => %e),
+                    Err(_) => {}
+                }
+            })
+            .spawn(ctx);
+    }
+
     fn sync_registry(&mut self, ctx: &mut Context<Self>) {
         let mut owed = Vec::new();
         for (address, peer) in self.peers.iter_mut() {
@@ -517,6 +553,7 @@ impl Handler<Tick> for GrpcPeerActor {
             self.send_next(address, ctx);
         }
         self.sync_registry(ctx);
+        self.sync_own_status(ctx);
         self.publish_peers();
         self.update_serving();
     }

@@ -134,7 +134,8 @@ impl Dispatcher {
             {
                 Some(row) => {
                     let live = self.health.load().node.clone();
-                    let node = row.with_live_coordinator(live.coordinator_id.as_deref(), live.epoch);
+                    let node =
+                        row.with_live_coordinator(live.coordinator_id.as_deref(), live.epoch);
                     Ok(Reply::Node { node })
                 }
                 None => Err(ErrorBody::new(

@@ -20,7 +20,8 @@ impl Fitness for HealthFitness {
         let s = self.health.load_stored();
         if member.node_id == self.node_id {
             return member.role == Role::Witness
-                || s.postgres_verdict(Instant::now(), self.health.stale_after) == PgVerdict::Usable;
+                || s.postgres_verdict(Instant::now(), self.health.stale_after)
+                    == PgVerdict::Usable;
         }
         s.peers
             .iter()

@@ -10,10 +10,10 @@
 //! at once instead. While PostgreSQL is down it waits and catches up later.
 
 use super::node::ClusterNode;
+use super::transport::split_address;
 use crate::db::projection::{ApplyProjection, GetProjection, ProjectionStep};
 use crate::db::{DbActor, DbError};
 use actix::Addr;
-use super::transport::split_address;
 use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
 use std::time::Duration;
