@@ -38,6 +38,9 @@ pub struct AuditSettings {
     pub batch_size: usize,
     /// Batches written concurrently (each on its own pooled connection).
     pub max_in_flight: usize,
+    /// False on a witness: it has no PostgreSQL, so events are logged
+    /// and not kept (no spool to fill).
+    pub enabled: bool,
 }
 
 impl AuditSettings {
@@ -51,6 +54,7 @@ impl AuditSettings {
             flush_interval: Duration::from_millis(20),
             batch_size: 2000,
             max_in_flight: 2,
+            enabled: true,
         }
     }
 }
@@ -200,6 +204,13 @@ impl AuditActor {
     }
 
     fn record(&mut self, events: Vec<AuditEvent>, ctx: &mut Context<Self>) {
+        if !self.settings.enabled {
+            for e in &events {
+                info!(self.log, "audit.event"; "action" => &e.action,
+                      "target" => e.target_id.as_deref().unwrap_or(""), "note" => "witness: not stored");
+            }
+            return;
+        }
         let room = self
             .settings
             .spool_max_events
@@ -337,6 +348,10 @@ impl Actor for AuditActor {
         // a restart by the supervisor, begins by reading it back.
         self.pending.clear();
         self.in_flight.clear();
+        if !self.settings.enabled {
+            self.publish();
+            return;
+        }
         match Spool::open(&self.settings.spool_path) {
             Ok((spool, recovered)) => {
                 self.recovered_at_start = recovered.events.len() as u64;

@@ -40,6 +40,8 @@ const REPEAT_LOG_AFTER: Duration = Duration::from_secs(30);
 /// What the DbActor needs to know; built by the daemon from its config.
 #[derive(Clone)]
 pub struct DbSettings {
+    /// `postgresql.enabled`: false on a witness, which never connects.
+    pub enabled: bool,
     /// This node's node_id (the actor of the audit rows it writes).
     pub node_id: String,
     /// Structured connection options (never a URL), with the
@@ -67,6 +69,9 @@ pub enum DbError {
 }
 
 type DbResult<T> = Result<T, DbError>;
+
+/// Why a witness answers nothing that needs a database.
+const WITNESS: &str = "this node is a witness (postgresql.enabled: false): it has no PostgreSQL";
 
 // --- messages --------------------------------------------------------------
 
@@ -314,6 +319,7 @@ impl DbActor {
     fn pool_or_error(&self) -> DbResult<PgPool> {
         match (&self.pool, self.phase) {
             (Some(pool), DbPhase::Connected) => Ok(pool.clone()),
+            (_, DbPhase::Disabled) => Err(DbError::NotConnected(WITNESS.to_string())),
             _ => {
                 let reason = self
                     .health
@@ -444,6 +450,12 @@ impl Actor for DbActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if !self.settings.enabled {
+            self.phase = DbPhase::Disabled;
+            self.publish(DbPhase::Disabled, None, |_| {});
+            info!(self.log, "postgresql.disabled"; "note" => WITNESS);
+            return;
+        }
         ctx.notify(Connect);
         ctx.run_interval(KNOCK_INTERVAL, |act, ctx| {
             if !act.knock || act.knock_in_flight || act.attempt_in_flight || act.closed {
@@ -477,7 +489,10 @@ impl Handler<Connect> for DbActor {
 
     fn handle(&mut self, _: Connect, ctx: &mut Context<Self>) {
         self.retry = None;
-        if self.attempt_in_flight || self.closed || self.phase == DbPhase::Connected {
+        if self.attempt_in_flight
+            || self.closed
+            || matches!(self.phase, DbPhase::Connected | DbPhase::Disabled)
+        {
             return;
         }
         self.attempt_in_flight = true;

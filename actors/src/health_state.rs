@@ -48,6 +48,8 @@ pub enum DbPhase {
     ExtensionMissing,
     /// Closed by shutdown.
     Stopped,
+    /// A witness (`postgresql.enabled: false`): no PostgreSQL at all.
+    Disabled,
 }
 
 impl DbPhase {
@@ -58,6 +60,7 @@ impl DbPhase {
             DbPhase::UnsupportedVersion => "unsupported_version",
             DbPhase::ExtensionMissing => "extension_missing",
             DbPhase::Stopped => "stopped",
+            DbPhase::Disabled => "disabled",
         }
     }
 }
@@ -279,6 +282,10 @@ impl HealthSnapshot {
     /// present) according to a result no older than `stale_after`?
     pub fn postgres_verdict(&self, now: Instant, stale_after: Duration) -> PgVerdict {
         let pg = &self.postgresql;
+        if pg.phase == DbPhase::Disabled {
+            // A witness needs none: nothing it does waits for a database.
+            return PgVerdict::Usable;
+        }
         if pg.phase != DbPhase::Connected {
             let reason = pg
                 .error

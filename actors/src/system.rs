@@ -145,7 +145,13 @@ impl SystemActor {
         let health_actor = actix::Supervisor::start(move |_| {
             HealthActor::new(health_shared, db_for_health, interval, notifier)
         });
-        if let Some(cluster) = self.settings.cluster.clone() {
+        // A witness has no PostgreSQL to project into.
+        if let Some(cluster) = self
+            .settings
+            .cluster
+            .clone()
+            .filter(|_| self.settings.db.enabled)
+        {
             crate::raft::projector::start(
                 cluster,
                 db.clone(),

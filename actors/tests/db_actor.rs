@@ -5,7 +5,7 @@
 use actix::Actor;
 use sqlx::postgres::PgConnectOptions;
 use std::time::Duration;
-use steep_repl_actors::db::{DbActor, DbSettings, GetDbStatus, SelfRegistration};
+use steep_repl_actors::db::{DbActor, DbSettings, GetDbStatus};
 use steep_repl_actors::health_state::{DbPhase, HealthSnapshot, PostgresHealth, SharedHealth};
 
 fn closed_port() -> u16 {
@@ -16,6 +16,7 @@ fn closed_port() -> u16 {
 
 fn settings(port: u16) -> DbSettings {
     DbSettings {
+        enabled: true,
         connect: PgConnectOptions::new_without_pgpass()
             .host("127.0.0.1")
             .port(port)
@@ -27,15 +28,7 @@ fn settings(port: u16) -> DbSettings {
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         ping_timeout: Duration::from_secs(1),
-        node: SelfRegistration {
-            node_id: "a".into(),
-            node_name: "A".into(),
-            host: "127.0.0.1".into(),
-            port,
-            priority: 50,
-            grpc_host: None,
-            grpc_port: None,
-        },
+        node_id: "a".into(),
     }
 }
 

@@ -436,6 +436,7 @@ fn connect_options(config: &Config, password: Option<String>) -> PgConnectOption
 fn system_settings(config: &Config, password: Option<String>) -> SystemSettings {
     let pg = &config.postgresql;
     let db = DbSettings {
+        enabled: config.postgresql.enabled,
         connect: connect_options(config, password),
         host: pg.host.clone(),
         port: pg.port,
@@ -451,6 +452,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         config.audit.retention,
         config.audit.prune_interval,
     );
+    audit.enabled = config.postgresql.enabled;
     audit.spool_max_events = config.audit.spool_max_events;
     SystemSettings {
         node_id: config.node_id.clone(),

@@ -87,7 +87,10 @@ mod tests {
                 ("node_id", 3),
                 ("node_name", 4),
                 ("version", 5),
-                ("uptime_since", 6)
+                ("uptime_since", 6),
+                ("coordinator_id", 7),
+                ("coordinator_epoch", 8),
+                ("witness", 9)
             ])
         );
         assert_eq!(
@@ -112,13 +115,18 @@ mod tests {
                 ("success", 1),
                 ("error", 2),
                 ("nodes", 3),
-                ("coordinator_id", 4)
+                ("coordinator_id", 4),
+                ("coordinator_epoch", 5)
             ])
         );
         assert_eq!(numbers("GetNodesRequest"), expect(&[("status_filter", 1)]));
         assert_eq!(
             numbers("GetNodesResponse"),
-            expect(&[("nodes", 1), ("coordinator_id", 2)])
+            expect(&[
+                ("nodes", 1),
+                ("coordinator_id", 2),
+                ("coordinator_epoch", 3)
+            ])
         );
         assert_eq!(
             numbers("NodeInfo"),
@@ -132,7 +140,9 @@ mod tests {
                 ("last_seen", 7),
                 ("status", 8),
                 ("grpc_host", 9),
-                ("grpc_port", 10)
+                ("grpc_port", 10),
+                ("coordinator_epoch", 11),
+                ("role", 12)
             ])
         );
         assert_eq!(
@@ -153,7 +163,8 @@ mod tests {
             expect(&[
                 ("acknowledged", 1),
                 ("coordinator_id", 2),
-                ("updated_nodes", 3)
+                ("updated_nodes", 3),
+                ("coordinator_epoch", 4)
             ])
         );
     }

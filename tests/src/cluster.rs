@@ -107,6 +107,16 @@ impl TestCluster {
 
     /// The same with `extra` added to every node's `repl` section.
     pub async fn start_with(priorities: &[u8], extra: &str) -> Result<TestCluster> {
+        TestCluster::start_roles(priorities, None, extra).await
+    }
+
+    /// Starts the nodes, node `witness` (if any) as a witness: no
+    /// PostgreSQL in its configuration, added with `--witness`.
+    pub async fn start_roles(
+        priorities: &[u8],
+        witness: Option<usize>,
+        extra: &str,
+    ) -> Result<TestCluster> {
         let ids: Vec<String> = (1..=priorities.len())
             .map(|i| format!("node-{i}"))
             .collect();
@@ -121,6 +131,9 @@ impl TestCluster {
             options.grpc = grpc_yaml(ports[i], &seeds, &certs.tls_yaml(id));
             options.extra = format!("  priority: {}\n{extra}", priorities[i]);
             options.raft_extra = crate::raft::TEST_RAFT_TIMINGS.to_string();
+            if witness == Some(i) {
+                options.pg_extra = "    enabled: false\n".to_string();
+            }
             let daemon = Daemon::start(&options)?;
             nodes.push(ClusterNode {
                 node_id: id.clone(),
@@ -134,14 +147,14 @@ impl TestCluster {
         for node in &cluster.nodes {
             node.daemon.wait_for_ipc(crate::raft::START_TIMEOUT)?;
         }
-        cluster.form(priorities)?;
+        cluster.form(priorities, witness)?;
         Ok(cluster)
     }
 
     /// `cluster init` on node-1, then `cluster add` of every other node
     /// with its priority, run on node-1 (retried while the leader has no
     /// quorum yet: exit 7 changed nothing).
-    fn form(&self, priorities: &[u8]) -> Result<()> {
+    fn form(&self, priorities: &[u8], witness: Option<usize>) -> Result<()> {
         let (code, out, err) = self.cli(0, &["cluster", "init", "--json"])?;
         if code != 0 {
             bail!("cluster init on node-1 failed ({code}): {out}{err}");
@@ -149,7 +162,7 @@ impl TestCluster {
         for (i, node) in self.nodes.iter().enumerate().skip(1) {
             let address = format!("127.0.0.1:{}", node.grpc_port);
             let priority = priorities[i].to_string();
-            let args = [
+            let mut args = vec![
                 "cluster",
                 "add",
                 &node.node_id,
@@ -159,6 +172,9 @@ impl TestCluster {
                 &priority,
                 "--json",
             ];
+            if witness == Some(i) {
+                args.push("--witness");
+            }
             let deadline = Instant::now() + Duration::from_secs(20);
             let (mut code, mut out, mut err) = self.cli(0, &args)?;
             while code == 7 && Instant::now() < deadline {

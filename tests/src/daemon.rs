@@ -54,6 +54,9 @@ pub struct DaemonOptions {
     /// daemon's own folder (`raft/` in its home), so that daemons of
     /// parallel tests with the same node_id never share a Raft log.
     pub raft_extra: String,
+    /// Extra YAML lines placed inside `repl.postgresql:` (indented by the
+    /// caller by four spaces), e.g. `enabled: false` for a witness.
+    pub pg_extra: String,
 }
 
 impl DaemonOptions {
@@ -75,6 +78,7 @@ impl DaemonOptions {
             http_enabled: false,
             ipc_extra: String::new(),
             raft_extra: String::new(),
+            pg_extra: String::new(),
         }
     }
 
@@ -128,7 +132,7 @@ impl DaemonHome {
         let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
         let yaml = format!(
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
-             postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n  \
+             postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n{pg_extra}  \
              grpc:\n{grpc}  {http}\n  \
              ipc:\n    path: {sock}\n{ipc_extra}  audit:\n    spool_path: {spool}\n  \
              raft:\n    dir: {raft}\n{raft_extra}  \
@@ -143,6 +147,7 @@ impl DaemonHome {
             spool = quote(&self.spool_path().display().to_string()),
             raft = quote(&self.raft_dir().display().to_string()),
             raft_extra = options.raft_extra,
+            pg_extra = options.pg_extra,
             extra = options.extra,
             ipc_extra = options.ipc_extra,
             grpc = options.grpc,

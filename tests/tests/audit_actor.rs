@@ -27,6 +27,7 @@ fn start(
     );
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let settings = DbSettings {
+        enabled: true,
         connect: pg.tcp_options("postgres"),
         host: "127.0.0.1".into(),
         port: pg.port,

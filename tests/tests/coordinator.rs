@@ -142,3 +142,79 @@ async fn a_node_restarted_with_an_empty_store_neither_claims_nor_votes() {
         "node-2 claimed more than the epoch it held before the wipe: {summary:?}"
     );
 }
+
+#[tokio::test]
+async fn two_data_nodes_and_a_witness_survive_the_loss_of_either_data_node() {
+    // node-3 is the witness (and has the middle priority, to show it is
+    // never chosen for it).
+    let mut cluster = TestCluster::start_roles(
+        &PRIORITIES,
+        Some(2),
+        "  coordinator:\n    failback_after: 3s\n",
+    )
+    .await
+    .unwrap();
+    cluster
+        .wait_until("node-2 coordinator everywhere", CONVERGE, || {
+            all_name(&cluster, &[0, 1, 2], "node-2")
+        })
+        .await
+        .unwrap();
+    let witness = cluster.status(2).unwrap();
+    assert_eq!(witness["node"]["role"], "witness", "{witness}");
+    assert_eq!(witness["node"]["is_coordinator"], false);
+    let (_, out, _) = cluster.cli(2, &["cluster", "status", "--json"]).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["witness"], true, "{status}");
+    let (code, out, err) = cluster.cli(2, &["health", "--json"]).unwrap();
+    assert_eq!(
+        code, 0,
+        "a witness without PostgreSQL is healthy: {out}{err}"
+    );
+    let health: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(health["node"]["role"], "witness");
+    assert_eq!(health["components"]["postgresql"]["status"], "disabled");
+    let poller = ClaimPoller::start(cluster.sockets());
+
+    // The coordinator dies: the other data node takes over, the witness
+    // votes for it and never claims.
+    cluster.nodes[1].daemon.kill9().unwrap();
+    cluster
+        .wait_until(
+            "node-1 coordinator for node-1 and the witness",
+            CONVERGE,
+            || all_name(&cluster, &[0, 2], "node-1"),
+        )
+        .await
+        .unwrap();
+    cluster.nodes[1].daemon.restart().unwrap();
+    cluster
+        .wait_until("node-2 back as coordinator everywhere", CONVERGE, || {
+            all_name(&cluster, &[0, 1, 2], "node-2")
+        })
+        .await
+        .unwrap();
+
+    // The other data node dies: node-2 stays coordinator with the witness.
+    cluster.nodes[0].daemon.kill9().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster
+        .wait_until(
+            "node-2 still coordinator with the witness",
+            CONVERGE,
+            || all_name(&cluster, &[1, 2], "node-2"),
+        )
+        .await
+        .unwrap();
+    let (code, out, err) = cluster.cli(1, &["state", "set", "app.after", "1"]).unwrap();
+    assert_eq!(
+        code, 0,
+        "writes go on with one data node and the witness: {out}{err}"
+    );
+
+    let summary = poller.finish().unwrap();
+    assert!(
+        summary.claimants.values().all(|n| n != "node-3"),
+        "the witness claimed the role: {summary:?}"
+    );
+}

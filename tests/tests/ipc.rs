@@ -18,12 +18,25 @@ use steep_repl_tests::pg::PgServer;
 const WAIT: Duration = Duration::from_secs(20);
 const ONE_MIB: usize = 1024 * 1024;
 
-/// A PostgreSQL 18 server with the extension and a daemon connected to it.
+/// A PostgreSQL 18 server with the extension and a daemon connected to it,
+/// its registry holding node-a, healthy. (The daemon writes no row for
+/// itself: the registry is the Raft membership's projection. These tests
+/// use no cluster and seed the row as an operator could.)
 async fn connected_daemon() -> (PgServer, PgConnection, Daemon) {
-    let (pg, conn) = server_with_extension().await.unwrap();
+    let (pg, mut conn) = server_with_extension().await.unwrap();
     let daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
     daemon.wait_for_postgresql(WAIT).unwrap();
+    seed_node_a(&mut conn).await;
     (pg, conn, daemon)
+}
+
+async fn seed_node_a(conn: &mut PgConnection) {
+    for sql in [
+        "SELECT steep_repl.register_node('node-a', 'Node node-a', '127.0.0.1', 5432, 50)",
+        "SELECT steep_repl.heartbeat('node-a', 'healthy')",
+    ] {
+        conn.execute(sql).await.unwrap();
+    }
 }
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -79,7 +92,8 @@ async fn every_method_answers_with_the_documented_shapes() {
     );
     assert_eq!(
         status["node"],
-        json!({"node_id": "node-a", "node_name": "Node node-a", "is_coordinator": false, "cluster_size": 1})
+        json!({"node_id": "node-a", "node_name": "Node node-a", "is_coordinator": false,
+               "cluster_size": 1, "coordinator_id": null, "epoch": null, "role": "data"})
     );
     let start = status["start_time"].as_str().unwrap();
     assert!(start.ends_with('Z') && start.len() == 20, "{start}");
@@ -102,6 +116,7 @@ async fn every_method_answers_with_the_documented_shapes() {
     assert_eq!(
         keys(a),
         [
+            "coordinator_epoch",
             "grpc_host",
             "grpc_port",
             "host",
@@ -111,6 +126,7 @@ async fn every_method_answers_with_the_documented_shapes() {
             "node_name",
             "port",
             "priority",
+            "role",
             "status"
         ]
     );
@@ -610,7 +626,10 @@ async fn audit_query_counts_filters_and_pages() {
     let registered = ipc
         .call("audit.query", json!({"action_filter": ["node.registered"]}))
         .unwrap();
-    assert_eq!(registered["total"], 4, "node-a and n1..n3: {registered}");
+    assert_eq!(
+        registered["total"], 4,
+        "node-a (seeded) and n1..n3: {registered}"
+    );
     let two = ipc
         .call(
             "audit.query",

@@ -233,7 +233,12 @@ impl GrpcPeerActor {
     fn node_status(&self) -> NodeStatus {
         let s = self.health.load_stored();
         NodeStatus {
-            postgresql_connected: s.postgresql.phase == DbPhase::Connected,
+            // A witness has none and needs none: not a reason to mark it
+            // degraded.
+            postgresql_connected: matches!(
+                s.postgresql.phase,
+                DbPhase::Connected | DbPhase::Disabled
+            ),
             postgresql_version: s.postgresql.server_version.clone().unwrap_or_default(),
             memory_used_bytes: crate::proc_stats::rss_bytes(),
             cpu_percent: 0.0,

@@ -33,6 +33,7 @@ fn health() -> SharedHealth {
 fn db(health: &SharedHealth) -> Addr<DbActor> {
     let port = closed_port();
     let settings = DbSettings {
+        enabled: true,
         connect: PgConnectOptions::new()
             .host("127.0.0.1")
             .port(port)

@@ -281,6 +281,7 @@ fn events(n: usize) -> Vec<AuditEvent> {
 
 fn db_settings(pg: &PgServer) -> DbSettings {
     DbSettings {
+        enabled: true,
         connect: pg
             .tcp_options("postgres")
             .options([("steep_repl.actor", "steep-repl@bench")]),

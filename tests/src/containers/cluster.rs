@@ -75,7 +75,56 @@ impl ContainerCluster {
                 .wait_for_http(i, "/health", 200, Duration::from_secs(60))
                 .await?;
         }
+        cluster.form(&specs).await?;
         Ok(cluster)
+    }
+
+    /// `cluster init` in node-1, then `cluster add` of every other node
+    /// from it, through the CLI inside the container, as an operator would
+    /// (exit 7, NO_QUORUM, changed nothing and is retried).
+    async fn form(&self, specs: &[NodeSpec]) -> Result<()> {
+        let init = self.nodes[0]
+            .exec(&["steep-repl", "cluster", "init"])
+            .await?;
+        if init.code != 0 {
+            bail!(
+                "cluster init in node-1 exited {}: {}{}",
+                init.code,
+                init.stdout,
+                init.stderr
+            );
+        }
+        for spec in &specs[1..] {
+            let grpc = format!("{}:5433", spec.host);
+            let priority = spec.priority.to_string();
+            let args = [
+                "steep-repl",
+                "cluster",
+                "add",
+                &spec.node_id,
+                "--grpc",
+                &grpc,
+                "--priority",
+                &priority,
+            ];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let out = self.nodes[0].exec(&args).await?;
+                match out.code {
+                    0 => break,
+                    7 if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(300)).await
+                    }
+                    code => bail!(
+                        "cluster add {} exited {code}: {}{}",
+                        spec.node_id,
+                        out.stdout,
+                        out.stderr
+                    ),
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn tls_dir(&self) -> &Path {

@@ -125,6 +125,9 @@ impl ContainerNode {
             .with_env_var("STEEP_REPL_PRIORITY", spec.priority.to_string())
             .with_env_var("STEEP_REPL_ADVERTISE_HOST", &spec.host)
             .with_env_var("STEEP_REPL_GRPC__PEERS", peer_list.join(","))
+            // Failback in 3 s, not 30: the role returns to node-2 soon
+            // after a test heals it.
+            .with_env_var("STEEP_REPL_COORDINATOR__FAILBACK_AFTER", "3s")
             .with_env_var("STEEP_REPL_GRPC__TLS__CA_FILE", format!("{TLS_DIR}/ca.crt"))
             .with_env_var(
                 "STEEP_REPL_GRPC__TLS__CERT_FILE",
@@ -300,15 +303,26 @@ pub async fn sql(container: &ContainerAsync<GenericImage>, query: &str) -> Resul
     Ok(out.stdout.trim().to_string())
 }
 
-/// The registry of the node in `container`, read in one statement.
+/// The registry of the node in `container` (its statuses, read in one
+/// statement) and the coordinator its daemon names now (`steep-repl status`
+/// over its local socket: the live answer, not the projected column).
 pub async fn registry(container: &ContainerAsync<GenericImage>) -> Result<Registry> {
     let json = sql(
         container,
         "SELECT json_build_object(\
-           'statuses', coalesce((SELECT json_object_agg(node_id, status) FROM steep_repl.nodes), '{}'), \
-           'coordinator', (SELECT node_id FROM steep_repl.nodes WHERE is_coordinator))",
+           'statuses', coalesce((SELECT json_object_agg(node_id, status) FROM steep_repl.nodes), '{}'))",
     )
     .await?;
+    let status = exec(container, &["steep-repl", "status", "--json"]).await?;
+    if status.code != 0 {
+        bail!(
+            "steep-repl status --json exited {}: {}",
+            status.code,
+            status.stderr.trim()
+        );
+    }
+    let status: serde_json::Value = serde_json::from_str(&status.stdout)
+        .with_context(|| format!("steep-repl status --json said {:?}", status.stdout))?;
     let value: serde_json::Value =
         serde_json::from_str(&json).with_context(|| format!("registry query said {json:?}"))?;
     let statuses = value["statuses"]
@@ -319,7 +333,9 @@ pub async fn registry(container: &ContainerAsync<GenericImage>) -> Result<Regist
         .collect();
     Ok(Registry {
         statuses,
-        coordinator: value["coordinator"].as_str().map(str::to_string),
+        coordinator: status["node"]["coordinator_id"]
+            .as_str()
+            .map(str::to_string),
     })
 }
 
