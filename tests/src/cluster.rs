@@ -117,6 +117,18 @@ impl TestCluster {
         witness: Option<usize>,
         extra: &str,
     ) -> Result<TestCluster> {
+        TestCluster::start_configured(priorities, witness, crate::raft::TEST_RAFT_TIMINGS, extra)
+            .await
+    }
+
+    /// The same with `raft_extra` as the `raft:` settings (empty: the
+    /// daemon's defaults).
+    pub async fn start_configured(
+        priorities: &[u8],
+        witness: Option<usize>,
+        raft_extra: &str,
+        extra: &str,
+    ) -> Result<TestCluster> {
         let ids: Vec<String> = (1..=priorities.len())
             .map(|i| format!("node-{i}"))
             .collect();
@@ -130,7 +142,7 @@ impl TestCluster {
             let seeds: Vec<u16> = if i == 0 { Vec::new() } else { vec![ports[0]] };
             options.grpc = grpc_yaml(ports[i], &seeds, &certs.tls_yaml(id));
             options.extra = format!("  priority: {}\n{extra}", priorities[i]);
-            options.raft_extra = crate::raft::TEST_RAFT_TIMINGS.to_string();
+            options.raft_extra = raft_extra.to_string();
             if witness == Some(i) {
                 options.pg_extra = "    enabled: false\n".to_string();
             }
