@@ -181,13 +181,15 @@ raft_agreed() {
     echo "${first#*/}"
 }
 
-# One coordinator, the same on every node, every node healthy everywhere.
+# One coordinator under one epoch, as every node names it now (the live
+# answer, not the SQL projection), every node healthy everywhere.
 agreed() {
     local n=$1 i first="" view healthy
     for ((i = 1; i <= n; i++)); do
-        view=$(psql_node "$i" -Atc "SELECT node_id FROM steep_repl.nodes WHERE is_coordinator" 2>/dev/null) || return 1
+        view="$(cluster_field "$i" coordinator) (epoch $(cluster_field "$i" epoch))"
+        case "$view" in " "* | *"epoch )") return 1 ;; esac
         healthy=$(psql_node "$i" -Atc "SELECT count(*) FROM steep_repl.nodes WHERE status = 'healthy'" 2>/dev/null) || return 1
-        [ -n "$view" ] && [ "$healthy" = "$n" ] || return 1
+        [ "$healthy" = "$n" ] || return 1
         [ -z "$first" ] && first=$view
         [ "$view" = "$first" ] || return 1
     done
