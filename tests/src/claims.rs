@@ -47,6 +47,27 @@ impl ClaimPoller {
         }
     }
 
+    /// Starts asking each container (by name) with `docker exec
+    /// CONTAINER steep-repl status --json` (slower than a socket: an answer
+    /// every ~100 ms per node, each with its own invoke and completion).
+    pub fn start_containers(nodes: Vec<(String, String)>) -> ClaimPoller {
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = nodes
+            .into_iter()
+            .map(|(node, container)| {
+                let answers = answers.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || poll_container(node, container, answers, stop))
+            })
+            .collect();
+        ClaimPoller {
+            answers,
+            stop,
+            threads,
+        }
+    }
+
     /// The answers so far.
     pub fn answers(&self) -> Vec<Answer> {
         self.answers.lock().map(|a| a.clone()).unwrap_or_default()
@@ -82,6 +103,30 @@ fn poll(node: String, socket: PathBuf, answers: Arc<Mutex<Vec<Answer>>>, stop: A
                     }
                 }
                 Err(_) => client = None,
+            }
+        }
+        std::thread::sleep(EVERY);
+    }
+}
+
+fn poll_container(
+    node: String,
+    container: String,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let invoked = Instant::now();
+        let out = std::process::Command::new("docker")
+            .args(["exec", &container, "steep-repl", "status", "--json"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let completed = Instant::now();
+        if let Some(out) = out.ok().filter(|o| o.status.success()) {
+            if let Ok(status) = serde_json::from_slice::<Value>(&out.stdout) {
+                if let Ok(mut all) = answers.lock() {
+                    all.push(answer_of(&node, &status, invoked, completed));
+                }
             }
         }
         std::thread::sleep(EVERY);

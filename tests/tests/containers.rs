@@ -9,6 +9,7 @@
 //! saying so in the output.
 
 use std::time::Duration;
+use steep_repl_tests::claims::ClaimPoller;
 use steep_repl_tests::containers::cluster::ContainerCluster;
 use steep_repl_tests::containers::systemd::SystemdNode;
 use steep_repl_tests::containers::{
@@ -177,6 +178,52 @@ async fn a_partitioned_coordinator_is_replaced_by_the_majority_and_claims_none_u
     for i in ALL {
         assert_eq!(last_election(&cluster, i).await, "node-2");
     }
+}
+
+/// SPEC 7's asymmetric cut: node-2 (the coordinator) and node-3 cannot
+/// reach each other, both still reach node-1. Every node is asked who is
+/// coordinator all along and the whole history is checked.
+#[tokio::test]
+async fn under_an_asymmetric_cut_no_two_nodes_claim_the_role_at_once() {
+    if !should_run(&node_image()) {
+        return;
+    }
+    let cluster = converged_cluster().await;
+    let poller = ClaimPoller::start_containers(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| (n.node_id().to_string(), n.host().to_string()))
+            .collect(),
+    );
+    let (n2, n3) = (&cluster.nodes[1], &cluster.nodes[2]);
+    n2.drop_from(n3.address().unwrap()).unwrap();
+    n3.drop_from(n2.address().unwrap()).unwrap();
+    announce("  node-2 and node-3 cut from each other; both reach node-1");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Someone coordinates throughout: node-1 hears both.
+    let (holder, _) = cluster.coordinator_epoch(0).await.unwrap();
+    n2.heal_drops().unwrap();
+    n3.heal_drops().unwrap();
+    announce(&format!("  healed (node-1 named {holder:?} just before)"));
+    wait_for_view(
+        &cluster,
+        "healed: all healthy everywhere, node-2 coordinator everywhere",
+        &ALL,
+        &ALL_HEALTHY,
+        Some("node-2"),
+    )
+    .await;
+    let summary = poller.finish().unwrap();
+    announce(&format!(
+        "  {} answers, {} claims, epochs {:?}",
+        summary.answers, summary.claims, summary.claimants
+    ));
+    assert!(
+        holder.is_some(),
+        "node-1 named no coordinator during the cut"
+    );
+    assert!(summary.claims > 0);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use super::docker;
 use super::node::{describe, tail, ContainerNode, NodeSpec, Registry};
 use crate::cluster::issue_certificates;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -213,6 +213,21 @@ impl ContainerCluster {
             ));
         }
         out
+    }
+
+    /// The coordinator node `i` names now, with its epoch.
+    pub async fn coordinator_epoch(&self, i: usize) -> Result<(Option<String>, Option<u64>)> {
+        let out = self.nodes[i]
+            .exec(&["steep-repl", "status", "--json"])
+            .await?;
+        let status: serde_json::Value = serde_json::from_str(&out.stdout)
+            .with_context(|| format!("steep-repl status --json said {:?}", out.stdout))?;
+        Ok((
+            status["node"]["coordinator_id"]
+                .as_str()
+                .map(str::to_string),
+            status["node"]["epoch"].as_u64(),
+        ))
     }
 
     /// True when every node in `among` names `coordinator` (None: none).

@@ -214,6 +214,35 @@ impl ContainerNode {
         self.container.unpause().await.context("docker unpause")
     }
 
+    /// Drops, inside this container's network namespace, every packet that
+    /// comes from `from` (one direction: this node still sends to it, and
+    /// `from` still hears this node's answers... which never come back).
+    /// Run from the host with nsenter and the host's iptables.
+    pub fn drop_from(&self, from: IpAddr) -> Result<()> {
+        self.iptables(&["-I", "INPUT", "-s", &from.to_string(), "-j", "DROP"])
+    }
+
+    /// Removes every rule `drop_from` added.
+    pub fn heal_drops(&self) -> Result<()> {
+        self.iptables(&["-F", "INPUT"])
+    }
+
+    fn iptables(&self, args: &[&str]) -> Result<()> {
+        let pid = docker::docker(&["inspect", "-f", "{{.State.Pid}}", self.host()])?;
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args(["-t", &pid, "-n", "iptables"]).args(args);
+        let out = cmd.output().context("running nsenter ... iptables")?;
+        if !out.status.success() {
+            bail!(
+                "iptables {} in {} failed: {}",
+                args.join(" "),
+                self.host(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Cuts the node off its network.
     pub fn disconnect(&self) -> Result<()> {
         docker::disconnect(&self.network, self.host())
