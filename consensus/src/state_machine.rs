@@ -169,6 +169,13 @@ impl SharedState {
     /// After a restart, entries re-applied from the log appear again: a
     /// consumer skips those at or below the index it stored.
     pub fn events_after(&self, after: Option<u64>) -> Result<Vec<Applied>, Gap> {
+        self.events_page(after, usize::MAX)
+    }
+
+    /// The same, at most `limit` events: a consumer far behind copies a
+    /// page at a time under the lock instead of the whole journal (applying
+    /// waits while it copies).
+    pub fn events_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<Applied>, Gap> {
         let view = self.read_guard();
         if let Some(floor) = view.journal_floor {
             if after.is_none_or(|a| a < floor) {
@@ -179,7 +186,7 @@ impl SharedState {
             Some(a) => view.journal.partition_point(|e| e.log_id.index <= a),
             None => 0,
         };
-        Ok(view.journal.range(start..).cloned().collect())
+        Ok(view.journal.range(start..).take(limit).cloned().collect())
     }
 
     fn read_guard(&self) -> RwLockReadGuard<'_, StateView> {

@@ -672,3 +672,33 @@ async fn every_acknowledged_write_survives_kill_9_of_any_node() {
         assert_eq!(get(&c, leader, key).as_ref(), Some(value), "{key}");
     }
 }
+
+/// One daemon per Raft directory: a second one pointed at a directory in
+/// use (here through a symlink) refuses to start and says why, and the
+/// first keeps serving.
+#[tokio::test]
+async fn a_second_daemon_on_a_raft_directory_in_use_refuses_to_start() {
+    let cluster = RaftCluster::start_formed(1).await.unwrap();
+    let node = &cluster.nodes[0];
+    let mut options = node.options.clone();
+    options.grpc = steep_repl_tests::cluster::grpc_yaml(
+        steep_repl_tests::ports::free_port(),
+        &[],
+        &cluster.certs.tls_yaml(&node.node_id),
+    );
+    let home = steep_repl_tests::daemon::DaemonHome::new().unwrap();
+    std::os::unix::fs::symlink(node.daemon.home.raft_dir(), home.raft_dir()).unwrap();
+    home.write_config(&options).unwrap();
+    let mut second = steep_repl_tests::daemon::Daemon::start_in(home).unwrap();
+    let status = second.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success(), "the second daemon ran: {}", second.log());
+    assert!(
+        second
+            .log()
+            .contains("another steep-repl uses the Raft directory"),
+        "{}",
+        second.log()
+    );
+    let (code, out, err) = cluster.cli(0, &["state", "set", "app.still", "1"]).unwrap();
+    assert_eq!(code, 0, "the first daemon stopped serving: {out}{err}");
+}

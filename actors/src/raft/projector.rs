@@ -22,6 +22,8 @@ use steep_repl_consensus::AppliedEvent;
 
 /// How often it looks again when nothing woke it (PostgreSQL back, ...).
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Journal events read at once (the rest on the next turn).
+const PAGE: usize = 4096;
 /// Steps handed to the database at once.
 const BATCH: usize = 256;
 
@@ -35,13 +37,18 @@ async fn run(node: ClusterNode, db: Addr<DbActor>, log: Logger) {
     // What the projection holds, once read from the database.
     let mut stored: Option<(Option<String>, u64)> = None;
     let mut failing = false;
+    let mut more = false;
     loop {
-        let _ = tokio::time::timeout(RETRY_EVERY, applied.changed()).await;
+        if !more {
+            let _ = tokio::time::timeout(RETRY_EVERY, applied.changed()).await;
+        }
+        more = false;
         let Some(cluster_id) = node.identity().cluster_id else {
             continue;
         };
         match project(&node, &db, &cluster_id, &mut stored).await {
-            Ok(()) => {
+            Ok(rest) => {
+                more = rest;
                 if failing {
                     info!(log, "projection.resumed");
                 }
@@ -74,21 +81,21 @@ async fn project(
     db: &Addr<DbActor>,
     cluster_id: &str,
     stored: &mut Option<(Option<String>, u64)>,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let mailbox = |e: actix::MailboxError| DbError::NotConnected(e.to_string());
     if stored.is_none() {
         let (cluster, index) = db.send(GetProjection).await.map_err(mailbox)??;
         *stored = Some((cluster, u64::try_from(index).unwrap_or(0)));
     }
     let Some((stored_cluster, stored_index)) = stored.clone() else {
-        return Ok(());
+        return Ok(false);
     };
     let (last_index, last_term) = index_of(node.shared().last_applied());
     if stored_cluster.as_deref() == Some(cluster_id) && stored_index >= last_index {
-        return Ok(());
+        return Ok(false);
     }
     let events = if stored_cluster.as_deref() == Some(cluster_id) {
-        node.shared().events_after(Some(stored_index)).ok()
+        node.shared().events_page(Some(stored_index), PAGE).ok()
     } else {
         None
     };
@@ -96,6 +103,7 @@ async fn project(
         e.iter()
             .any(|a| matches!(a.event, AppliedEvent::SnapshotInstalled))
     });
+    let mut more = false;
     let steps = if whole {
         // The map and its log id, read together.
         let (state, log_id) = node.shared().read(|view| {
@@ -126,7 +134,11 @@ async fn project(
         steps
     } else {
         let mut steps: Vec<ProjectionStep> = Vec::new();
-        for applied in events.unwrap_or_default() {
+        let events = events.unwrap_or_default();
+        let page_end = (events.len() >= PAGE)
+            .then(|| events.last().map(|a| (a.log_id.index, a.log_id.leader_id.term)))
+            .flatten();
+        for applied in events {
             if applied.log_id.index <= stored_index {
                 continue;
             }
@@ -168,10 +180,14 @@ async fn project(
                 AppliedEvent::SnapshotInstalled => {}
             }
         }
-        steps.push(ProjectionStep::Advance {
-            index: last_index,
-            term: last_term,
-        });
+        // A full page may stop short of what was applied: advance only to
+        // its end, and come back for the rest at once.
+        more = page_end.is_some();
+        let (index, term) = match &page_end {
+            Some(end) => *end,
+            None => (last_index, last_term),
+        };
+        steps.push(ProjectionStep::Advance { index, term });
         steps
     };
     let mut target = stored_index;
@@ -195,7 +211,7 @@ async fn project(
             .unwrap_or(target);
     }
     *stored = Some((Some(cluster_id.to_string()), target));
-    Ok(())
+    Ok(more)
 }
 
 /// The identity columns of the registry from a membership: one member per
