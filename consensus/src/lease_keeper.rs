@@ -190,6 +190,7 @@ pub fn spawn<T: RaftTransport>(
         released: released_tx,
         last_renewal_sent: None,
         fit_since: HashMap::new(),
+        suspects: HashMap::new(),
     };
     let task = tokio::spawn(keeper.run());
     (handle, task)
@@ -210,6 +211,11 @@ struct Keeper<T> {
     last_renewal_sent: Option<BootTime>,
     /// Since when the leader has seen each member fit without a break.
     fit_since: HashMap<String, BootTime>,
+    /// Holders whose lease ran out without a renewal, since when: not
+    /// fit, whatever the peer statuses say yet (a dead node looks fit until
+    /// `unreachable_after`), until this node's own observation has seen
+    /// them unfit once, or `failback_after` has passed.
+    suspects: HashMap<String, BootTime>,
 }
 
 impl<T: RaftTransport> Keeper<T> {
@@ -371,8 +377,17 @@ impl<T: RaftTransport> Keeper<T> {
             .filter_map(|id| membership.get_node(&id).cloned())
             .collect();
         let now = BootTime::now();
+        let failback_after = self.settings.failback_after;
+        let fitness = self.fitness.clone();
+        self.suspects.retain(|id, since| {
+            let seen_unfit = voters
+                .iter()
+                .find(|m| &m.node_id == id)
+                .is_none_or(|m| !fitness.is_fit(m));
+            !seen_unfit && now.saturating_since(*since) < failback_after
+        });
         for m in &voters {
-            if self.fitness.is_fit(m) {
+            if self.fitness.is_fit(m) && !self.suspects.contains_key(&m.node_id) {
                 self.fit_since.entry(m.node_id.clone()).or_insert(now);
             } else {
                 self.fit_since.remove(&m.node_id);
@@ -402,8 +417,18 @@ impl<T: RaftTransport> Keeper<T> {
                     self.grant(&record, target).await;
                 }
             }
-            Some(_) if expired => {
-                if let Some(target) = best(eligible.iter().copied()) {
+            Some(holder) if expired => {
+                // A holder whose lease ran out without a renewal is not
+                // working, whatever the peer statuses say yet (a dead node
+                // looks fit until unreachable_after): another fit member
+                // first, the same one only when it is the only choice.
+                let others = eligible.iter().copied().filter(|m| &m.node_id != holder);
+                if let Some(target) = best(others).or_else(|| best(eligible.iter().copied())) {
+                    let holder = holder.clone();
+                    if target.node_id != holder {
+                        self.fit_since.remove(&holder);
+                        self.suspects.insert(holder, now);
+                    }
                     self.grant(&record, target).await;
                 }
             }

@@ -136,7 +136,11 @@ async fn project(
         let mut steps: Vec<ProjectionStep> = Vec::new();
         let events = events.unwrap_or_default();
         let page_end = (events.len() >= PAGE)
-            .then(|| events.last().map(|a| (a.log_id.index, a.log_id.leader_id.term)))
+            .then(|| {
+                events
+                    .last()
+                    .map(|a| (a.log_id.index, a.log_id.leader_id.term))
+            })
             .flatten();
         for applied in events {
             if applied.log_id.index <= stored_index {

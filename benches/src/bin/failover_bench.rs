@@ -104,6 +104,7 @@ async fn profile(p: &Profile) -> Result<Vec<(Duration, bool)>> {
         let before = epoch_of(&cluster, 0);
         let leader = is_leader(&cluster, 1);
         let killed_at = Instant::now();
+        let killed_wall = chrono::Utc::now();
         cluster.nodes[1].daemon.kill9()?;
         wait(
             "node-3 named by node-1 and node-3",
@@ -111,6 +112,19 @@ async fn profile(p: &Profile) -> Result<Vec<(Duration, bool)>> {
             || all_name(&cluster, &[0, 2], "node-3", before),
         )?;
         let took = killed_at.elapsed();
+        if std::env::var("FAILOVER_TRACE").is_ok() {
+            let mut conn = cluster.nodes[0].pg.connect().await?;
+            let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+                "SELECT to_char(occurred_at, 'HH24:MI:SS.MS'), action, new_value FROM steep_repl.audit_log \
+                 WHERE action LIKE 'coordinator.%' OR action = 'node.status_changed' ORDER BY id DESC LIMIT 6",
+            )
+            .fetch_all(&mut conn)
+            .await?;
+            println!("killed at {}", killed_wall.format("%H:%M:%S%.3f"));
+            for r in rows {
+                println!("  {} {} {}", r.0, r.1, r.2);
+            }
+        }
         println!(
             "{} run {run}: {:.3} s (killed coordinator {} the Raft leader)",
             p.name,
