@@ -190,6 +190,9 @@ pub struct NodeView {
     pub cluster_size: usize,
     /// A witness: votes, has no PostgreSQL, never coordinator.
     pub witness: bool,
+    /// Why this node is not a caught-up member of a cluster (`None`: it
+    /// is, or it runs no cluster member at all). `/ready` says it.
+    pub cluster_unready: Option<String>,
 }
 
 /// The coordinator as this node may answer at one instant.
@@ -200,10 +203,38 @@ pub struct CoordinatorView {
     pub lease_remaining: Option<Duration>,
     /// Members of the cluster (0: not in one yet).
     pub members: usize,
+    /// This node is a member.
+    pub member: bool,
+    /// It has caught up with a leader since it started.
+    pub caught_up: bool,
 }
 
 /// Asked at every load of the health snapshot.
 pub type CoordinatorSource = Arc<dyn Fn() -> CoordinatorView + Send + Sync>;
+
+/// The cluster member's numbers for `/metrics`, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterMetrics {
+    pub term: u64,
+    /// The leader's node_id, as this node knows it.
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// On the leader: how long since a majority last answered.
+    pub quorum_ack_age: Option<Duration>,
+    /// On the leader: entries each follower has not stored yet.
+    pub follower_lag: Vec<(String, u64)>,
+    pub log_bytes: u64,
+    pub snapshot_bytes: u64,
+    /// Requests this node answered NO_QUORUM.
+    pub no_quorum_total: u64,
+    /// The slowest log fsync of the last ones measured (p99 over a window).
+    pub fsync_p99: Option<Duration>,
+}
+
+/// Read at every scrape.
+pub type ClusterMetricsSource = Arc<dyn Fn() -> ClusterMetrics + Send + Sync>;
 
 impl NodeView {
     pub fn is_coordinator(&self) -> bool {
@@ -262,6 +293,7 @@ impl HealthSnapshot {
                 lease_remaining: None,
                 cluster_size: 1,
                 witness: false,
+                cluster_unready: None,
             },
             postgresql: pg,
             grpc: ListenerHealth::disabled(),
@@ -319,8 +351,11 @@ impl HealthSnapshot {
         if let PgVerdict::Unusable(reason) = self.postgres_verdict(now, stale_after) {
             return Err(reason);
         }
-        if !self.postgresql.registered {
+        if !self.postgresql.registered && self.postgresql.phase != DbPhase::Disabled {
             return Err("this node is not registered yet".to_string());
+        }
+        if let Some(reason) = &self.node.cluster_unready {
+            return Err(reason.clone());
         }
         Ok(())
     }
@@ -338,6 +373,8 @@ pub struct SharedHealth {
     pub stale_after: Duration,
     /// Where the coordinator comes from (the cluster member), once known.
     coordinator: Arc<std::sync::OnceLock<CoordinatorSource>>,
+    /// Where the cluster's metrics come from, once known.
+    cluster_metrics: Arc<std::sync::OnceLock<ClusterMetricsSource>>,
 }
 
 impl SharedHealth {
@@ -348,7 +385,18 @@ impl SharedHealth {
             epoch: Instant::now(),
             stale_after,
             coordinator: Arc::new(std::sync::OnceLock::new()),
+            cluster_metrics: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Makes `/metrics` carry the cluster member's numbers.
+    pub fn set_cluster_metrics_source(&self, source: ClusterMetricsSource) {
+        let _ = self.cluster_metrics.set(source);
+    }
+
+    /// The cluster member's numbers now (`None`: no member runs here).
+    pub fn cluster_metrics(&self) -> Option<ClusterMetrics> {
+        self.cluster_metrics.get().map(|source| source())
     }
 
     /// Makes every later `load` name the coordinator from `source`, asked
@@ -371,6 +419,16 @@ impl SharedHealth {
         snapshot.node.epoch = view.epoch;
         snapshot.node.lease_remaining = view.lease_remaining;
         snapshot.node.cluster_size = view.members.max(1);
+        snapshot.node.cluster_unready = if !view.member {
+            Some(
+                "this node is not a member of a cluster yet (steep-repl cluster init, or cluster add from a member)"
+                    .to_string(),
+            )
+        } else if !view.caught_up {
+            Some("this node has not caught up with a leader yet".to_string())
+        } else {
+            None
+        };
         Arc::new(snapshot)
     }
 

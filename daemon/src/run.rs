@@ -126,6 +126,8 @@ pub fn run_until(
         ) {
             Ok(node) => {
                 health.set_coordinator_source(coordinator_source(node.clone()));
+                let metrics_node = node.clone();
+                health.set_cluster_metrics_source(Arc::new(move || metrics_node.metrics()));
                 Some(node)
             }
             Err(e) => {
@@ -360,6 +362,8 @@ fn coordinator_source(node: ClusterNode) -> CoordinatorSource {
             epoch: report.epoch,
             lease_remaining: report.lease_remaining,
             members: node.members().len(),
+            member: node.is_member(),
+            caught_up: report.caught_up,
         }
     })
 }

@@ -70,7 +70,7 @@ impl RaftCluster {
                 .await
                 .context("CREATE EXTENSION steep_repl (did deploy/extension.sh run?)")?;
             let grpc_port = free_port();
-            let mut options = DaemonOptions::for_server(id, &pg);
+            let mut options = DaemonOptions::for_server(id, &pg).with_http();
             options.grpc = grpc_yaml(grpc_port, &[], &certs.tls_yaml(id));
             options.raft_extra = TEST_RAFT_TIMINGS.to_string();
             let home = DaemonHome::new()?;

@@ -680,7 +680,8 @@ async fn every_acknowledged_write_survives_kill_9_of_any_node() {
 async fn a_second_daemon_on_a_raft_directory_in_use_refuses_to_start() {
     let cluster = RaftCluster::start_formed(1).await.unwrap();
     let node = &cluster.nodes[0];
-    let mut options = node.options.clone();
+    // Its own ports (HTTP, gRPC); only the Raft directory is shared.
+    let mut options = node.options.clone().with_http();
     options.grpc = steep_repl_tests::cluster::grpc_yaml(
         steep_repl_tests::ports::free_port(),
         &[],
@@ -701,4 +702,62 @@ async fn a_second_daemon_on_a_raft_directory_in_use_refuses_to_start() {
     );
     let (code, out, err) = cluster.cli(0, &["state", "set", "app.still", "1"]).unwrap();
     assert_eq!(code, 0, "the first daemon stopped serving: {out}{err}");
+}
+
+/// `/ready` says no while a node is not a caught-up member; `/metrics`
+/// carries the Raft and coordinator numbers (SPEC 7, "Metrics").
+#[tokio::test]
+async fn ready_waits_for_membership_and_metrics_show_the_cluster() {
+    use steep_repl_tests::http::{get, parse_prometheus};
+    let cluster = RaftCluster::start(2).await.unwrap();
+    let addr = |i: usize| cluster.nodes[i].options.http_addr().expect("http on");
+    let wait = |i: usize, code: u16, saying: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = get(addr(i), "/ready").unwrap();
+            if r.status == code && r.text().contains(saying) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/ready of n{} stays {}: {}",
+                i + 1,
+                r.status,
+                r.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // PostgreSQL up, but no cluster yet.
+    wait(1, 503, "not a member of a cluster");
+    cluster.form().await.unwrap();
+    wait(0, 200, "");
+    wait(1, 200, "");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = get(addr(0), "/metrics").unwrap().text();
+        let families = parse_prometheus(&page).unwrap();
+        let has = |name: &str| families.contains_key(name);
+        let epoch = page
+            .lines()
+            .find_map(|l| l.strip_prefix("steep_repl_coordinator_epoch "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if has("steep_repl_raft_term")
+            && has("steep_repl_raft_follower_lag_entries")
+            && has("steep_repl_raft_fsync_p99_seconds")
+            && has("steep_repl_no_quorum_total")
+            && epoch >= 1.0
+            && page.contains("steep_repl_raft_is_leader 1")
+            && page.contains("steep_repl_raft_follower_lag_entries{node_id=\"n2\"}")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader's /metrics lack the cluster:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

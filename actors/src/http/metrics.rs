@@ -10,7 +10,7 @@
 //! lines, so dashboards and tests can rely on every family being declared.
 
 use super::bind::HttpError;
-use crate::health_state::{HealthSnapshot, PgVerdict};
+use crate::health_state::{ClusterMetrics, HealthSnapshot, PgVerdict};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
     TextEncoder,
@@ -121,9 +121,13 @@ impl Metrics {
         now: Instant,
         stale_after: Duration,
         live: bool,
+        cluster: Option<&ClusterMetrics>,
     ) -> String {
         let mut page = Page::default();
         snapshot_families(&mut page, s, now, stale_after, live);
+        if let Some(c) = cluster {
+            cluster_families(&mut page, c);
+        }
         let mut out = page.0;
         if let Some(ipc) = &self.ipc {
             ipc.snapshot().write_prometheus(&mut out);
@@ -142,6 +146,82 @@ impl Metrics {
 }
 
 /// A text exposition being written.
+/// The cluster member's families (SPEC 7, "Metrics").
+fn cluster_families(page: &mut Page, c: &ClusterMetrics) {
+    let gauges: [(&str, &str, f64); 8] = [
+        (
+            "steep_repl_raft_term",
+            "The Raft term this node is in",
+            c.term as f64,
+        ),
+        (
+            "steep_repl_raft_is_leader",
+            "1 while this node is the Raft leader",
+            bit(c.is_leader),
+        ),
+        (
+            "steep_repl_raft_last_log_index",
+            "The index of the last entry in this node's log",
+            c.last_log_index as f64,
+        ),
+        (
+            "steep_repl_raft_applied_index",
+            "The index of the last entry this node applied",
+            c.applied_index as f64,
+        ),
+        (
+            "steep_repl_raft_log_bytes",
+            "The size of the Raft log file",
+            c.log_bytes as f64,
+        ),
+        (
+            "steep_repl_raft_snapshot_bytes",
+            "The size of the latest Raft snapshot",
+            c.snapshot_bytes as f64,
+        ),
+        (
+            "steep_repl_raft_quorum_ack_age_seconds",
+            "On the leader: seconds since a majority last answered (-1 elsewhere)",
+            c.quorum_ack_age.map_or(-1.0, |d| d.as_secs_f64()),
+        ),
+        (
+            "steep_repl_raft_fsync_p99_seconds",
+            "p99 of the last 1024 fsyncs of the Raft log (-1 before any)",
+            c.fsync_p99.map_or(-1.0, |d| d.as_secs_f64()),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        page.family(name, "gauge", help);
+        page.sample(name, &[], value);
+    }
+    page.family(
+        "steep_repl_raft_leader",
+        "gauge",
+        "1, labelled with the leader this node knows (no sample: none)",
+    );
+    if let Some(leader) = &c.leader {
+        page.sample("steep_repl_raft_leader", &[("node_id", leader)], 1.0);
+    }
+    page.family(
+        "steep_repl_raft_follower_lag_entries",
+        "gauge",
+        "On the leader: entries a follower has not stored yet",
+    );
+    for (node_id, lag) in &c.follower_lag {
+        page.sample(
+            "steep_repl_raft_follower_lag_entries",
+            &[("node_id", node_id)],
+            *lag as f64,
+        );
+    }
+    page.family(
+        "steep_repl_no_quorum_total",
+        "counter",
+        "Requests this node answered NO_QUORUM",
+    );
+    page.sample("steep_repl_no_quorum_total", &[], c.no_quorum_total as f64);
+}
+
 #[derive(Default)]
 struct Page(String);
 
@@ -430,7 +510,13 @@ mod tests {
     #[test]
     fn every_family_is_declared_even_without_samples() {
         let m = Metrics::new().unwrap();
-        let page = m.render(&snapshot(), Instant::now(), Duration::from_secs(3), true);
+        let page = m.render(
+            &snapshot(),
+            Instant::now(),
+            Duration::from_secs(3),
+            true,
+            None,
+        );
         for family in [
             "steep_repl_up",
             "steep_repl_postgresql_latency_seconds",
@@ -481,7 +567,7 @@ mod tests {
         });
         let page = Metrics::new()
             .unwrap()
-            .render(&s, now, Duration::from_secs(3), true);
+            .render(&s, now, Duration::from_secs(3), true, None);
         for line in [
             "steep_repl_up{component=\"postgresql\"} 1",
             "steep_repl_postgresql_latency_seconds 0.0015",
@@ -493,6 +579,51 @@ mod tests {
         ] {
             assert!(page.lines().any(|l| l == line), "{line:?} missing:\n{page}");
         }
+    }
+
+    #[test]
+    fn the_cluster_member_numbers_are_on_the_page_when_there_is_one() {
+        let mut s = snapshot();
+        s.node.coordinator_id = Some("b".into());
+        s.node.epoch = Some(7);
+        s.node.lease_remaining = Some(Duration::from_millis(1500));
+        let cluster = ClusterMetrics {
+            term: 3,
+            leader: Some("a".into()),
+            is_leader: true,
+            last_log_index: 42,
+            applied_index: 41,
+            quorum_ack_age: Some(Duration::from_millis(120)),
+            follower_lag: vec![("b".into(), 2)],
+            log_bytes: 4096,
+            snapshot_bytes: 512,
+            no_quorum_total: 5,
+            fsync_p99: Some(Duration::from_micros(2500)),
+        };
+        let m = Metrics::new().unwrap();
+        let page = m.render(
+            &s,
+            Instant::now(),
+            Duration::from_secs(3),
+            true,
+            Some(&cluster),
+        );
+        for line in [
+            "steep_repl_coordinator_epoch 7",
+            "steep_repl_coordinator_lease_remaining_seconds 1.5",
+            "steep_repl_raft_term 3",
+            "steep_repl_raft_is_leader 1",
+            "steep_repl_raft_leader{node_id=\"a\"} 1",
+            "steep_repl_raft_applied_index 41",
+            "steep_repl_raft_quorum_ack_age_seconds 0.12",
+            "steep_repl_raft_follower_lag_entries{node_id=\"b\"} 2",
+            "steep_repl_raft_fsync_p99_seconds 0.0025",
+            "steep_repl_no_quorum_total 5",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line:?} missing:\n{page}");
+        }
+        let without = m.render(&s, Instant::now(), Duration::from_secs(3), true, None);
+        assert!(!without.contains("steep_repl_raft_term"));
     }
 
     #[test]
@@ -513,7 +644,13 @@ mod tests {
             StatusCode::NOT_FOUND,
             Duration::from_micros(80),
         );
-        let page = m.render(&snapshot(), Instant::now(), Duration::from_secs(3), true);
+        let page = m.render(
+            &snapshot(),
+            Instant::now(),
+            Duration::from_secs(3),
+            true,
+            None,
+        );
         assert!(
             page.contains("steep_repl_http_requests_total{code=\"200\",path=\"/health\"} 1"),
             "{page}"

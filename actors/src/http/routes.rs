@@ -156,9 +156,14 @@ async fn answer(req: HttpRequest, probes: web::Data<Probes>, probe: Probe) -> Ht
             if !body_wanted {
                 return status_only(res, method);
             }
-            let page = probes
-                .metrics
-                .render(&snapshot, now, stale_after, probes.live().is_ok());
+            let cluster = probes.health.cluster_metrics();
+            let page = probes.metrics.render(
+                &snapshot,
+                now,
+                stale_after,
+                probes.live().is_ok(),
+                cluster.as_ref(),
+            );
             return res.content_type(metrics::CONTENT_TYPE).body(page);
         }
     };

@@ -10,8 +10,10 @@ use super::transport::{split_address, GrpcRaftTransport, Sender};
 use crate::peer_tls::PeerTransport;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steep_repl_consensus::client::{ClientError, ClusterClient, Consistency};
@@ -79,11 +81,21 @@ pub enum ClusterError {
     Failed(String),
 }
 
+/// Requests answered NO_QUORUM by this process (one member per daemon),
+/// for `/metrics`.
+static NO_QUORUM_ANSWERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many log fsync durations the p99 is taken over.
+const FSYNC_WINDOW: usize = 1024;
+
 impl From<ClientError> for ClusterError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::NotAMember => ClusterError::NotAMember(e.to_string()),
-            ClientError::NoQuorum(_) => ClusterError::NoQuorum(e.to_string()),
+            ClientError::NoQuorum(_) => {
+                NO_QUORUM_ANSWERS.fetch_add(1, Ordering::Relaxed);
+                ClusterError::NoQuorum(e.to_string())
+            }
             ClientError::UnknownOutcome(_) => ClusterError::UnknownOutcome(e.to_string()),
             ClientError::Failed(_) => ClusterError::Failed(e.to_string()),
         }
@@ -153,6 +165,11 @@ struct Inner {
     identity: Arc<Mutex<StoreIdentity>>,
     /// The coordinator as this node may answer it.
     coordinator: CoordinatorHandle,
+    /// The log store (shared with Raft) and the state machine, for sizes.
+    log_store: steep_repl_consensus::LogStore,
+    state_machine: steep_repl_consensus::StateMachineStore,
+    /// The last log fsync durations.
+    fsyncs: Arc<Mutex<VecDeque<Duration>>>,
     /// Dropped to stop the Raft runtime's thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// Held for the life of the process: one daemon per Raft directory.
@@ -281,6 +298,20 @@ impl ClusterNode {
         let raft_id = identity.raft_id;
         let shared = state_machine.shared();
         let renewal_stamp = log_store.renewal_stamp();
+        let log_store_view = log_store.clone();
+        let state_machine_view = state_machine.clone();
+        let fsyncs: Arc<Mutex<VecDeque<Duration>>> = Arc::new(Mutex::new(VecDeque::new()));
+        {
+            let fsyncs = fsyncs.clone();
+            log_store.observe_fsync(Arc::new(move |took| {
+                if let Ok(mut window) = fsyncs.lock() {
+                    if window.len() >= FSYNC_WINDOW {
+                        window.pop_front();
+                    }
+                    window.push_back(took);
+                }
+            }));
+        }
         let keeper_config = KeeperConfig {
             node_id: settings.node_id.clone(),
             settings: settings.lease,
@@ -361,6 +392,9 @@ impl ClusterNode {
                 shared,
                 identity,
                 coordinator,
+                log_store: log_store_view,
+                state_machine: state_machine_view,
+                fsyncs,
                 stop: Mutex::new(Some(stop_tx)),
                 _dir_lock: dir_lock,
             }),
@@ -376,6 +410,41 @@ impl ClusterNode {
 
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// The numbers of `/metrics`, now.
+    pub fn metrics(&self) -> crate::health_state::ClusterMetrics {
+        let status = self.status();
+        let fsync_p99 = self.inner.fsyncs.lock().ok().and_then(|window| {
+            let mut sorted: Vec<Duration> = window.iter().copied().collect();
+            sorted.sort();
+            let at = (sorted.len() * 99).div_ceil(100).checked_sub(1)?;
+            sorted.get(at).copied()
+        });
+        crate::health_state::ClusterMetrics {
+            term: status.term,
+            is_leader: status.state == "leader",
+            leader: status.leader,
+            last_log_index: status.last_log_index.unwrap_or(0),
+            applied_index: status.applied_index.unwrap_or(0),
+            quorum_ack_age: status.quorum_ack_ms.map(Duration::from_millis),
+            follower_lag: status
+                .members
+                .iter()
+                .filter(|m| !m.leader)
+                .filter_map(|m| m.lag.map(|lag| (m.node_id.clone(), lag)))
+                .collect(),
+            log_bytes: self.inner.log_store.stats().file_bytes,
+            snapshot_bytes: self.inner.state_machine.snapshot_bytes().unwrap_or(0),
+            no_quorum_total: NO_QUORUM_ANSWERS.load(Ordering::Relaxed),
+            fsync_p99,
+        }
+    }
+
+    /// Whether this node is a member of a cluster.
+    pub fn is_member(&self) -> bool {
+        let raft_id = self.identity().raft_id;
+        self.members().contains_key(&raft_id)
     }
 
     /// Who is coordinator, as this node may answer at this instant.
