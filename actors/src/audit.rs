@@ -500,7 +500,8 @@ impl Handler<Flush> for AuditActor {
         if !self.db_seen {
             // The connection notice may still be in the mailbox: health is
             // published before it is sent.
-            if self.health.load().postgresql.phase == crate::health_state::DbPhase::Connected {
+            if self.health.load_stored().postgresql.phase == crate::health_state::DbPhase::Connected
+            {
                 self.db_seen = true;
             } else {
                 // Never connected: nothing can be written now; the spool keeps it.

@@ -323,7 +323,7 @@ impl DbActor {
             _ => {
                 let reason = self
                     .health
-                    .load()
+                    .load_stored()
                     .postgresql
                     .error
                     .clone()

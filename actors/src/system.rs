@@ -204,7 +204,7 @@ impl SystemActor {
     fn await_listeners(&mut self, ctx: &mut Context<Self>) {
         let started = Instant::now();
         let handle = ctx.run_interval(Duration::from_millis(5), move |act, ctx| {
-            let s = act.health.load();
+            let s = act.health.load_stored();
             let all_up = s.grpc.ok() && s.ipc.ok() && s.http.ok();
             if all_up || started.elapsed() > Duration::from_secs(5) || act.stopping {
                 if let Some(handle) = act.listeners_wait.take() {

@@ -357,12 +357,15 @@ const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 fn coordinator_source(node: ClusterNode) -> CoordinatorSource {
     Arc::new(move || {
         let report = node.coordinator();
+        // One read of the membership per answer (this runs at every load
+        // of the health snapshot, probes included).
+        let members = node.members();
         CoordinatorView {
             holder: report.holder,
             epoch: report.epoch,
             lease_remaining: report.lease_remaining,
-            members: node.members().len(),
-            member: node.is_member(),
+            members: members.len(),
+            member: members.contains_key(&node.identity().raft_id),
             caught_up: report.caught_up,
         }
     })

@@ -441,12 +441,6 @@ impl ClusterNode {
         }
     }
 
-    /// Whether this node is a member of a cluster.
-    pub fn is_member(&self) -> bool {
-        let raft_id = self.identity().raft_id;
-        self.members().contains_key(&raft_id)
-    }
-
     /// Who is coordinator, as this node may answer at this instant.
     pub fn coordinator(&self) -> CoordinatorReport {
         self.inner.coordinator.report()
