@@ -231,6 +231,8 @@ pub struct ClusterMetrics {
     pub no_quorum_total: u64,
     /// The slowest log fsync of the last ones measured (p99 over a window).
     pub fsync_p99: Option<Duration>,
+    /// How far the PostgreSQL projection follows the replicated state.
+    pub projection: crate::raft::projection_status::ProjectionReport,
 }
 
 /// Read at every scrape.

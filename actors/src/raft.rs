@@ -8,6 +8,7 @@
 
 pub mod fitness;
 pub mod node;
+pub mod projection_status;
 pub mod projector;
 pub mod service;
 pub mod transport;

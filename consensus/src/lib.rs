@@ -23,6 +23,7 @@ pub mod durable;
 pub mod kv;
 pub mod lease;
 pub mod lease_keeper;
+pub mod log_flusher;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

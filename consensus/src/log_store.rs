@@ -7,11 +7,15 @@
 //! truncation (entries from an index on are gone) or a purge (entries up to
 //! a log id are gone, covered by a snapshot). The live entries are also kept
 //! in memory, so reads never touch the disk. An append is acknowledged to
-//! openraft only after its records are fsync'd, with one fsync per append
-//! call. On open the file is replayed; a torn or damaged tail (a short
+//! openraft only after its records are fsync'd, with at most one fsync per
+//! append call (appends that arrive during an fsync share the next one). On open the file is replayed; a torn or damaged tail (a short
 //! record, a bad checksum, bad JSON) is cut off and its size reported, so
 //! nothing torn is ever returned. When most of the file is dead (purged or
 //! truncated records), it is rewritten with only the live records.
+//!
+//! An append returns once its records are written; the flusher thread
+//! (`log_flusher`) fsyncs them and only then reports the append done to
+//! openraft, so that the leader replicates while its own fsync runs.
 //!
 //! The vote lives in `vote.json`, replaced atomically and durably before
 //! `save_vote` returns. The committed log id lives in `committed.json`; it
@@ -26,6 +30,8 @@ use crate::command::Command;
 use crate::coordinator::CoordinatorCommand;
 use crate::durable;
 use crate::lease::RenewalStamp;
+use crate::log_flusher::Flusher;
+pub use crate::log_flusher::FsyncObserver;
 use crate::store::StoreError;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -38,7 +44,7 @@ use std::io::{self, Write};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The log file in the store directory.
 pub const LOG_FILE: &str = "log.bin";
@@ -99,9 +105,6 @@ pub struct LogStats {
     pub compaction_error: Option<String>,
 }
 
-/// Called with the duration of every fsync of the log file.
-pub type FsyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
-
 /// The Raft log store. Cheap to clone: clones share one log.
 #[derive(Clone)]
 pub struct LogStore {
@@ -119,8 +122,9 @@ struct Stored {
 struct Inner {
     dir: PathBuf,
     path: PathBuf,
-    /// Opened for appending: every write lands at the end.
-    file: File,
+    /// Opened for appending: every write lands at the end. Shared with
+    /// the flusher, which fsyncs it.
+    file: Arc<File>,
     file_bytes: u64,
     entries: BTreeMap<u64, Stored>,
     /// The sum of `frame_bytes` of `entries`.
@@ -137,7 +141,7 @@ struct Inner {
     compact_min_dead_bytes: u64,
     compactions: u64,
     compaction_error: Option<String>,
-    fsync_observer: Option<FsyncObserver>,
+    flusher: Flusher,
 }
 
 impl LogStore {
@@ -171,10 +175,12 @@ impl LogStore {
             durable::sync_parent(&path).map_err(|e| StoreError::write(&path, e))?;
         }
 
+        let flusher = Flusher::start(&dir.file_name().unwrap_or_default().to_string_lossy())
+            .map_err(|e| StoreError::write(&path, e))?;
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             path: path.clone(),
-            file,
+            file: Arc::new(file),
             file_bytes: 0,
             entries: BTreeMap::new(),
             entry_bytes: 0,
@@ -187,7 +193,7 @@ impl LogStore {
             compact_min_dead_bytes: COMPACT_MIN_DEAD_BYTES,
             compactions: 0,
             compaction_error: None,
-            fsync_observer: None,
+            flusher,
         };
         inner.replay(&bytes)?;
         inner.vote = read_vote(&dir.join(VOTE_FILE))?;
@@ -228,7 +234,7 @@ impl LogStore {
     /// Reports the duration of every later fsync of the log file (for the
     /// fsync latency metric).
     pub fn observe_fsync(&self, observer: FsyncObserver) {
-        self.lock().fsync_observer = Some(observer);
+        self.lock().flusher.observe(observer);
     }
 
     /// Rewrites the log file with only its live records now, whatever the
@@ -321,15 +327,20 @@ impl Inner {
         self.entry_bytes -= removed.values().map(|s| s.frame_bytes).sum::<u64>();
     }
 
-    /// Appends encoded records to the file, fsync'd when `sync` is set.
+    /// Why the file may not hold what was written to it, once it may not.
+    fn broken_reason(&self) -> Option<String> {
+        self.broken.clone().or_else(|| self.flusher.failure())
+    }
+
+    /// Appends encoded records to the file, fsync'd here when `sync` is set.
     fn write(&mut self, frames: &[u8], sync: bool) -> Result<(), StoreError> {
-        if let Some(reason) = &self.broken {
+        if let Some(reason) = self.broken_reason() {
             return Err(StoreError::Broken {
                 path: self.path.clone(),
-                reason: reason.clone(),
+                reason,
             });
         }
-        if let Err(e) = self.file.write_all(frames) {
+        if let Err(e) = (&*self.file).write_all(frames) {
             // Take back a partial write so that the next record starts on
             // a record boundary; if even that fails, stop writing.
             if let Err(undo) = self.file.set_len(self.file_bytes) {
@@ -347,9 +358,7 @@ impl Inner {
                 self.broken = Some(format!("fsync failed: {e}"));
                 return Err(StoreError::write(&self.path, e));
             }
-            if let Some(observer) = &self.fsync_observer {
-                observer(started.elapsed());
-            }
+            self.flusher.observed(started.elapsed());
         }
         Ok(())
     }
@@ -372,10 +381,10 @@ impl Inner {
     /// Writes the live records to a new file and puts it in place of the
     /// log: temporary file, fsync, rename, fsync of the directory.
     fn rewrite(&mut self) -> Result<(), StoreError> {
-        if let Some(reason) = &self.broken {
+        if let Some(reason) = self.broken_reason() {
             return Err(StoreError::Broken {
                 path: self.path.clone(),
-                reason: reason.clone(),
+                reason,
             });
         }
         let tmp = durable::tmp_path(&self.path);
@@ -404,7 +413,7 @@ impl Inner {
         let reopened = durable::sync_parent(&self.path)
             .and_then(|()| OpenOptions::new().append(true).open(&self.path));
         match reopened {
-            Ok(file) => self.file = file,
+            Ok(file) => self.file = Arc::new(file),
             Err(e) => {
                 self.broken = Some(format!("reopening it after a rewrite failed: {e}"));
                 return Err(StoreError::write(&self.path, e));
@@ -584,29 +593,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        {
-            let mut inner = self.lock();
-            let mut frames = Vec::new();
-            let mut staged = Vec::new();
-            for entry in entries {
-                if is_renewal(&entry) {
-                    // Stamped on arrival: later than the holder's send time.
-                    self.renewal_stamp.observe();
-                }
-                let frame = encode(&RecordRef::Entry(&entry))
-                    .map_err(|e| StoreError::corrupt(&inner.path, e).write_logs())?;
-                frames.extend_from_slice(&frame);
-                staged.push((entry, frame.len() as u64));
+        let mut inner = self.lock();
+        let mut frames = Vec::new();
+        let mut staged = Vec::new();
+        for entry in entries {
+            if is_renewal(&entry) {
+                // Stamped on arrival: later than the holder's send time.
+                self.renewal_stamp.observe();
             }
-            if !staged.is_empty() {
-                inner.write(&frames, true).map_err(|e| e.write_logs())?;
-            }
-            for (entry, frame_bytes) in staged {
-                inner.insert(entry, frame_bytes);
-            }
+            let frame = encode(&RecordRef::Entry(&entry))
+                .map_err(|e| StoreError::corrupt(&inner.path, e).write_logs())?;
+            frames.extend_from_slice(&frame);
+            staged.push((entry, frame.len() as u64));
         }
-        // Only now is every record on disk.
-        callback.log_io_completed(Ok(()));
+        if !staged.is_empty() {
+            inner.write(&frames, false).map_err(|e| e.write_logs())?;
+        }
+        for (entry, frame_bytes) in staged {
+            inner.insert(entry, frame_bytes);
+        }
+        // Reported done by the flusher once every record is on disk.
+        inner.flusher.flush(inner.file.clone(), callback);
         Ok(())
     }
 

@@ -126,6 +126,17 @@ fn cluster(v: &Value) -> String {
                 text(&v["applied_index"])
             ),
         ),
+        (
+            "postgresql",
+            match v["projection"]["error"].as_str() {
+                Some(e) => format!(
+                    "BEHIND at index {} since {}: {e}",
+                    text(&v["projection"]["applied_index"]),
+                    text(&v["projection"]["failing_since"])
+                ),
+                None => format!("projected to {}", text(&v["projection"]["applied_index"])),
+            },
+        ),
     ]);
     let mut table = Table::new(&[
         "MEMBER", "ROLE", "VOTER", "PRIORITY", "GRPC", "RAFT ID", "LAG",

@@ -761,3 +761,102 @@ async fn ready_waits_for_membership_and_metrics_show_the_cluster() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// An entry PostgreSQL refuses (here a DBA's trigger) stops the projection
+/// at that entry, not the cluster: writes go on and read back, the tables
+/// stay behind, `cluster status` says why, the daemon logs it once instead
+/// of at every retry, and once the cause is gone the tables catch up.
+#[tokio::test]
+async fn a_projection_the_database_refuses_stays_behind_without_stopping_the_cluster() {
+    let cluster = RaftCluster::start_formed(1).await.unwrap();
+    let mut conn = cluster.nodes[0].pg.connect().await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION public.refuse_blocked() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.key LIKE 'blocked.%' THEN RAISE EXCEPTION 'a DBA trigger refuses %', NEW.key; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_blocked BEFORE INSERT OR UPDATE ON steep_repl.coordinator_state
+           FOR EACH ROW EXECUTE FUNCTION public.refuse_blocked();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    write(
+        &cluster,
+        0,
+        "state.set",
+        json!({"key": "blocked.one", "value": 1}),
+    );
+    write(
+        &cluster,
+        0,
+        "state.set",
+        json!({"key": "app.after", "value": 2}),
+    );
+    assert_eq!(get(&cluster, 0, "app.after"), Some(json!(2)));
+    cluster
+        .wait_until(
+            "cluster status to report the refusal",
+            Duration::from_secs(20),
+            || {
+                let s = cluster.status(0)?;
+                Ok(s["projection"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("a DBA trigger refuses blocked.one")))
+            },
+        )
+        .await
+        .unwrap();
+    let projected = || async {
+        let mut conn = cluster.nodes[0].pg.connect().await.unwrap();
+        let keys: Vec<(String,)> = sqlx::query_as(
+            "SELECT key FROM steep_repl.coordinator_state WHERE key IN ('blocked.one', 'app.after') ORDER BY key",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        keys.into_iter().map(|(k,)| k).collect::<Vec<_>>()
+    };
+    assert!(
+        projected().await.is_empty(),
+        "the refused entry was projected"
+    );
+    // Retried with a backoff (1, 2, 4 s ...), logged once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = cluster.status(0).unwrap();
+    assert!(
+        status["projection"]["failures"].as_u64().unwrap_or(0) >= 2,
+        "not retried: {status}"
+    );
+    let log = cluster.nodes[0].daemon.log();
+    assert_eq!(log.matches("projection.failed").count(), 1, "{log}");
+    // A write still goes through while the projection is stuck.
+    write(
+        &cluster,
+        0,
+        "state.set",
+        json!({"key": "app.during", "value": 3}),
+    );
+
+    sqlx::raw_sql("DROP TRIGGER refuse_blocked ON steep_repl.coordinator_state")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while projected().await != ["app.after", "blocked.one"] {
+        assert!(
+            Instant::now() < deadline,
+            "the projection did not catch up: {}",
+            cluster.views()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = cluster.status(0).unwrap();
+    assert!(status["projection"]["error"].is_null(), "{status}");
+    assert!(
+        cluster.nodes[0].daemon.log().contains("projection.resumed"),
+        "{}",
+        cluster.nodes[0].daemon.log()
+    );
+}

@@ -220,6 +220,31 @@ fn cluster_families(page: &mut Page, c: &ClusterMetrics) {
         "Requests this node answered NO_QUORUM",
     );
     page.sample("steep_repl_no_quorum_total", &[], c.no_quorum_total as f64);
+    let p = &c.projection;
+    let projection: [(&str, &str, &str, f64); 3] = [
+        (
+            "steep_repl_projection_applied_index",
+            "gauge",
+            "The log index PostgreSQL's tables hold (-1 before the first write)",
+            p.applied_index.map_or(-1.0, |i| i as f64),
+        ),
+        (
+            "steep_repl_projection_failing",
+            "gauge",
+            "1 while PostgreSQL refuses to apply the replicated state (cluster.status says why)",
+            bit(p.error.is_some()),
+        ),
+        (
+            "steep_repl_projection_failures_total",
+            "counter",
+            "Attempts to apply the replicated state that PostgreSQL refused",
+            p.failures as f64,
+        ),
+    ];
+    for (name, kind, help, value) in projection {
+        page.family(name, kind, help);
+        page.sample(name, &[], value);
+    }
 }
 
 #[derive(Default)]
@@ -599,6 +624,12 @@ mod tests {
             snapshot_bytes: 512,
             no_quorum_total: 5,
             fsync_p99: Some(Duration::from_micros(2500)),
+            projection: crate::raft::projection_status::ProjectionReport {
+                applied_index: Some(40),
+                error: Some("refused".into()),
+                failing_since: None,
+                failures: 3,
+            },
         };
         let m = Metrics::new().unwrap();
         let page = m.render(
@@ -619,6 +650,9 @@ mod tests {
             "steep_repl_raft_follower_lag_entries{node_id=\"b\"} 2",
             "steep_repl_raft_fsync_p99_seconds 0.0025",
             "steep_repl_no_quorum_total 5",
+            "steep_repl_projection_applied_index 40",
+            "steep_repl_projection_failing 1",
+            "steep_repl_projection_failures_total 3",
         ] {
             assert!(page.lines().any(|l| l == line), "{line:?} missing:\n{page}");
         }

@@ -6,6 +6,7 @@
 //! The faces (IPC, the gRPC Raft service, health) call it directly, the way
 //! they read the health snapshot: no mailbox between a request and Raft.
 
+use super::projection_status::{ProjectionReport, ProjectionStatus};
 use super::transport::{split_address, GrpcRaftTransport, Sender};
 use crate::peer_tls::PeerTransport;
 use serde::Serialize;
@@ -142,6 +143,8 @@ pub struct ClusterStatus {
     /// On the coordinator: how long its lease has left.
     pub lease_remaining_ms: Option<u64>,
     pub members: Vec<MemberStatus>,
+    /// How far this node's PostgreSQL tables follow the replicated state.
+    pub projection: ProjectionReport,
 }
 
 /// A value in the replicated map.
@@ -170,6 +173,8 @@ struct Inner {
     state_machine: steep_repl_consensus::StateMachineStore,
     /// The last log fsync durations.
     fsyncs: Arc<Mutex<VecDeque<Duration>>>,
+    /// Kept by the projector, read by cluster.status and /metrics.
+    projection: ProjectionStatus,
     /// Dropped to stop the Raft runtime's thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// Held for the life of the process: one daemon per Raft directory.
@@ -395,6 +400,7 @@ impl ClusterNode {
                 log_store: log_store_view,
                 state_machine: state_machine_view,
                 fsyncs,
+                projection: ProjectionStatus::default(),
                 stop: Mutex::new(Some(stop_tx)),
                 _dir_lock: dir_lock,
             }),
@@ -438,6 +444,7 @@ impl ClusterNode {
             snapshot_bytes: self.inner.state_machine.snapshot_bytes().unwrap_or(0),
             no_quorum_total: NO_QUORUM_ANSWERS.load(Ordering::Relaxed),
             fsync_p99,
+            projection: status.projection,
         }
     }
 
@@ -558,7 +565,13 @@ impl ClusterNode {
                 .lease_remaining
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             members,
+            projection: self.inner.projection.report(),
         }
+    }
+
+    /// The projection's progress, kept by the projector.
+    pub fn projection(&self) -> &ProjectionStatus {
+        &self.inner.projection
     }
 
     /// `cluster init`: makes a new cluster of this one node.

@@ -8,6 +8,13 @@
 //! after the stored index (a snapshot from the leader, a restart from a
 //! snapshot, a projection from another cluster), it writes the whole map
 //! at once instead. While PostgreSQL is down it waits and catches up later.
+//!
+//! An entry the database refuses (a DBA's trigger, a revoked privilege, a
+//! full disk) stops the projection at that entry, not the cluster: the
+//! replicated state goes on, and the projection retries with a backoff (1 s
+//! doubling to a minute), says so in `cluster.status` and `/metrics`, and
+//! logs the failure when it starts, when its reason changes, every ten
+//! minutes while it lasts, and when it ends.
 
 use super::node::ClusterNode;
 use super::transport::split_address;
@@ -22,6 +29,10 @@ use steep_repl_consensus::AppliedEvent;
 
 /// How often it looks again when nothing woke it (PostgreSQL back, ...).
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts at an entry the database refused.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How often a projection that keeps failing is logged again.
+const REMIND_EVERY: Duration = Duration::from_secs(600);
 /// Journal events read at once (the rest on the next turn).
 const PAGE: usize = 4096;
 /// Steps handed to the database at once.
@@ -36,10 +47,13 @@ async fn run(node: ClusterNode, db: Addr<DbActor>, log: Logger) {
     let mut applied = node.shared().subscribe();
     // What the projection holds, once read from the database.
     let mut stored: Option<(Option<String>, u64)> = None;
-    let mut failing = false;
+    let mut refused = Refusals::default();
     let mut more = false;
     loop {
-        if !more {
+        if let Some(wait) = refused.backoff() {
+            // Woken by nothing: new entries cannot mend a refused one.
+            tokio::time::sleep(wait).await;
+        } else if !more {
             let _ = tokio::time::timeout(RETRY_EVERY, applied.changed()).await;
         }
         more = false;
@@ -49,10 +63,12 @@ async fn run(node: ClusterNode, db: Addr<DbActor>, log: Logger) {
         match project(&node, &db, &cluster_id, &mut stored).await {
             Ok(rest) => {
                 more = rest;
-                if failing {
-                    info!(log, "projection.resumed");
+                if let Some((_, index)) = &stored {
+                    node.projection().applied(*index);
                 }
-                failing = false;
+                if let Some(attempts) = refused.ended() {
+                    info!(log, "projection.resumed"; "failed_attempts" => attempts);
+                }
             }
             Err(e) => {
                 stored = None;
@@ -60,14 +76,53 @@ async fn run(node: ClusterNode, db: Addr<DbActor>, log: Logger) {
                     DbError::NotConnected(reason) => {
                         debug!(log, "projection.waiting"; "reason" => reason)
                     }
-                    DbError::Query(e) if !failing => {
-                        warn!(log, "projection.failed"; "error" => e, "note" => "retried every second")
+                    DbError::Query(e) => {
+                        node.projection().failed(&e);
+                        if refused.failed(&e) {
+                            warn!(log, "projection.failed";
+                                "error" => e,
+                                "applied_index" => node.projection().report().applied_index,
+                                "note" => "the replicated state is unaffected; PostgreSQL's tables stay behind until this is mended (retried with a backoff up to a minute; cluster.status shows it)");
+                        }
                     }
-                    DbError::Query(_) => {}
                 }
-                failing = true;
             }
         }
+    }
+}
+
+/// Consecutive attempts the database refused, for the backoff and the log.
+#[derive(Default)]
+struct Refusals {
+    attempts: u32,
+    last_error: String,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    /// Records a refusal; true when it is worth a log line (the first, a
+    /// new reason, or a reminder).
+    fn failed(&mut self, error: &str) -> bool {
+        self.attempts = self.attempts.saturating_add(1);
+        let changed = self.last_error != error;
+        let remind = self.last_logged.is_none_or(|t| t.elapsed() >= REMIND_EVERY);
+        self.last_error = error.to_string();
+        if changed || remind {
+            self.last_logged = Some(std::time::Instant::now());
+        }
+        changed || remind
+    }
+
+    /// How long to wait before the next attempt, while refused.
+    fn backoff(&self) -> Option<Duration> {
+        let doublings = self.attempts.checked_sub(1)?.min(6);
+        Some((RETRY_EVERY * 2u32.pow(doublings)).min(RETRY_MAX))
+    }
+
+    /// The refusals ended: how many attempts failed, if any did.
+    fn ended(&mut self) -> Option<u32> {
+        let attempts = std::mem::take(self).attempts;
+        (attempts > 0).then_some(attempts)
     }
 }
 
@@ -240,4 +295,27 @@ fn membership_step(membership: &StoredMembership) -> Option<ProjectionStep> {
         index,
         members: Value::Array(members),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_from_a_second_to_a_minute_and_log_only_what_is_new() {
+        let mut r = Refusals::default();
+        assert_eq!(r.backoff(), None);
+        assert!(r.failed("trigger refused key a.b"));
+        assert_eq!(r.backoff(), Some(Duration::from_secs(1)));
+        assert!(!r.failed("trigger refused key a.b"));
+        assert_eq!(r.backoff(), Some(Duration::from_secs(2)));
+        assert!(r.failed("disk full"));
+        for _ in 0..20 {
+            r.failed("disk full");
+        }
+        assert_eq!(r.backoff(), Some(RETRY_MAX));
+        assert_eq!(r.ended(), Some(23));
+        assert_eq!(r.backoff(), None);
+        assert_eq!(r.ended(), None);
+    }
 }
