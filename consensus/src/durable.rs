@@ -37,13 +37,49 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_parent(path)
 }
 
-/// Replaces `path` with `bytes` atomically but without waiting for the
-/// disk: after a crash the file may hold the old content, the new one, or
-/// (on some file systems) be empty. Only for hints whose loss is harmless.
-pub fn replace_without_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+/// A small file rewritten in place, without a new inode per write and
+/// without waiting for the disk, for hints whose loss is harmless: a
+/// checksum on the content tells a torn or mixed write from a good one.
+pub struct HintFile {
+    file: fs::File,
+    len: usize,
+}
+
+impl HintFile {
+    pub fn open(path: &Path) -> io::Result<HintFile> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        Ok(HintFile { file, len })
+    }
+
+    /// Replaces the content with `bytes` (one positioned write).
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut framed = format!("{:08x}\n", crc32fast::hash(bytes)).into_bytes();
+        framed.extend_from_slice(bytes);
+        // Spaces cover the end of a longer earlier content; the checksum
+        // line says where the content ends.
+        let padded = framed.len().max(self.len);
+        framed.resize(padded, b' ');
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&framed)?;
+        self.len = padded;
+        Ok(())
+    }
+
+    /// The content of the file at `path` when its checksum holds.
+    pub fn read(path: &Path) -> Option<Vec<u8>> {
+        let bytes = fs::read(path).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (crc, rest) = text.split_once('\n')?;
+        let content = rest.trim_end_matches(' ').as_bytes();
+        (u32::from_str_radix(crc, 16).ok()? == crc32fast::hash(content)).then(|| content.to_vec())
+    }
 }
 
 /// Makes the directory holding `path` durable (the entry of a created,
@@ -89,6 +125,25 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hint_reads_back_its_last_content_and_not_a_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hint.json");
+        let mut hint = HintFile::open(&path).unwrap();
+        assert_eq!(HintFile::read(&path), None);
+        hint.write(b"{\"index\":1000}").unwrap();
+        hint.write(b"{\"index\":7}").unwrap();
+        assert_eq!(
+            HintFile::read(&path).as_deref(),
+            Some(&b"{\"index\":7}"[..])
+        );
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.iter().position(|b| *b == b'7').unwrap();
+        bytes[at] = b'9';
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(HintFile::read(&path), None);
+    }
 
     #[test]
     fn an_atomic_write_replaces_the_content_and_leaves_no_temporary_file() {

@@ -445,6 +445,151 @@ REVOKE ALL ON FUNCTION steep_repl.apply_state(text, bigint, bigint, text, jsonb,
 COMMENT ON FUNCTION steep_repl.apply_state(text, bigint, bigint, text, jsonb, boolean, text, inet, text) IS
     'Daemon only: applies the committed log entry p_log_index (term p_log_term) of cluster p_cluster_id that sets p_key to p_value, or deletes it when p_deleted, and records the index, in one transaction. Writes exactly one audit row: state.updated, actor p_actor, client_ip p_client_ip, target state/p_key, old_value the previous row (null when absent), new_value the new row plus "log": {cluster_id, index, term, request_id} (null for a delete), event_id steep_repl.log_event_id(p_cluster_id, p_log_index). Returns false and writes nothing when the projection is already at or past p_log_index (a replay). A projection that holds no cluster yet adopts p_cluster_id; one that holds another cluster is refused (install a snapshot first).';
 
+-- The same as apply_state for a run of consecutive entries, in one call:
+-- the projector hands over what was applied since its last pass (many
+-- entries under a steady write load) instead of one call per entry. Set
+-- based: one audit insert for the run, then the last value of each key.
+CREATE FUNCTION steep_repl.state_batch_entries(p_entries jsonb, p_after bigint)
+RETURNS TABLE (ord bigint, log_index bigint, log_term bigint, key text, deleted boolean,
+               value jsonb, actor text, client_ip inet, request_id text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.ord, (t.x->>'index')::bigint, (t.x->>'term')::bigint, t.x->>'key',
+           (t.x->>'deleted')::boolean, t.x->'value', t.x->>'actor',
+           (t.x->>'client_ip')::inet, t.x->>'request_id'
+      FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS t(x, ord)
+     WHERE (t.x->>'index')::bigint > p_after
+$$;
+REVOKE ALL ON FUNCTION steep_repl.state_batch_entries(jsonb, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.state_batch_entries(jsonb, bigint) IS
+    'Internal: the entries of a steep_repl.apply_state_batch() argument after log index p_after, as rows, in their order (ord).';
+
+CREATE FUNCTION steep_repl.apply_state_batch(p_cluster_id text, p_entries jsonb) RETURNS integer
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.apply_state_batch';
+    stored steep_repl.cluster_projection;
+    item record;
+    previous bigint := -1;
+    last_index bigint;
+    last_term bigint;
+    applied integer;
+BEGIN
+    PERFORM steep_repl.check_log_position(fn, p_cluster_id, 0, 0);
+    IF p_entries IS NULL OR jsonb_typeof(p_entries) <> 'array' THEN
+        RAISE EXCEPTION '%: p_entries must be a JSON array of entries (got %)',
+                fn, COALESCE(jsonb_typeof(p_entries), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Every entry is checked before anything is written: the whole run
+    -- is applied or none of it.
+    FOR item IN SELECT t.ord, t.x FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS t(x, ord) LOOP
+        IF jsonb_typeof(item.x) <> 'object'
+           OR jsonb_typeof(item.x->'index') IS DISTINCT FROM 'number'
+           OR jsonb_typeof(item.x->'term') IS DISTINCT FROM 'number'
+           OR (item.x->>'index') !~ '^[0-9]+$' OR (item.x->>'term') !~ '^[0-9]+$' THEN
+            RAISE EXCEPTION '%: p_entries[%] must be an object with a whole index and term of 0 or more (got %)',
+                    fn, item.ord, item.x
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (item.x->>'index')::bigint <= previous THEN
+            RAISE EXCEPTION '%: p_entries[%].index % does not follow the previous entry''s %',
+                    fn, item.ord, item.x->>'index', previous
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        previous := (item.x->>'index')::bigint;
+        IF (item.x->>'key') IS NULL OR (item.x->>'key') !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' THEN
+            RAISE EXCEPTION '%: p_entries[%].key must be a dotted name such as cluster.version (got %)',
+                    fn, item.ord, COALESCE(quote_literal(item.x->>'key'), 'null')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF jsonb_typeof(item.x->'deleted') IS DISTINCT FROM 'boolean' THEN
+            RAISE EXCEPTION '%: p_entries[%].deleted must be true or false', fn, item.ord
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT (item.x->>'deleted')::boolean AND NOT item.x ? 'value' THEN
+            RAISE EXCEPTION '%: p_entries[%].value is missing and the entry does not delete its key', fn, item.ord
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A JSON null is the value null.';
+        END IF;
+        IF (item.x->>'actor') IS NULL OR (item.x->>'actor') NOT LIKE '_%@_%' THEN
+            RAISE EXCEPTION '%: p_entries[%].actor must have the form role@host (got %)',
+                    fn, item.ord, COALESCE(quote_literal(item.x->>'actor'), 'null')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (item.x->>'client_ip') IS NOT NULL AND (item.x->>'client_ip') !~ '^[0-9A-Fa-f.:/]+$' THEN
+            RAISE EXCEPTION '%: p_entries[%].client_ip must be an IP address (got %)',
+                    fn, item.ord, quote_literal(item.x->>'client_ip')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    stored := steep_repl.lock_projection();
+    IF stored.cluster_id IS NOT NULL AND stored.cluster_id <> p_cluster_id THEN
+        RAISE EXCEPTION '%: this projection holds cluster %, not %', fn, quote_literal(stored.cluster_id), quote_literal(p_cluster_id)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install a snapshot of the new cluster first with steep_repl.apply_state_snapshot().';
+    END IF;
+
+    -- One audit row per entry, as apply_state writes it: the row before
+    -- (from the table for a key's first entry of the run, else from the
+    -- previous entry of that key) and the row after.
+    INSERT INTO steep_repl.audit_log AS a
+        (action, actor, target_type, target_id, old_value, new_value, client_ip, event_id)
+    SELECT 'state.updated', e.actor, 'state', e.key,
+           CASE WHEN e.prev_ord IS NULL THEN
+                    (SELECT to_jsonb(s) FROM steep_repl.coordinator_state s WHERE s.key = e.key)
+                WHEN e.prev_deleted THEN NULL
+                ELSE jsonb_build_object('key', e.key, 'value', e.prev_value, 'updated_at', now())
+           END,
+           CASE WHEN NOT e.deleted THEN
+                jsonb_build_object('key', e.key, 'value', e.value, 'updated_at', now(),
+                    'log', jsonb_build_object('cluster_id', p_cluster_id, 'index', e.log_index,
+                                              'term', e.log_term, 'request_id', e.request_id))
+           END,
+           e.client_ip, steep_repl.log_event_id(p_cluster_id, e.log_index)
+      FROM (SELECT b.*, lag(b.ord) OVER w AS prev_ord, lag(b.deleted) OVER w AS prev_deleted,
+                   lag(b.value) OVER w AS prev_value
+              FROM steep_repl.state_batch_entries(p_entries, stored.applied_index) b
+            WINDOW w AS (PARTITION BY b.key ORDER BY b.ord)) e
+     ORDER BY e.ord
+    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING;
+    GET DIAGNOSTICS applied = ROW_COUNT;
+
+    -- The table gets the last value of each key.
+    DELETE FROM steep_repl.coordinator_state s
+     USING (SELECT DISTINCT ON (b.key) b.key, b.deleted
+              FROM steep_repl.state_batch_entries(p_entries, stored.applied_index) b
+             ORDER BY b.key, b.ord DESC) l
+     WHERE s.key = l.key AND l.deleted;
+    INSERT INTO steep_repl.coordinator_state AS s (key, value)
+    SELECT l.key, l.value
+      FROM (SELECT DISTINCT ON (b.key) b.key, b.deleted, b.value
+              FROM steep_repl.state_batch_entries(p_entries, stored.applied_index) b
+             ORDER BY b.key, b.ord DESC) l
+     WHERE NOT l.deleted
+    ON CONFLICT ON CONSTRAINT coordinator_state_pkey DO UPDATE SET value = EXCLUDED.value;
+
+    SELECT b.log_index, b.log_term INTO last_index, last_term
+      FROM steep_repl.state_batch_entries(p_entries, stored.applied_index) b
+     ORDER BY b.ord DESC LIMIT 1;
+    IF FOUND THEN
+        UPDATE steep_repl.cluster_projection p
+           SET cluster_id = p_cluster_id, applied_index = last_index, applied_term = last_term, updated_at = now()
+         WHERE p.id;
+    END IF;
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN COALESCE(applied, 0);
+END
+$$;
+REVOKE ALL ON FUNCTION steep_repl.apply_state_batch(text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION steep_repl.apply_state_batch(text, jsonb) IS
+    'Daemon only: applies a run of consecutive committed log entries of cluster p_cluster_id that set or delete keys, in one transaction, exactly as steep_repl.apply_state() would one after the other (the same rows, the same audit rows). p_entries is a JSON array, in log order, of {index, term, key, deleted, value (unless deleted), actor, client_ip (or null), request_id (or null)}. Entries at or below the applied index are skipped (a replay). Every entry is checked first; a bad one is refused naming its position and nothing is written. Returns the number of audit rows written.';
+
 CREATE FUNCTION steep_repl.apply_state_snapshot(
     p_cluster_id text,
     p_log_index  bigint,

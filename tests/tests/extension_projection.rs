@@ -1089,3 +1089,104 @@ async fn a_holder_whose_membership_is_applied_after_its_grant_gets_the_flag() {
         held(Some("n4"), Some(1), &["n4"])
     );
 }
+
+/// Every audit row of state changes, without the times (which differ).
+async fn state_audit(conn: &mut PgConnection) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object('action', action, 'actor', actor, 'target', target_id,
+                'old', old_value - 'updated_at', 'new', new_value - 'updated_at',
+                'ip', host(client_ip), 'event', event_id)
+           FROM steep_repl.audit_log WHERE action = 'state.updated' ORDER BY id",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+fn batch_entry(index: i64, key: &str, value: Option<Value>) -> Value {
+    json!({
+        "index": index, "term": 3, "key": key, "deleted": value.is_none(),
+        "value": value, "actor": "alice@10.0.0.7", "client_ip": "10.0.0.7",
+        "request_id": format!("req-{index}"),
+    })
+}
+
+async fn apply_batch(conn: &mut PgConnection, entries: Value) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT steep_repl.apply_state_batch('c1', $1)")
+        .bind(entries)
+        .fetch_one(conn)
+        .await
+}
+
+#[tokio::test]
+async fn a_batch_of_entries_writes_what_applying_them_one_by_one_writes() {
+    let (_one_pg, mut one) = server_with_extension().await.unwrap();
+    let (_batch_pg, mut batch) = server_with_extension().await.unwrap();
+    // Keys set, updated, deleted and set again, several in one run.
+    let entries: Vec<(i64, &str, Option<Value>)> = vec![
+        (5, "app.a", Some(json!(1))),
+        (6, "app.b", Some(json!({"x": true}))),
+        (7, "app.a", Some(json!(2))),
+        (8, "app.b", None),
+        (9, "app.b", Some(json!("again"))),
+        (11, "app.a", None),
+        (12, "app.c", Some(json!(null))),
+    ];
+    for (index, key, value) in &entries {
+        assert!(apply(&mut one, "c1", *index, key, value.clone()).await);
+    }
+    let all: Vec<Value> = entries
+        .iter()
+        .map(|(i, k, v)| batch_entry(*i, k, v.clone()))
+        .collect();
+    assert_eq!(apply_batch(&mut batch, json!(all[..4])).await.unwrap(), 4);
+    // The next run overlaps the first: what is applied already is skipped.
+    assert_eq!(apply_batch(&mut batch, json!(all[2..])).await.unwrap(), 3);
+    assert_eq!(apply_batch(&mut batch, json!(all)).await.unwrap(), 0);
+
+    assert_eq!(state(&mut batch).await, state(&mut one).await);
+    assert_eq!(
+        state(&mut batch).await,
+        json!({"app.b": "again", "app.c": null})
+    );
+    assert_eq!(state_audit(&mut batch).await, state_audit(&mut one).await);
+    assert_eq!(state_audit(&mut batch).await.len(), entries.len());
+    assert_eq!(projection(&mut batch).await, projection(&mut one).await);
+}
+
+#[tokio::test]
+async fn a_bad_entry_in_a_batch_is_refused_naming_it_and_nothing_is_written() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    let good = batch_entry(5, "app.a", Some(json!(1)));
+    let cases = [
+        (
+            json!([good, batch_entry(6, "app/b", Some(json!(1)))]),
+            "p_entries[2].key must be a dotted name",
+        ),
+        (
+            json!([good, batch_entry(5, "app.b", Some(json!(1)))]),
+            "p_entries[2].index 5 does not follow",
+        ),
+        (
+            json!([good, {"index": 6, "term": 3, "key": "app.b", "deleted": false, "actor": "a@b"}]),
+            "p_entries[2].value is missing",
+        ),
+        (
+            json!([good, {"index": 6, "term": 3, "key": "app.b", "deleted": false, "value": 1, "actor": "nobody"}]),
+            "p_entries[2].actor must have the form role@host",
+        ),
+        (
+            json!([{"index": -1, "term": 3}]),
+            "p_entries[1] must be an object with a whole index",
+        ),
+        (json!({"index": 6}), "p_entries must be a JSON array"),
+    ];
+    for (entries, expected) in cases {
+        let (code, message) = db_error_code(apply_batch(&mut conn, entries.clone()).await);
+        assert!(message.contains(expected), "{entries}: {message}");
+        assert_eq!(code, "22023", "{message}");
+    }
+    assert_eq!(state(&mut conn).await, json!({}));
+    assert_eq!(audit_rows(&mut conn).await, 0);
+    assert_eq!(projection(&mut conn).await, (None, 0, 0, None));
+}

@@ -421,10 +421,13 @@ struct Tally {
     round_p99: Vec<Duration>,
     errors: BTreeMap<String, u64>,
     busy: Duration,
+    /// CPU time used on the whole machine while the scenario ran.
+    cpu: Duration,
 }
 
 impl Tally {
-    fn add_round(&mut self, outcomes: Vec<Outcome>, busy: Duration) {
+    fn add_round(&mut self, (outcomes, busy, cpu): Measured) {
+        self.cpu += cpu;
         let mut round = Vec::new();
         for outcome in outcomes {
             match outcome {
@@ -442,6 +445,11 @@ impl Tally {
         let mut all = self.latencies.clone();
         all.sort();
         all
+    }
+
+    /// Machine CPU time per answered write.
+    fn cpu_per_op(&self) -> Duration {
+        self.cpu / (self.latencies.len().max(1) as u32)
     }
 
     fn ops_per_second(&self) -> f64 {
@@ -471,17 +479,40 @@ fn micros(d: Duration) -> String {
     out
 }
 
+/// Outcomes, the time they took, and the machine's CPU time meanwhile.
+type Measured = (Vec<Outcome>, Duration, Duration);
+
+/// CPU time the whole machine has used since boot (every process, user
+/// and system; from /proc/stat, in clock ticks of 10 ms).
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system (idle iowait skipped) irq softirq; not steal,
+        // the time the host gave to others
+        .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// Sequential writes: `WARMUP` untimed, then `ops` timed.
-fn sequential(writer: &mut dyn Writer, ops: usize, start: u64) -> Result<(Vec<Outcome>, Duration)> {
+fn sequential(writer: &mut dyn Writer, ops: usize, start: u64) -> Result<Measured> {
     for n in 0..WARMUP as u64 {
         let _ = writer.write(start + n)?;
     }
     let mut outcomes = Vec::with_capacity(ops);
+    let cpu = machine_cpu();
     let began = Instant::now();
     for n in 0..ops as u64 {
         outcomes.push(writer.write(start + WARMUP as u64 + n)?);
     }
-    Ok((outcomes, began.elapsed()))
+    Ok((outcomes, began.elapsed(), machine_cpu() - cpu))
 }
 
 /// `clients` writers in parallel for `seconds`; every outcome.
@@ -489,11 +520,12 @@ fn throughput(
     make: &dyn Fn(usize) -> Result<Box<dyn Writer>>,
     clients: usize,
     seconds: u64,
-) -> Result<(Vec<Outcome>, Duration)> {
+) -> Result<Measured> {
     let mut writers = Vec::new();
     for c in 0..clients {
         writers.push(make(c)?);
     }
+    let cpu = machine_cpu();
     let began = Instant::now();
     let until = began + Duration::from_secs(seconds);
     let handles: Vec<_> = writers
@@ -517,7 +549,7 @@ fn throughput(
                 .map_err(|_| anyhow::anyhow!("a client panicked"))??,
         );
     }
-    Ok((all, began.elapsed()))
+    Ok((all, began.elapsed(), machine_cpu() - cpu))
 }
 
 const SCENARIOS: [&str; 4] = [
@@ -531,6 +563,7 @@ fn main() -> Result<()> {
     let args = Args::parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let started = Instant::now();
+    let stolen_before = stolen();
     eprintln!(
         "state_bench: daemon {}",
         steep_repl_tests::daemon::steep_repl_bin()?.display()
@@ -555,25 +588,28 @@ fn main() -> Result<()> {
             let p = format!("r{round}");
             if side == 0 {
                 let mut w = SteepWriter::new(&socket(steep_lead), &format!("{p}l"), false)?;
-                let (o, b) = sequential(&mut w, args.ops, base)?;
-                steep[0].add_round(o, b);
+                let m = sequential(&mut w, args.ops, base)?;
+                steep[0].add_round(m);
                 let mut w = SteepWriter::new(&socket(steep_follow), &format!("{p}f"), false)?;
-                let (o, b) = sequential(&mut w, args.ops, base)?;
-                steep[1].add_round(o, b);
+                let m = sequential(&mut w, args.ops, base)?;
+                steep[1].add_round(m);
+
                 let mut w = SteepWriter::new(&socket(steep_lead), &format!("{p}c"), true)?;
-                let (o, b) = sequential(&mut w, args.ops, base)?;
-                steep[2].add_round(o, b);
+                let m = sequential(&mut w, args.ops, base)?;
+                steep[2].add_round(m);
             } else {
                 let port = |i: usize| etcd.client_ports[i];
                 let mut w = EtcdWriter::new(port(etcd_lead), &format!("{p}l"), false)?;
-                let (o, b) = sequential(&mut w, args.ops, base)?;
-                reference[0].add_round(o, b);
+                let m = sequential(&mut w, args.ops, base)?;
+                reference[0].add_round(m);
+
                 let mut w = EtcdWriter::new(port(etcd_follow), &format!("{p}f"), false)?;
-                let (o, b) = sequential(&mut w, args.ops, base)?;
-                reference[1].add_round(o, b);
+                let m = sequential(&mut w, args.ops, base)?;
+                reference[1].add_round(m);
+
                 let mut w = EtcdWriter::new(port(etcd_lead), &format!("{p}c"), true)?;
-                let (o, b) = sequential(&mut w, args.ops, base)?;
-                reference[2].add_round(o, b);
+                let m = sequential(&mut w, args.ops, base)?;
+                reference[2].add_round(m);
             }
         }
         eprintln!(
@@ -596,8 +632,8 @@ fn main() -> Result<()> {
                         false,
                     )?))
                 };
-                let (o, b) = throughput(&make, args.clients, args.seconds)?;
-                steep[3].add_round(o, b);
+                let m = throughput(&make, args.clients, args.seconds)?;
+                steep[3].add_round(m);
             } else {
                 let port = etcd.client_ports[etcd_lead];
                 let make = |c: usize| -> Result<Box<dyn Writer>> {
@@ -607,8 +643,8 @@ fn main() -> Result<()> {
                         false,
                     )?))
                 };
-                let (o, b) = throughput(&make, args.clients, args.seconds)?;
-                reference[3].add_round(o, b);
+                let m = throughput(&make, args.clients, args.seconds)?;
+                reference[3].add_round(m);
             }
         }
     }
@@ -621,10 +657,14 @@ fn main() -> Result<()> {
         println!("NOTE: the etcd leader or term changed during the run: {after_etcd:?}");
     }
     report(&args, &steep, &reference);
-    eprintln!(
-        "state_bench: {:.0} s in all, load {}",
-        started.elapsed().as_secs_f64(),
-        load_average()
+    let took = started.elapsed();
+    let steal = stolen() - stolen_before;
+    println!(
+        "\n{:.0} s in all; CPU time taken by the host (steal): {:.1} s of {:.0} s on 2 cores ({:.0} %)",
+        took.as_secs_f64(),
+        steal.as_secs_f64(),
+        took.as_secs_f64() * 2.0,
+        100.0 * steal.as_secs_f64() / (took.as_secs_f64() * 2.0)
     );
     Ok(())
 }
@@ -635,8 +675,10 @@ fn report(args: &Args, steep: &[Tally], reference: &[Tally]) {
         args.rounds, args.ops, args.clients, args.throughput_rounds, args.seconds
     );
     println!();
-    println!("| scenario | p50 µs | p90 µs | p99 µs | max µs | ops/s | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| scenario | p50 µs | p90 µs | p99 µs | max µs | ops/s | machine CPU µs/write | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for (i, name) in SCENARIOS.iter().enumerate() {
         for (side, tally) in [("steep-repl", &steep[i]), ("etcd", &reference[i])] {
             let s = tally.sorted();
@@ -646,12 +688,13 @@ fn report(args: &Args, steep: &[Tally], reference: &[Tally]) {
                 format!("{:?}", tally.errors)
             };
             println!(
-                "| {side} {name} | {} | {} | {} | {} | {:.0} | {errors} |",
+                "| {side} {name} | {} | {} | {} | {} | {:.0} | {} | {errors} |",
                 micros(percentile(&s, 0.50)),
                 micros(percentile(&s, 0.90)),
                 micros(percentile(&s, 0.99)),
                 micros(s.last().copied().unwrap_or_default()),
                 tally.ops_per_second(),
+                micros(tally.cpu_per_op()),
             );
         }
     }
@@ -675,6 +718,18 @@ fn report(args: &Args, steep: &[Tally], reference: &[Tally]) {
             steep[i].ops_per_second() / reference[i].ops_per_second().max(1e-9),
         );
     }
+}
+
+/// CPU time the host took from this machine (steal) since boot.
+fn stolen() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks = stat
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 fn load_average() -> String {
