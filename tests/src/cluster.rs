@@ -107,17 +107,17 @@ impl TestCluster {
 
     /// The same with `extra` added to every node's `repl` section.
     pub async fn start_with(priorities: &[u8], extra: &str) -> Result<TestCluster> {
-        TestCluster::start_roles(priorities, None, extra).await
+        TestCluster::start_roles(priorities, &[], extra).await
     }
 
-    /// Starts the nodes, node `witness` (if any) as a witness: no
-    /// PostgreSQL in its configuration, added with `--witness`.
+    /// Starts the nodes, those in `witnesses` as witnesses: no
+    /// PostgreSQL in their configuration, added with `--witness`.
     pub async fn start_roles(
         priorities: &[u8],
-        witness: Option<usize>,
+        witnesses: &[usize],
         extra: &str,
     ) -> Result<TestCluster> {
-        TestCluster::start_configured(priorities, witness, crate::raft::TEST_RAFT_TIMINGS, extra)
+        TestCluster::start_configured(priorities, witnesses, crate::raft::TEST_RAFT_TIMINGS, extra)
             .await
     }
 
@@ -125,7 +125,7 @@ impl TestCluster {
     /// daemon's defaults).
     pub async fn start_configured(
         priorities: &[u8],
-        witness: Option<usize>,
+        witnesses: &[usize],
         raft_extra: &str,
         extra: &str,
     ) -> Result<TestCluster> {
@@ -143,7 +143,7 @@ impl TestCluster {
             options.grpc = grpc_yaml(ports[i], &seeds, &certs.tls_yaml(id));
             options.extra = format!("  priority: {}\n{extra}", priorities[i]);
             options.raft_extra = raft_extra.to_string();
-            if witness == Some(i) {
+            if witnesses.contains(&i) {
                 options.pg_extra = "    enabled: false\n".to_string();
             }
             let daemon = Daemon::start(&options)?;
@@ -159,14 +159,14 @@ impl TestCluster {
         for node in &cluster.nodes {
             node.daemon.wait_for_ipc(crate::raft::START_TIMEOUT)?;
         }
-        cluster.form(priorities, witness)?;
+        cluster.form(priorities, witnesses)?;
         Ok(cluster)
     }
 
     /// `cluster init` on node-1, then `cluster add` of every other node
     /// with its priority, run on node-1 (retried while the leader has no
     /// quorum yet: exit 7 changed nothing).
-    fn form(&self, priorities: &[u8], witness: Option<usize>) -> Result<()> {
+    fn form(&self, priorities: &[u8], witnesses: &[usize]) -> Result<()> {
         let (code, out, err) = self.cli(0, &["cluster", "init", "--json"])?;
         if code != 0 {
             bail!("cluster init on node-1 failed ({code}): {out}{err}");
@@ -184,7 +184,7 @@ impl TestCluster {
                 &priority,
                 "--json",
             ];
-            if witness == Some(i) {
+            if witnesses.contains(&i) {
                 args.push("--witness");
             }
             let deadline = Instant::now() + Duration::from_secs(20);

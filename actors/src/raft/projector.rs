@@ -32,7 +32,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// The shortest time between two passes: entries applied meanwhile go into
 /// one transaction instead of one each (under a steady write load, a pass
 /// per entry on every node costs more CPU than the writes themselves).
-const COALESCE: Duration = Duration::from_millis(20);
+const COALESCE: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts at an entry the database refused.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a projection that keeps failing is logged again.

@@ -21,7 +21,9 @@
 //!
 //! Run: `cargo build --release && STEEP_DAEMON_BIN=$PWD/target/release/steep-repl target/release/state_bench`
 //! Options: `--rounds 5 --ops 2000 --clients 8 --seconds 10
-//! --throughput-rounds 2 --etcd-plain-peers`.
+//! --throughput-rounds 2 --etcd-plain-peers --no-postgresql` (the last:
+//! three witnesses, no PostgreSQL and so no projection, to see what the
+//! projection costs).
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -48,6 +50,9 @@ struct Args {
     seconds: u64,
     throughput_rounds: usize,
     etcd_plain_peers: bool,
+    /// Every node a witness: no PostgreSQL, so no projection (what the
+    /// replicated writes cost without it).
+    no_postgresql: bool,
 }
 
 impl Args {
@@ -59,6 +64,7 @@ impl Args {
             seconds: 10,
             throughput_rounds: 2,
             etcd_plain_peers: false,
+            no_postgresql: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -77,10 +83,11 @@ impl Args {
                     args.throughput_rounds = number("--throughput-rounds")? as usize
                 }
                 "--etcd-plain-peers" => args.etcd_plain_peers = true,
+                "--no-postgresql" => args.no_postgresql = true,
                 "--help" | "-h" => {
                     println!(
                         "state_bench [--rounds N] [--ops N] [--clients N] [--seconds S] \
-                         [--throughput-rounds N] [--etcd-plain-peers]"
+                         [--throughput-rounds N] [--etcd-plain-peers] [--no-postgresql]"
                     );
                     std::process::exit(0);
                 }
@@ -568,7 +575,13 @@ fn main() -> Result<()> {
         "state_bench: daemon {}",
         steep_repl_tests::daemon::steep_repl_bin()?.display()
     );
-    let cluster = runtime.block_on(TestCluster::start_configured(&[50, 50, 50], None, "", ""))?;
+    let witnesses: &[usize] = if args.no_postgresql { &[0, 1, 2] } else { &[] };
+    let cluster = runtime.block_on(TestCluster::start_configured(
+        &[50, 50, 50],
+        witnesses,
+        "",
+        "",
+    ))?;
     let etcd = Etcd::start(cluster.certs.dir.path(), args.etcd_plain_peers)?;
     let (steep_lead, steep_term) = steep_leader(&cluster)?;
     let (etcd_lead, etcd_term) = etcd.leader()?;
