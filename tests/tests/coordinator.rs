@@ -149,7 +149,7 @@ async fn two_data_nodes_and_a_witness_survive_the_loss_of_either_data_node() {
     // never chosen for it).
     let mut cluster = TestCluster::start_roles(
         &PRIORITIES,
-        Some(2),
+        &[2],
         "  coordinator:\n    failback_after: 3s\n",
     )
     .await
