@@ -26,11 +26,13 @@ pub enum AuditAction {
     PeerAuthFailed,
     ConfigChanged,
     AuditPruned,
+    /// `cluster force-new` made this node the only member of a new cluster.
+    ClusterForcedNew,
 }
 
 impl AuditAction {
-    /// All actions, in the order of SPEC.
-    pub const ALL: [AuditAction; 11] = [
+    /// All actions, in the order of SPEC, then ours beyond it.
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::NodeRegistered,
         AuditAction::NodeUpdated,
         AuditAction::NodeRemoved,
@@ -42,6 +44,7 @@ impl AuditAction {
         AuditAction::PeerAuthFailed,
         AuditAction::ConfigChanged,
         AuditAction::AuditPruned,
+        AuditAction::ClusterForcedNew,
     ];
 
     /// The dotted name stored in `audit_log.action`.
@@ -58,6 +61,7 @@ impl AuditAction {
             AuditAction::PeerAuthFailed => "peer.auth_failed",
             AuditAction::ConfigChanged => "config.changed",
             AuditAction::AuditPruned => "audit.pruned",
+            AuditAction::ClusterForcedNew => "cluster.forced_new",
         }
     }
 

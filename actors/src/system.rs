@@ -108,6 +108,38 @@ pub struct SystemActor {
 }
 
 impl SystemActor {
+    /// After `cluster force-new`: the audit row of what it did, once (the
+    /// marker the command left is removed when the event is spooled).
+    fn audit_forced_new(&self, audit: &Addr<AuditActor>) {
+        use steep_repl_consensus::force_new;
+        let Some(cluster) = &self.settings.cluster else {
+            return;
+        };
+        let dir = cluster.settings().dir.clone();
+        let Some(forced) = force_new::read_marker(&dir) else {
+            return;
+        };
+        warn!(self.log, "cluster.forced_new";
+            "old_cluster_id" => &forced.old_cluster_id,
+            "new_cluster_id" => &forced.new_cluster_id,
+            "recovered_index" => forced.recovered_index,
+            "epoch_floor" => forced.epoch_floor,
+            "backup" => forced.backup.display().to_string());
+        let event = AuditEvent::new(AuditAction::ClusterForcedNew)
+            .target("node", &forced.node_id)
+            .old_value(json!({"cluster_id": forced.old_cluster_id, "epoch": forced.old_epoch}))
+            .new_value(json!(forced));
+        let audit = audit.clone();
+        let log = self.log.clone();
+        actix::spawn(async move {
+            if audit.send(event).await.is_ok() {
+                if let Err(e) = force_new::clear_marker(&dir) {
+                    warn!(log, "cluster.forced_new_marker"; "error" => %e, "note" => "it will be audited again at the next start");
+                }
+            }
+        });
+    }
+
     pub fn new(settings: SystemSettings, health: SharedHealth, log: Logger) -> Self {
         SystemActor {
             settings,
@@ -277,6 +309,7 @@ impl Actor for SystemActor {
                 .target("daemon", &self.settings.node_id)
                 .new_value(json!({"version": self.settings.version, "pid": std::process::id()})),
         );
+        self.audit_forced_new(&children.audit);
         self.children = Some(children);
         info!(self.log, "daemon.started"; "version" => &self.settings.version, "pid" => std::process::id());
         self.await_listeners(ctx);

@@ -165,6 +165,12 @@ impl KvState {
         }
     }
 
+    /// Replaces the coordinator record (`cluster force-new` only: the new
+    /// cluster's record starts released, above every epoch known).
+    pub(crate) fn restart_coordinator(&mut self, record: CoordinatorRecord) {
+        self.coordinator = record;
+    }
+
     /// Seeds the map (the state of a 0.1.0 coordinator, SPEC 7 upgrade).
     pub fn seed(&mut self, entries: impl IntoIterator<Item = (String, Value)>) {
         self.data.extend(entries);

@@ -20,6 +20,7 @@ pub mod client;
 pub mod command;
 pub mod coordinator;
 pub mod durable;
+pub mod force_new;
 pub mod kv;
 pub mod lease;
 pub mod lease_keeper;

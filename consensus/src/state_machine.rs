@@ -226,10 +226,10 @@ struct SnapshotState {
 
 /// What a snapshot holds, as it is written from the live state.
 #[derive(Serialize)]
-struct SnapshotStateRef<'a> {
-    last_applied: &'a Option<LogId>,
-    membership: &'a StoredMembership,
-    kv: &'a KvState,
+pub(crate) struct SnapshotStateRef<'a> {
+    pub(crate) last_applied: &'a Option<LogId>,
+    pub(crate) membership: &'a StoredMembership,
+    pub(crate) kv: &'a KvState,
 }
 
 /// `snapshot.json`: the metadata and the state.

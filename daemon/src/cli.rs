@@ -154,6 +154,24 @@ pub enum ClusterCommand {
     Remove { node_id: String },
     /// Members, leader, term, log and applied index as this node sees them.
     Status,
+    /// Disaster recovery, with the daemon stopped: make this node the only
+    /// member of a new cluster with everything its Raft store holds, after a
+    /// majority of the old cluster is lost for good. The other nodes are
+    /// then wiped and added again. Without --yes it only shows the store.
+    ForceNew {
+        /// Show what the store holds (to choose the survivor whose log goes
+        /// furthest) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do it (the old store is copied aside first).
+        #[arg(long, conflicts_with = "dry_run")]
+        yes: bool,
+        /// The new cluster's coordinator epochs start this far above the
+        /// highest epoch this node knew (the lost nodes may have granted
+        /// some it never heard of).
+        #[arg(long, default_value_t = steep_repl_consensus::force_new::DEFAULT_EPOCH_GAP)]
+        epoch_gap: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

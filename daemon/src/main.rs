@@ -5,6 +5,7 @@ mod cli;
 mod cluster_cmd;
 mod config;
 mod exit;
+mod force_new_cmd;
 mod inspect;
 mod ipc_client;
 mod lock;
@@ -66,6 +67,20 @@ fn main() -> ExitCode {
                     ("cluster.remove", json!({"node_id": node_id}))
                 }
                 ClusterCommand::Status => ("cluster.status", json!({})),
+                ClusterCommand::ForceNew {
+                    dry_run,
+                    yes,
+                    epoch_gap,
+                } => {
+                    return force_new_cmd::run(
+                        cli.config.as_deref(),
+                        dry_run,
+                        yes,
+                        epoch_gap,
+                        json,
+                    )
+                    .into();
+                }
             };
             cluster_cmd::call(cli.config.as_deref(), method, params, json)
         }

@@ -281,3 +281,66 @@ pub fn member_raft_id(status: &Value, node_id: &str) -> Option<String> {
         .as_str()
         .map(str::to_string)
 }
+
+// ---------------------------------------------------------------------------
+// Requests to a cluster meant to be healthy
+// ---------------------------------------------------------------------------
+
+/// How long a request refused with NO_QUORUM is retried while the
+/// cluster is meant to be healthy: on a loaded 2-core machine a leader may
+/// briefly miss its quorum acknowledgements (QUORUM_ACK_LIMIT, 1.5 s), and
+/// NO_QUORUM means nothing was done, so a client may simply ask again.
+pub const HEALTHY_RETRY: Duration = Duration::from_secs(20);
+
+/// An IPC call on node `i` that must succeed, asked again while it answers
+/// NO_QUORUM (see [`HEALTHY_RETRY`]).
+pub fn call_ok(c: &RaftCluster, i: usize, method: &str, params: Value) -> Value {
+    let deadline = Instant::now() + HEALTHY_RETRY;
+    loop {
+        let answer = c
+            .ipc(i)
+            .and_then(|mut ipc| ipc.request(method, params.clone()))
+            .unwrap_or_else(|e| panic!("{method} {params} on node {i}: {e:#}"));
+        if answer["error"].is_null() {
+            return answer["result"].clone();
+        }
+        if answer["error"]["code"] != json!("NO_QUORUM") || Instant::now() > deadline {
+            panic!("{method} {params} on node {i}: {answer}");
+        }
+        eprintln!("{method} on node {i}: NO_QUORUM, asking again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A write over IPC on node `i` that must succeed; returns its result.
+pub fn write(c: &RaftCluster, i: usize, method: &str, params: Value) -> Value {
+    call_ok(c, i, method, params)
+}
+
+/// A linearizable `state.get` on node `i`: `Some(value)` or `None` (absent).
+pub fn get(c: &RaftCluster, i: usize, key: &str) -> Option<Value> {
+    let r = call_ok(c, i, "state.get", json!({"key": key}));
+    assert_eq!(r["key"], json!(key), "{r}");
+    (r["found"] == json!(true)).then(|| r["value"].clone())
+}
+
+/// Sets `key` on node `i`, retrying with the same request id while the
+/// cluster has no leader; `Ok` once acknowledged.
+pub async fn set_acknowledged(c: &RaftCluster, i: usize, key: &str, value: &Value) -> Result<()> {
+    let request_id = format!("req-{key}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = c.ipc(i)?.request(
+            "state.set",
+            json!({"key": key, "value": value, "request_id": request_id}),
+        )?;
+        if answer["error"].is_null() {
+            return Ok(());
+        }
+        let code = answer["error"]["code"].as_str().unwrap_or("");
+        if !["NO_QUORUM", "UNKNOWN_OUTCOME"].contains(&code) || Instant::now() > deadline {
+            bail!("state.set {key} on node {i}: {answer}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -9,14 +9,16 @@
 //! the CLI, IPC, gRPC and SQL only. A failing test prints the end of every
 //! daemon's log (tests/src/raft.rs).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use steep_repl_actors::peer_tls::{ConnectOptions, PeerTransport, TlsPaths};
 use steep_repl_proto::raft_client::RaftClient;
 use steep_repl_proto::RaftMessage;
-use steep_repl_tests::raft::{member_raft_id, voter_count, RaftCluster};
+use steep_repl_tests::raft::{
+    call_ok, get, member_raft_id, set_acknowledged, voter_count, write, RaftCluster, HEALTHY_RETRY,
+};
 
 /// Exit codes of the cluster commands (daemon/src/cluster_cmd.rs).
 const EXIT_NO_QUORUM: i32 = 7;
@@ -47,44 +49,6 @@ fn member_ids(status: &Value) -> Vec<String> {
 
 fn raft_id(hex: &str) -> u64 {
     u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("raft id {hex:?}: {e}"))
-}
-
-/// How long a request refused with NO_QUORUM is retried while the
-/// cluster is meant to be healthy: on a loaded 2-core machine a leader may
-/// briefly miss its quorum acknowledgements (QUORUM_ACK_LIMIT, 1.5 s), and
-/// NO_QUORUM means nothing was done, so a client may simply ask again.
-const HEALTHY_RETRY: Duration = Duration::from_secs(20);
-
-/// An IPC call on node `i` that must succeed, asked again while it answers
-/// NO_QUORUM (see [`HEALTHY_RETRY`]).
-fn call_ok(c: &RaftCluster, i: usize, method: &str, params: Value) -> Value {
-    let deadline = Instant::now() + HEALTHY_RETRY;
-    loop {
-        let answer = c
-            .ipc(i)
-            .and_then(|mut ipc| ipc.request(method, params.clone()))
-            .unwrap_or_else(|e| panic!("{method} {params} on node {i}: {e:#}"));
-        if answer["error"].is_null() {
-            return answer["result"].clone();
-        }
-        if answer["error"]["code"] != json!("NO_QUORUM") || Instant::now() > deadline {
-            panic!("{method} {params} on node {i}: {answer}");
-        }
-        eprintln!("{method} on node {i}: NO_QUORUM, asking again");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A write over IPC on node `i` that must succeed; returns its result.
-fn write(c: &RaftCluster, i: usize, method: &str, params: Value) -> Value {
-    call_ok(c, i, method, params)
-}
-
-/// A linearizable `state.get` on node `i`: `Some(value)` or `None` (absent).
-fn get(c: &RaftCluster, i: usize, key: &str) -> Option<Value> {
-    let r = call_ok(c, i, "state.get", json!({"key": key}));
-    assert_eq!(r["key"], json!(key), "{r}");
-    (r["found"] == json!(true)).then(|| r["value"].clone())
 }
 
 /// The CLI on node `i`, asked again while it exits 7 (NO_QUORUM) in a
@@ -601,27 +565,6 @@ async fn a_minority_answers_no_quorum() {
         .unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(parse(&out, &err)["value"], json!("before"));
-}
-
-/// Sets `key` on node `i`, retrying with the same request id while the
-/// cluster has no leader; `Ok` once acknowledged.
-async fn set_acknowledged(c: &RaftCluster, i: usize, key: &str, value: &Value) -> Result<()> {
-    let request_id = format!("req-{key}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = c.ipc(i)?.request(
-            "state.set",
-            json!({"key": key, "value": value, "request_id": request_id}),
-        )?;
-        if answer["error"].is_null() {
-            return Ok(());
-        }
-        let code = answer["error"]["code"].as_str().unwrap_or("");
-        if !["NO_QUORUM", "UNKNOWN_OUTCOME"].contains(&code) || Instant::now() > deadline {
-            bail!("state.set {key} on node {i}: {answer}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

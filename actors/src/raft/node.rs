@@ -182,14 +182,14 @@ struct Inner {
 }
 
 #[cfg(unix)]
-type DirLock = nix::fcntl::Flock<std::fs::File>;
+pub type DirLock = nix::fcntl::Flock<std::fs::File>;
 #[cfg(not(unix))]
-type DirLock = ();
+pub type DirLock = ();
 
 /// An exclusive lock on `dir/lock`: two daemons sharing a store would
 /// interleave their logs and votes.
 #[cfg(unix)]
-fn lock_dir(dir: &std::path::Path) -> Result<DirLock, RaftStartError> {
+pub fn lock_dir(dir: &std::path::Path) -> Result<DirLock, RaftStartError> {
     use nix::fcntl::{Flock, FlockArg};
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
@@ -208,7 +208,7 @@ fn lock_dir(dir: &std::path::Path) -> Result<DirLock, RaftStartError> {
 }
 
 #[cfg(not(unix))]
-fn lock_dir(_: &std::path::Path) -> Result<DirLock, RaftStartError> {
+pub fn lock_dir(_: &std::path::Path) -> Result<DirLock, RaftStartError> {
     Ok(())
 }
 
