@@ -170,11 +170,6 @@ impl KvState {
     pub(crate) fn restart_coordinator(&mut self, record: CoordinatorRecord) {
         self.coordinator = record;
     }
-
-    /// Seeds the map (the state of a 0.1.0 coordinator, SPEC 7 upgrade).
-    pub fn seed(&mut self, entries: impl IntoIterator<Item = (String, Value)>) {
-        self.data.extend(entries);
-    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,14 @@ fn text(v: &Value) -> String {
 
 fn render(method: &str, v: &Value) -> String {
     match method {
-        "cluster.status" | "cluster.init" | "cluster.add" | "cluster.remove" => cluster(v),
+        "cluster.init" => match v["seeded_keys"].as_u64() {
+            Some(n) if n > 0 => format!(
+                "{}\nseeded the state map with {n} keys of this node's coordinator_state (its 0.1.0 state)\n",
+                cluster(v)
+            ),
+            _ => cluster(v),
+        },
+        "cluster.status" | "cluster.add" | "cluster.remove" => cluster(v),
         "state.get" => {
             if v["found"] == json!(true) {
                 format!("{}\n", v["value"])

@@ -36,3 +36,25 @@ pub fn db_error_code<T: std::fmt::Debug>(result: Result<T, sqlx::Error>) -> (Str
         other => panic!("expected a database error, got {other:?}"),
     }
 }
+
+/// The `extension` folder of the PostgreSQL 18 the tests use.
+pub fn extension_dir() -> std::path::PathBuf {
+    crate::paths::pg_config_dir(&crate::paths::pg18_config().unwrap(), "sharedir")
+        .unwrap()
+        .join("extension")
+}
+
+/// Makes the install script of released version `old` available the way an
+/// old package would have left it. Tests run in parallel: one copy at a time.
+pub fn install_released_script(old: &str) {
+    static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = COPYING.lock().unwrap_or_else(|e| e.into_inner());
+    let target = extension_dir().join(format!("steep_repl--{old}.sql"));
+    if !target.exists() {
+        std::fs::copy(
+            crate::paths::repo_root().join(format!("ext/sql/released/steep_repl--{old}.sql")),
+            &target,
+        )
+        .unwrap();
+    }
+}

@@ -15,7 +15,6 @@ use crate::pg::PgServer;
 use crate::ports::free_port;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use sqlx::Executor;
 use std::time::{Duration, Instant};
 
 /// Raft timings for tests (`repl.raft`): elections within a second on
@@ -51,6 +50,15 @@ impl RaftCluster {
     /// Starts `n` empty nodes named n1..nN (no cluster yet), each answering
     /// IPC. No grpc.peers: they learn of each other only by `cluster add`.
     pub async fn start(n: usize) -> Result<RaftCluster> {
+        RaftCluster::start_prepared(n, |_| vec!["CREATE EXTENSION steep_repl".to_string()]).await
+    }
+
+    /// The same, with `prepare(i)` as the SQL run in node `i`'s database
+    /// before its daemon starts (instead of `CREATE EXTENSION steep_repl`).
+    pub async fn start_prepared(
+        n: usize,
+        prepare: impl Fn(usize) -> Vec<String>,
+    ) -> Result<RaftCluster> {
         let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let certs = Certificates::new(&id_refs)?;
@@ -60,15 +68,17 @@ impl RaftCluster {
             .map(|_| std::thread::spawn(PgServer::start))
             .collect();
         let mut nodes = Vec::new();
-        for (id, server) in ids.iter().zip(servers) {
+        for (i, (id, server)) in ids.iter().zip(servers).enumerate() {
             let pg = server
                 .join()
                 .map_err(|_| anyhow!("starting PostgreSQL panicked"))??;
-            pg.connect()
-                .await?
-                .execute("CREATE EXTENSION steep_repl")
-                .await
-                .context("CREATE EXTENSION steep_repl (did deploy/extension.sh run?)")?;
+            let mut conn = pg.connect().await?;
+            for sql in prepare(i) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                    .execute(&mut conn)
+                    .await
+                    .with_context(|| format!("{sql} (did deploy/extension.sh run?)"))?;
+            }
             let grpc_port = free_port();
             let mut options = DaemonOptions::for_server(id, &pg).with_http();
             options.grpc = grpc_yaml(grpc_port, &[], &certs.tls_yaml(id));

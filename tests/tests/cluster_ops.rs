@@ -260,3 +260,125 @@ async fn force_new_on_a_node_that_was_never_a_member_says_there_is_nothing_to_re
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("belongs to no cluster"), "{err}");
 }
+
+/// A 0.1.0 cluster upgraded as docs/operations.md says: every node's
+/// extension updated (`ALTER EXTENSION steep_repl UPDATE`) with its data,
+/// then `cluster init` on the old coordinator and `cluster add` of the
+/// others. The state map starts from the old coordinator's table; the
+/// other nodes' tables become the projection of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_0_cluster_upgraded_in_place_starts_its_state_map_from_the_old_coordinator() {
+    steep_repl_tests::ext::install_released_script("0.1.0");
+    let old = |rows: &str| {
+        vec![
+            "CREATE EXTENSION steep_repl VERSION '0.1.0'".to_string(),
+            format!("INSERT INTO steep_repl.coordinator_state (key, value) VALUES {rows}"),
+            "ALTER EXTENSION steep_repl UPDATE".to_string(),
+        ]
+    };
+    let c = RaftCluster::start_prepared(2, |i| {
+        if i == 0 {
+            old("('cluster.version', '\"0.1.0\"'), ('app.mode', '\"active\"'), ('app.limits', '{\"max\": 5}')")
+        } else {
+            // A follower's table went its own way: it is replaced.
+            old("('app.mode', '\"stale\"'), ('only.here', 'true')")
+        }
+    })
+    .await
+    .unwrap();
+    let (code, out, err) = c.cli(0, &["cluster", "init", "--json"]).unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(parse(&out, &err)["seeded_keys"], json!(3), "{out}");
+    c.add(0, 1).unwrap();
+    c.wait_for_agreement(&[0, 1], 2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        assert_eq!(get(&c, i, "app.mode"), Some(json!("active")), "node {i}");
+        assert_eq!(
+            get(&c, i, "app.limits"),
+            Some(json!({"max": 5})),
+            "node {i}"
+        );
+        assert_eq!(get(&c, i, "only.here"), None, "node {i}");
+    }
+    // Both tables are the projection of the map now.
+    for i in 0..2 {
+        let mut conn = c.nodes[i].pg.connect().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let table: Value = sqlx::query_scalar(
+                "SELECT COALESCE(jsonb_object_agg(key, value), '{}') FROM steep_repl.coordinator_state",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if table
+                == json!({"cluster.version": "0.1.0", "app.mode": "active", "app.limits": {"max": 5}})
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {i}'s table: {table}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The seed is audited as replicated writes by the upgrade (on the node
+    // that applied them one by one: the other got them in a snapshot).
+    let mut conn = c.nodes[0].pg.connect().await.unwrap();
+    let seeded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM steep_repl.audit_log WHERE action = 'state.updated' AND actor = 'upgrade@n1'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(seeded, 3);
+    // A second init is refused; the seed is not read twice.
+    let (code, _, err) = c.cli(0, &["cluster", "init"]).unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("already belongs to cluster"), "{err}");
+}
+
+/// A dead node replaced under the same node_id: removed, then a fresh one
+/// (empty store, a new Raft id) added with that id; the data comes back and
+/// the cluster goes on with three voters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_under_the_same_node_id() {
+    let mut c = RaftCluster::start_formed(3).await.unwrap();
+    for n in 0..10 {
+        set_acknowledged(&c, n % 3, &format!("rep.k{n}"), &json!(n))
+            .await
+            .unwrap();
+    }
+    let dead = (0..3).find(|&i| c.leader_seen_by(0) != Some(i)).unwrap();
+    let alive: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
+    let old_raft_id = c.status(dead).unwrap()["raft_id"].clone();
+    c.nodes[dead].daemon.kill9().unwrap();
+    // The machine is gone; its replacement starts with an empty disk.
+    wipe(&c, dead);
+    let node_id = c.nodes[dead].node_id.clone();
+    let (code, out, err) = c
+        .cli(alive[0], &["cluster", "remove", &node_id, "--json"])
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(voter_count(&parse(&out, &err)), 2, "{out}");
+    c.nodes[dead].daemon.restart().unwrap();
+    c.nodes[dead]
+        .daemon
+        .wait_for_ipc(Duration::from_secs(30))
+        .unwrap();
+    c.add(alive[0], dead).unwrap();
+    c.wait_for_agreement(&[0, 1, 2], 3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let new_raft_id = c.status(dead).unwrap()["raft_id"].clone();
+    assert_ne!(
+        new_raft_id, old_raft_id,
+        "the replacement is a new incarnation"
+    );
+    for n in 0..10 {
+        assert_eq!(get(&c, dead, &format!("rep.k{n}")), Some(json!(n)));
+    }
+    set_acknowledged(&c, dead, "rep.after", &json!(true))
+        .await
+        .unwrap();
+}

@@ -8,9 +8,8 @@
 
 use serde_json::{json, Value};
 use sqlx::Executor;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use steep_repl_tests::paths::{pg18_config, pg_config_dir, repo_root};
+use steep_repl_tests::ext::{extension_dir, install_released_script};
+use steep_repl_tests::paths::repo_root;
 use steep_repl_tests::pg::PgServer;
 
 fn current_version() -> String {
@@ -42,27 +41,6 @@ fn released_versions() -> Vec<String> {
         .into_iter()
         .map(|v| v.iter().map(u64::to_string).collect::<Vec<_>>().join("."))
         .collect()
-}
-
-fn extension_dir() -> PathBuf {
-    pg_config_dir(&pg18_config().unwrap(), "sharedir")
-        .unwrap()
-        .join("extension")
-}
-
-/// Makes the install script of released version `old` available the way an
-/// old package would have left it. Tests run in parallel: one copy at a time.
-fn install_released_script(old: &str) {
-    static COPYING: Mutex<()> = Mutex::new(());
-    let _turn = COPYING.lock().unwrap_or_else(|e| e.into_inner());
-    let target = extension_dir().join(format!("steep_repl--{old}.sql"));
-    if !target.exists() {
-        std::fs::copy(
-            repo_root().join(format!("ext/sql/released/steep_repl--{old}.sql")),
-            &target,
-        )
-        .unwrap();
-    }
 }
 
 /// Drops the source-location comments pgrx writes, which move when lib.rs

@@ -67,6 +67,15 @@ const ADVANCE: &str = "SELECT steep_repl.advance_projection($1, $2, $3)";
 const APPLY_COORDINATOR: &str =
     "SELECT steep_repl.apply_coordinator($1, $2, $3, $4, $5, $6, $7, $8)";
 const APPLY_MEMBERSHIP: &str = "SELECT steep_repl.apply_membership($1, $2)";
+/// The rows of `coordinator_state` written before this node's projection
+/// followed any cluster: the state of a 0.1.0 node, which `cluster init`
+/// seeds the new cluster's map from (SPEC 7, upgrading a 0.1.0 cluster).
+#[derive(Message)]
+#[rtype(result = "DbResult<Vec<(String, Value)>>")]
+pub struct LegacyState;
+
+const LEGACY_STATE: &str = "SELECT s.key, s.value FROM steep_repl.coordinator_state s \
+     WHERE (SELECT p.cluster_id FROM steep_repl.projection() p) IS NULL ORDER BY s.key";
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 const PROJECTION: &str = "SELECT cluster_id, applied_index FROM steep_repl.projection()";
 
@@ -189,6 +198,18 @@ impl Handler<GetProjection> for DbActor {
             let row: Option<(Option<String>, i64)> =
                 sqlx::query_as(PROJECTION).fetch_optional(&pool).await?;
             Ok(row.unwrap_or((None, 0)))
+        })
+    }
+}
+
+impl Handler<LegacyState> for DbActor {
+    type Result = ResponseFuture<DbResult<Vec<(String, Value)>>>;
+
+    fn handle(&mut self, _: LegacyState, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(ctx, move |pool| async move {
+            let rows: Vec<(String, sqlx::types::Json<Value>)> =
+                sqlx::query_as(LEGACY_STATE).fetch_all(&pool).await?;
+            Ok(rows.into_iter().map(|(k, v)| (k, v.0)).collect())
         })
     }
 }

@@ -7,6 +7,7 @@
 use super::connection::Answer;
 use super::metrics::IpcMetrics;
 use super::protocol::{self, encode_error, encode_result, ErrorBody, ErrorCode, Method};
+use crate::db::projection::LegacyState;
 use crate::db::queries::{AuditPage, NodeRow};
 use crate::db::{DbActor, DbError, GetNode, ListNodes, QueryAudit};
 use crate::health_report::{health_report, status_report, HealthReport, StatusReport};
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant};
 use steep_repl_consensus::client::Consistency;
 use steep_repl_consensus::{Command, Outcome, Requester};
 
+/// How long `cluster.init` waits for its new cluster to take the seed.
+const SEED_PATIENCE: Duration = Duration::from_secs(15);
+
 /// The result member of a successful answer.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -36,6 +40,12 @@ enum Reply {
     },
     Audit(AuditPage),
     Cluster(ClusterStatus),
+    ClusterCreated {
+        #[serde(flatten)]
+        status: ClusterStatus,
+        /// Keys the map was seeded with from this node's 0.1.0 table.
+        seeded_keys: usize,
+    },
     StateValue {
         key: String,
         found: bool,
@@ -154,9 +164,7 @@ impl Dispatcher {
                 Ok(Reply::Audit(self.ask(query).await?))
             }
             Method::ClusterStatus => Ok(Reply::Cluster(self.cluster()?.status())),
-            Method::ClusterInit => Ok(Reply::Cluster(
-                self.cluster()?.init().await.map_err(cluster_error)?,
-            )),
+            Method::ClusterInit => self.cluster_init().await,
             Method::ClusterAdd(p) => Ok(Reply::Cluster(
                 self.cluster()?
                     .add(&p.node_id, &p.grpc, p.priority, p.witness)
@@ -193,6 +201,86 @@ impl Dispatcher {
             }),
             Method::StateWrite(_, p) => self.state_write(p).await,
         }
+    }
+
+    /// `cluster.init`, seeding the new map from the `coordinator_state`
+    /// rows of a 0.1.0 node (an upgrade: SPEC 7). The rows are read first,
+    /// so a data node whose PostgreSQL is down is refused rather than
+    /// starting a cluster without its old state.
+    async fn cluster_init(&self) -> Result<Reply, ErrorBody> {
+        let cluster = self.cluster()?;
+        let legacy = if cluster.settings().witness {
+            Vec::new()
+        } else {
+            // A daemon just started may still be connecting.
+            let deadline = Instant::now() + SEED_PATIENCE;
+            loop {
+                match self.ask(LegacyState).await {
+                    Ok(rows) => break rows,
+                    Err(e) if e.code == ErrorCode::NotConnected && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    Err(mut e) => {
+                        e.message = format!(
+                            "{}; cluster init reads this node's coordinator_state first (a 0.1.0 node's state seeds the cluster): start PostgreSQL, then run it again",
+                            e.message
+                        );
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let status = cluster.init().await.map_err(cluster_error)?;
+        let node_id = cluster.settings().node_id.clone();
+        let requester = Requester {
+            actor: format!("upgrade@{node_id}"),
+            client_addr: None,
+            node_id,
+        };
+        let seeded_keys = legacy.len();
+        for (key, value) in legacy {
+            let request_id = Some(format!("seed.{key}"));
+            let deadline = Instant::now() + SEED_PATIENCE;
+            loop {
+                let command = Command::Set {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                // A new cluster elects its one member within moments; the
+                // request id makes a retry of an unknown outcome apply once.
+                match cluster
+                    .write(command, request_id.clone(), requester.clone())
+                    .await
+                {
+                    Ok(_) => break,
+                    // Until its initial membership is applied it is no
+                    // member yet, then until it has elected itself none leads.
+                    Err(
+                        ClusterError::NotAMember(_)
+                        | ClusterError::NoQuorum(_)
+                        | ClusterError::UnknownOutcome(_),
+                    ) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => {
+                        let mut body = cluster_error(e);
+                        body.message = format!(
+                            "the cluster was created, but seeding it with key {key} of this node's 0.1.0 state failed: {}",
+                            body.message
+                        );
+                        return Err(body);
+                    }
+                }
+            }
+        }
+        Ok(Reply::ClusterCreated {
+            status: if seeded_keys > 0 {
+                cluster.status()
+            } else {
+                status
+            },
+            seeded_keys,
+        })
     }
 
     fn cluster(&self) -> Result<&ClusterNode, ErrorBody> {
