@@ -5,7 +5,7 @@
 //! Conventions (a contract with the Steep TUI): timestamps are RFC 3339 in
 //! UTC, durations whole seconds, absent values `null`, never "".
 
-use crate::health_state::{DbPhase, HealthSnapshot, ListenerHealth, PgVerdict};
+use crate::health_state::{ClusterMetrics, DbPhase, HealthSnapshot, ListenerHealth, PgVerdict};
 use chrono::SecondsFormat;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,11 +48,51 @@ pub struct HealthReport {
     pub node: NodeReport,
     pub uptime_seconds: u64,
     pub version: String,
+    /// This node's view of the Raft cluster (local faces only: IPC and
+    /// `steep-repl health`), absent without a cluster member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftReport>,
+}
+
+/// The Raft view in a health report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RaftReport {
+    /// A caught-up member of a cluster.
+    pub ready: bool,
+    /// Why it is not, when it is not.
+    pub reason: Option<String>,
+    pub is_leader: bool,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// On the leader: how long since a majority last answered, in ms.
+    pub quorum_ack_ms: Option<u64>,
 }
 
 impl HealthReport {
     pub fn healthy(&self) -> bool {
         self.status == "healthy"
+    }
+
+    /// The same report with the Raft view of `metrics` (when there is a
+    /// cluster member).
+    pub fn with_raft(mut self, s: &HealthSnapshot, metrics: Option<ClusterMetrics>) -> Self {
+        self.raft = metrics.map(|m| RaftReport {
+            ready: s.node.cluster_unready.is_none(),
+            reason: s.node.cluster_unready.clone(),
+            is_leader: m.is_leader,
+            leader: m.leader,
+            term: m.term,
+            last_log_index: m.last_log_index,
+            commit_index: m.commit_index,
+            applied_index: m.applied_index,
+            quorum_ack_ms: m
+                .quorum_ack_age
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        });
+        self
     }
 }
 
@@ -130,6 +170,7 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
         },
         uptime_seconds: s.uptime_seconds(now),
         version: s.version.clone(),
+        raft: None,
     }
 }
 

@@ -220,6 +220,7 @@ pub struct ClusterMetrics {
     pub leader: Option<String>,
     pub is_leader: bool,
     pub last_log_index: u64,
+    pub commit_index: u64,
     pub applied_index: u64,
     /// On the leader: how long since a majority last answered.
     pub quorum_ack_age: Option<Duration>,

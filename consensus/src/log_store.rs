@@ -238,6 +238,12 @@ impl LogStore {
         }
     }
 
+    /// The last log id openraft reported committed (on a follower, as far
+    /// as the leader has told it).
+    pub fn committed(&self) -> Option<LogId> {
+        self.lock().committed
+    }
+
     /// Reports the duration of every later fsync of the log file (for the
     /// fsync latency metric).
     pub fn observe_fsync(&self, observer: FsyncObserver) {

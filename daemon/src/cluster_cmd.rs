@@ -126,10 +126,11 @@ fn cluster(v: &Value) -> String {
             },
         ),
         (
-            "log / applied",
+            "log / commit / applied",
             format!(
-                "{} / {}",
+                "{} / {} / {}",
                 text(&v["last_log_index"]),
+                text(&v["commit_index"]),
                 text(&v["applied_index"])
             ),
         ),

@@ -673,9 +673,38 @@ async fn ready_waits_for_membership_and_metrics_show_the_cluster() {
     };
     // PostgreSQL up, but no cluster yet.
     wait(1, 503, "not a member of a cluster");
+    let health = cluster
+        .ipc(1)
+        .unwrap()
+        .call("health.check", json!({}))
+        .unwrap();
+    assert_eq!(health["raft"]["ready"], json!(false), "{health}");
+    assert!(
+        health["raft"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not a member")),
+        "{health}"
+    );
     cluster.form().await.unwrap();
     wait(0, 200, "");
     wait(1, 200, "");
+    // `steep-repl health` shows the Raft view.
+    let (code, out, err) = cluster.cli(0, &["health"]).unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in ["raft", "leader", "log / commit / applied"] {
+        assert!(out.contains(needle), "{needle} missing: {out}");
+    }
+    let health = cluster
+        .ipc(0)
+        .unwrap()
+        .call("health.check", json!({}))
+        .unwrap();
+    assert_eq!(health["raft"]["ready"], json!(true), "{health}");
+    assert_eq!(health["raft"]["leader"], json!("n1"), "{health}");
+    assert!(
+        health["raft"]["commit_index"].as_u64() >= Some(1),
+        "{health}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

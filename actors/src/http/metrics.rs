@@ -148,7 +148,7 @@ impl Metrics {
 /// A text exposition being written.
 /// The cluster member's families (SPEC 7, "Metrics").
 fn cluster_families(page: &mut Page, c: &ClusterMetrics) {
-    let gauges: [(&str, &str, f64); 8] = [
+    let gauges: [(&str, &str, f64); 9] = [
         (
             "steep_repl_raft_term",
             "The Raft term this node is in",
@@ -163,6 +163,11 @@ fn cluster_families(page: &mut Page, c: &ClusterMetrics) {
             "steep_repl_raft_last_log_index",
             "The index of the last entry in this node's log",
             c.last_log_index as f64,
+        ),
+        (
+            "steep_repl_raft_commit_index",
+            "The index of the last entry this node knows committed",
+            c.commit_index as f64,
         ),
         (
             "steep_repl_raft_applied_index",
@@ -617,6 +622,7 @@ mod tests {
             leader: Some("a".into()),
             is_leader: true,
             last_log_index: 42,
+            commit_index: 41,
             applied_index: 41,
             quorum_ack_age: Some(Duration::from_millis(120)),
             follower_lag: vec![("b".into(), 2)],

@@ -118,11 +118,10 @@ impl Dispatcher {
             ))),
             Method::HealthCheck => {
                 let snapshot = self.health.load();
-                Ok(Reply::Health(health_report(
-                    &snapshot,
-                    Instant::now(),
-                    self.health.stale_after,
-                )))
+                Ok(Reply::Health(
+                    health_report(&snapshot, Instant::now(), self.health.stale_after)
+                        .with_raft(&snapshot, self.health.cluster_metrics()),
+                ))
             }
             Method::NodesList { status_filter } => {
                 let rows = self.ask(ListNodes { status_filter }).await?;

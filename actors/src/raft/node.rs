@@ -131,6 +131,9 @@ pub struct ClusterStatus {
     pub term: u64,
     pub leader: Option<String>,
     pub last_log_index: Option<u64>,
+    /// The last entry known committed (on a follower: as far as the
+    /// leader has said).
+    pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     /// How far behind the leader this node's applied index is, as far as
     /// it knows (on the leader: 0).
@@ -432,6 +435,7 @@ impl ClusterNode {
             is_leader: status.state == "leader",
             leader: status.leader,
             last_log_index: status.last_log_index.unwrap_or(0),
+            commit_index: status.commit_index.unwrap_or(0),
             applied_index: status.applied_index.unwrap_or(0),
             quorum_ack_age: status.quorum_ack_ms.map(Duration::from_millis),
             follower_lag: status
@@ -554,6 +558,7 @@ impl ClusterNode {
             term: metrics.current_term,
             leader,
             last_log_index: metrics.last_log_index,
+            commit_index: self.inner.log_store.committed().map(|l| l.index),
             applied_index: applied,
             lag: metrics
                 .last_log_index

@@ -274,6 +274,31 @@ pub fn health(h: &Value) -> String {
         }
     }
     out.push_str(&table.render());
+    let raft = &h["raft"];
+    if raft.is_object() {
+        out.push('\n');
+        out.push_str(&pairs(&[
+            (
+                "raft",
+                match raft["reason"].as_str() {
+                    Some(why) => format!("NOT READY: {}", text(&Value::String(why.into()))),
+                    None if raft["is_leader"] == Value::Bool(true) => "leader".to_string(),
+                    None => "follower".to_string(),
+                },
+            ),
+            ("leader", text(&raft["leader"])),
+            ("term", text(&raft["term"])),
+            (
+                "log / commit / applied",
+                format!(
+                    "{} / {} / {}",
+                    text(&raft["last_log_index"]),
+                    text(&raft["commit_index"]),
+                    text(&raft["applied_index"])
+                ),
+            ),
+        ]));
+    }
     out
 }
 
