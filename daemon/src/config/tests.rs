@@ -1401,6 +1401,42 @@ fn warnings_cover_plaintext_grpc_and_a_readable_password_file() {
     assert_eq!(c.warnings().len(), 1);
 }
 
+#[test]
+fn timings_that_work_but_cost_something_are_warned_about_and_the_defaults_are_not() {
+    let timing_warnings = |c: &Config| -> Vec<String> {
+        c.warnings()
+            .into_iter()
+            .filter(|w| !w.starts_with("repl.grpc.tls.insecure"))
+            .collect()
+    };
+    assert_eq!(
+        timing_warnings(&ok(&with_repl(""), &[])),
+        Vec::<String>::new()
+    );
+    let short_lease = ok(
+        &with_repl("  raft:\n    heartbeat_interval: 100ms\n    election_timeout_min: 1s\n    election_timeout_max: 3s\n  coordinator:\n    lease: 1s\n"),
+        &[],
+    );
+    let w = timing_warnings(&short_lease);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains(
+            "repl.coordinator.lease (1s) is shorter than repl.raft.election_timeout_max (3s)"
+        ),
+        "{w:?}"
+    );
+    let slow = ok(
+        &with_repl("  raft:\n    election_timeout_min: 2s\n    election_timeout_max: 5s\n  coordinator:\n    lease: 6s\n    failback_after: 1m\n"),
+        &[],
+    );
+    let w = timing_warnings(&slow);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("may take up to 6s 310ms to be replaced"),
+        "{w:?}"
+    );
+}
+
 // ------------------------------------------------------------- public API
 
 #[test]

@@ -114,6 +114,10 @@ pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The replacement time of a dead coordinator the defaults keep within
+/// (SPEC 7, property 4).
+const FAILOVER_GOAL: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// The Raft timers and the coordinator lease, as one set (SPEC 7): an
 /// election timeout below a few heartbeats, an empty election range, or a
 /// lease that cannot be renewed three times within itself cannot work.
@@ -236,6 +240,40 @@ pub(crate) fn place(config: &Config, key: &str) -> String {
 impl Config {
     /// Settings that are allowed but deserve a line in the log at start and
     /// in `config check`.
+    /// Timings that work but cost what an operator should know of.
+    fn timing_warnings(&self) -> Vec<String> {
+        let r = &self.raft;
+        let c = &self.coordinator;
+        let mut out = Vec::new();
+        if c.lease < r.election_timeout_max {
+            out.push(format!(
+                "repl.coordinator.lease ({}) is shorter than repl.raft.election_timeout_max ({}): \
+                 while a new Raft leader is elected no renewal commits, so every leader change \
+                 may let the lease run out and move the coordinator role",
+                dur(c.lease),
+                dur(r.election_timeout_max)
+            ));
+        }
+        // A dead coordinator that was also the leader: the lease (lengthened
+        // by the clock error) counts from its last renewal, before the death,
+        // and the election runs meanwhile; then a grant is committed and
+        // applied (about a heartbeat round). docs/protocol.md has the rest.
+        let worst = r
+            .election_timeout_max
+            .max(c.lease.mul_f64(1.0 + c.clock_error))
+            + r.heartbeat_interval;
+        if worst > FAILOVER_GOAL {
+            out.push(format!(
+                "with these timings a dead coordinator may take up to {} to be replaced \
+                 (the longer of raft.election_timeout_max and coordinator.lease x (1 + clock_error), \
+                 plus raft.heartbeat_interval), more than the {} the defaults keep within",
+                dur(worst),
+                dur(FAILOVER_GOAL)
+            ));
+        }
+        out
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.grpc.enabled && self.grpc.tls.insecure {
@@ -256,6 +294,9 @@ impl Config {
                  set repl.advertise_host to an address they can",
                 self.advertise_host
             ));
+        }
+        if self.grpc.enabled {
+            out.extend(self.timing_warnings());
         }
         if let Some(mode) = self.password_file_mode() {
             out.push(format!(
