@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # A local steep-repl cluster on this machine: the README's main job.
 #
-#   deploy/cluster.sh up [N]   N nodes (default 3): PostgreSQL 18 + steep_repl,
-#                              a cluster CA and node certificates, one daemon
-#                              each; waits until they agree on a coordinator
-#   deploy/cluster.sh status   what is running
+#   deploy/cluster.sh up [N] [--witness]
+#                              N data nodes (default 3): PostgreSQL 18 +
+#                              steep_repl, a cluster CA and node certificates,
+#                              one daemon each (with --witness, one more node:
+#                              a witness, a daemon without PostgreSQL that
+#                              votes); forms the Raft cluster and waits until
+#                              every node names the same coordinator and epoch.
+#                              Run again after a node died: it is restarted
+#                              and rejoins.
+#   deploy/cluster.sh status   what is running, and the cluster as a node sees it
 #   deploy/cluster.sh down     stop everything `up` started (data is kept)
 #
 # Node i: PostgreSQL on 127.0.0.1:$((15432+i)), gRPC on 15500+i, HTTP probes
@@ -38,13 +44,18 @@ BIN="$STEEP_ROOT/target/$PROFILE/steep-repl"
 node_dir() { echo "$DIR/node$1"; }
 pg_port() { echo $((PG_BASE + $1)); }
 node_count() { ls -d "$DIR"/node[0-9]* 2>/dev/null | wc -l; }
+is_witness() { [ -f "$(node_dir "$1")/witness" ]; }
 pg_bin() { dirname "$("$STEEP_ROOT/deploy/pg18.sh")"; }
 pg_running() { as_pg_user "$1/pg_ctl" -D "$2" status >/dev/null 2>&1; }
 daemon_pid() { cat "$(node_dir "$1")/daemon.pid" 2>/dev/null || true; }
 daemon_running() {
-    local pid
+    local pid state
     pid=$(daemon_pid "$1")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    # A killed daemon whose parent is gone may linger as a zombie where
+    # PID 1 does not reap: it is not running.
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo "?")
+    [ "$state" != Z ]
 }
 psql_node() {
     local i=$1
@@ -72,11 +83,19 @@ start_pg() {
 }
 
 write_config() {
-    local i=$1 n=$2 peers="" j
+    local i=$1 n=$2 peers="" j postgresql
     for ((j = 1; j <= n; j++)); do
         [ "$j" -eq "$i" ] && continue
         peers="$peers${peers:+, }\"127.0.0.1:$((GRPC_BASE + j))\""
     done
+    if is_witness "$i"; then
+        postgresql="    enabled: false"
+    else
+        postgresql="    host: 127.0.0.1
+    port: $(pg_port "$i")
+    user: postgres
+    database: postgres"
+    fi
     cat >"$(node_dir "$i")/config.yaml" <<YAML
 # node$i of the local cluster (written by deploy/cluster.sh)
 repl:
@@ -84,10 +103,7 @@ repl:
   priority: $((40 + 10 * i))
   advertise_host: 127.0.0.1
   postgresql:
-    host: 127.0.0.1
-    port: $(pg_port "$i")
-    user: postgres
-    database: postgres
+$postgresql
   grpc:
     bind: 127.0.0.1
     port: $((GRPC_BASE + i))
@@ -156,10 +172,12 @@ form_cluster() {
     for ((i = 2; i <= n; i++)); do
         members=$(cluster_voters 1)
         case ",$members," in *",node$i,"*) continue ;; esac
-        say "adding node$i to the cluster"
+        local role=() what=""
+        if is_witness "$i"; then role=(--witness); what=" as a witness"; fi
+        say "adding node$i to the cluster$what"
         deadline=$((SECONDS + 60))
         until "$BIN" cluster add "node$i" --grpc "127.0.0.1:$((GRPC_BASE + i))" --priority $((40 + 10 * i)) \
-            --config "$(node_dir 1)/config.yaml" >/dev/null; do
+            "${role[@]}" --config "$(node_dir 1)/config.yaml" >/dev/null; do
             [ $SECONDS -ge $deadline ] && die "cluster add node$i failed for 60 s (see $DIR/node*/daemon.log)"
             sleep 1
         done
@@ -188,8 +206,10 @@ agreed() {
     for ((i = 1; i <= n; i++)); do
         view="$(cluster_field "$i" coordinator) (epoch $(cluster_field "$i" epoch))"
         case "$view" in " "* | *"epoch )") return 1 ;; esac
-        healthy=$(psql_node "$i" -Atc "SELECT count(*) FROM steep_repl.nodes WHERE status = 'healthy'" 2>/dev/null) || return 1
-        [ "$healthy" = "$n" ] || return 1
+        if ! is_witness "$i"; then
+            healthy=$(psql_node "$i" -Atc "SELECT count(*) FROM steep_repl.nodes WHERE status = 'healthy'" 2>/dev/null) || return 1
+            [ "$healthy" = "$n" ] || return 1
+        fi
         [ -z "$first" ] && first=$view
         [ "$view" = "$first" ] || return 1
     done
@@ -197,10 +217,23 @@ agreed() {
 }
 
 cmd_up() {
-    local n=${1:-3} bin i coordinator="" leader="" deadline
-    [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "up takes a node count between 1 and 99 (got '$n')"
-    if [ "$(node_count)" -gt "$n" ]; then
-        die "$DIR holds $(node_count) nodes; run 'deploy/cluster.sh down' and remove $DIR to start a smaller cluster"
+    local n=3 witness="" bin i coordinator="" leader="" deadline
+    for arg in "$@"; do
+        case "$arg" in
+            --witness) witness=1 ;;
+            [1-9] | [1-9][0-9]) n=$arg ;;
+            *) die "usage: deploy/cluster.sh up [N] [--witness] (N data nodes between 1 and 99; got '$arg')" ;;
+        esac
+    done
+    local data=$n
+    [ -n "$witness" ] && n=$((n + 1))
+    if [ "$(node_count)" -gt 0 ] && [ "$(node_count)" -ne "$n" ]; then
+        die "$DIR holds $(node_count) nodes; run 'deploy/cluster.sh down' and remove $DIR to start a cluster of another size"
+    fi
+    if [ "$(node_count)" -gt 0 ]; then
+        local had=""
+        is_witness "$n" && had=1
+        [ "$had" = "$witness" ] || die "$DIR holds a cluster $( [ -n "$had" ] && echo with || echo without) a witness; run 'deploy/cluster.sh down' and remove $DIR to change that"
     fi
     ensure_pg_user
     "$STEEP_ROOT/deploy/extension.sh"
@@ -215,6 +248,14 @@ cmd_up() {
     [ -f "$DIR/tls/ca.crt" ] || "$BIN" tls init --dir "$DIR/tls" --cluster-name "steep-repl local cluster" >/dev/null
     for ((i = 1; i <= n; i++)); do
         [ -f "$DIR/tls/node$i.crt" ] || "$BIN" tls issue "node$i" --host 127.0.0.1 --host localhost --dir "$DIR/tls" >/dev/null
+        mkdir -p "$(node_dir "$i")"
+        if [ "$i" -gt "$data" ]; then
+            touch "$(node_dir "$i")/witness"
+            write_config "$i" "$n"
+            start_daemon "$i"
+            say "node$i: witness (no PostgreSQL), gRPC :$((GRPC_BASE + i)), HTTP :$((HTTP_BASE + i)), pid $(daemon_pid "$i")"
+            continue
+        fi
         start_pg "$i" "$bin"
         write_config "$i" "$n"
         start_daemon "$i"
@@ -245,7 +286,7 @@ cmd_up() {
     echo
     "$BIN" cluster status --config "$(node_dir 1)/config.yaml" 2>/dev/null || true
     echo
-    echo "cluster of $n node(s) is up; Raft leader: $leader; coordinator: $coordinator; state and logs in $DIR"
+    echo "cluster of $n node(s)$( [ -n "$witness" ] && echo " (node$n a witness)") is up; Raft leader: $leader; coordinator: $coordinator; state and logs in $DIR"
     echo "try: $BIN status --config $(node_dir 1)/config.yaml; curl -s 127.0.0.1:$((HTTP_BASE + 1))/health"
     echo "     $BIN state set app.mode active --config $(node_dir 2)/config.yaml; $BIN state list --config $(node_dir 3)/config.yaml"
     echo "stop it with: deploy/cluster.sh down"
@@ -256,8 +297,12 @@ cmd_status() {
     [ "$(node_count)" -gt 0 ] || { echo "no cluster in $DIR"; return 0; }
     bin=$(pg_bin)
     for ((i = 1; i <= $(node_count); i++)); do
-        if pg_running "$bin" "$(node_dir "$i")/pgdata"; then pg=running; else pg=stopped; fi
         if daemon_running "$i"; then daemon="running (pid $(daemon_pid "$i"))"; else daemon=stopped; fi
+        if is_witness "$i"; then
+            printf 'node%-3s witness (no PostgreSQL)                daemon %s\n' "$i" "$daemon"
+            continue
+        fi
+        if pg_running "$bin" "$(node_dir "$i")/pgdata"; then pg=running; else pg=stopped; fi
         printf 'node%-3s postgresql 127.0.0.1:%-6s %-8s daemon %s\n' "$i" "$(pg_port "$i")" "$pg" "$daemon"
     done
     for ((i = 1; i <= $(node_count); i++)); do
@@ -281,7 +326,7 @@ cmd_down() {
             say "node$i: daemon stopped"
         fi
         rm -f "$(node_dir "$i")/daemon.pid"
-        if pg_running "$bin" "$(node_dir "$i")/pgdata"; then
+        if ! is_witness "$i" && pg_running "$bin" "$(node_dir "$i")/pgdata"; then
             as_pg_user "$bin/pg_ctl" -D "$(node_dir "$i")/pgdata" -m fast -w stop >/dev/null
             say "node$i: PostgreSQL stopped"
         fi
@@ -293,5 +338,5 @@ case "${1:-}" in
     up) shift; cmd_up "$@" ;;
     status) cmd_status ;;
     down) cmd_down ;;
-    *) echo "usage: deploy/cluster.sh up [N] | status | down" >&2; exit 2 ;;
+    *) echo "usage: deploy/cluster.sh up [N] [--witness] | status | down" >&2; exit 2 ;;
 esac

@@ -73,19 +73,39 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast "$@"
 fi
-step "the main job: deploy/cluster.sh up, status, down"
+# down must leave nothing running and no socket, lock or pid file behind.
+check_down() {
+    local dir=$1
+    if pgrep -f "steep-repl run --config $dir" >/dev/null; then
+        die "deploy/cluster.sh down left daemons running"
+    fi
+    if find "$dir" \( -name '*.sock' -o -name '*.lock' -o -name 'postmaster.pid' \) | grep -q .; then
+        die "deploy/cluster.sh down left sockets, locks or PostgreSQL pid files behind"
+    fi
+}
+
+step "the main job: deploy/cluster.sh up, status, a killed daemon brought back by up, down"
 cluster_dir=$(mktemp -d /tmp/steep-cluster-ci.XXXXXX)
 chmod 755 "$cluster_dir"
 export STEEP_CLUSTER_DIR="$cluster_dir" STEEP_CLUSTER_PROFILE=debug
 "$STEEP_ROOT/deploy/cluster.sh" up 3
 "$STEEP_ROOT/deploy/cluster.sh" status
+kill -KILL "$(cat "$cluster_dir/node2/daemon.pid")"
+say "killed node2's daemon; up again restarts it and waits until it has rejoined"
+"$STEEP_ROOT/deploy/cluster.sh" up 3
+"$STEEP_ROOT/deploy/cluster.sh" status | grep -q "^node2 .*daemon running" || die "up did not bring node2's daemon back"
 "$STEEP_ROOT/deploy/cluster.sh" down
-if pgrep -f "steep-repl run --config $cluster_dir" >/dev/null; then
-    die "deploy/cluster.sh down left daemons running"
-fi
-if find "$cluster_dir" \( -name '*.sock' -o -name '*.lock' -o -name 'postmaster.pid' \) | grep -q .; then
-    die "deploy/cluster.sh down left sockets, locks or PostgreSQL pid files behind"
-fi
+check_down "$cluster_dir"
+rm -rf "$cluster_dir"
+
+step "the main job with a witness: deploy/cluster.sh up 2 --witness, status, down"
+cluster_dir=$(mktemp -d /tmp/steep-cluster-ci.XXXXXX)
+chmod 755 "$cluster_dir"
+export STEEP_CLUSTER_DIR="$cluster_dir"
+"$STEEP_ROOT/deploy/cluster.sh" up 2 --witness
+"$STEEP_ROOT/deploy/cluster.sh" status | grep -q "^node3 .*witness" || die "status does not show node3 as a witness"
+"$STEEP_ROOT/deploy/cluster.sh" down
+check_down "$cluster_dir"
 rm -rf "$cluster_dir"
 unset STEEP_CLUSTER_DIR STEEP_CLUSTER_PROFILE
 
