@@ -4,7 +4,7 @@
 //! that removes the containers and the network even when the test fails.
 
 use super::docker;
-use super::node::{describe, tail, ContainerNode, NodeSpec, Registry};
+use super::node::{describe, tail, ContainerNode, NodeOptions, NodeSpec, Registry};
 use crate::cluster::issue_certificates;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -47,6 +47,15 @@ impl ContainerCluster {
     /// test network as `<network>-node-<i>`, and waits until every one
     /// answers its HTTP probe.
     pub async fn start(image: &str, priorities: &[u8]) -> Result<ContainerCluster> {
+        Self::start_with(image, priorities, |_| NodeOptions::default()).await
+    }
+
+    /// The same, node `i` started with `options(i)`.
+    pub async fn start_with(
+        image: &str,
+        priorities: &[u8],
+        options: impl Fn(usize) -> NodeOptions,
+    ) -> Result<ContainerCluster> {
         let network = unique_prefix(&super::current_test());
         let specs: Vec<NodeSpec> = priorities
             .iter()
@@ -64,10 +73,16 @@ impl ContainerCluster {
             nodes: Vec::new(),
             certs,
         };
-        for spec in &specs {
-            let node =
-                ContainerNode::start(image, &cluster.network, spec, &specs, cluster.certs.path())
-                    .await?;
+        for (i, spec) in specs.iter().enumerate() {
+            let node = ContainerNode::start_with(
+                image,
+                &cluster.network,
+                spec,
+                &specs,
+                cluster.certs.path(),
+                &options(i),
+            )
+            .await?;
             cluster.nodes.push(node);
         }
         for i in 0..cluster.nodes.len() {
@@ -75,14 +90,15 @@ impl ContainerCluster {
                 .wait_for_http(i, "/health", 200, Duration::from_secs(60))
                 .await?;
         }
-        cluster.form(&specs).await?;
+        let witnesses: Vec<bool> = cluster.nodes.iter().map(|n| n.options.witness).collect();
+        cluster.form(&specs, &witnesses).await?;
         Ok(cluster)
     }
 
     /// `cluster init` in node-1, then `cluster add` of every other node
     /// from it, through the CLI inside the container, as an operator would
     /// (exit 7, NO_QUORUM, changed nothing and is retried).
-    async fn form(&self, specs: &[NodeSpec]) -> Result<()> {
+    async fn form(&self, specs: &[NodeSpec], witnesses: &[bool]) -> Result<()> {
         let init = self.nodes[0]
             .exec(&["steep-repl", "cluster", "init"])
             .await?;
@@ -94,10 +110,10 @@ impl ContainerCluster {
                 init.stderr
             );
         }
-        for spec in &specs[1..] {
+        for (spec, &witness) in specs.iter().zip(witnesses).skip(1) {
             let grpc = format!("{}:5433", spec.host);
             let priority = spec.priority.to_string();
-            let args = [
+            let mut args = vec![
                 "steep-repl",
                 "cluster",
                 "add",
@@ -107,6 +123,9 @@ impl ContainerCluster {
                 "--priority",
                 &priority,
             ];
+            if witness {
+                args.push("--witness");
+            }
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let out = self.nodes[0].exec(&args).await?;

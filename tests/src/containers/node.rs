@@ -31,9 +31,25 @@ pub struct NodeSpec {
     pub host: String,
 }
 
+/// How a node differs from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// More `STEEP_REPL_*` (or other) environment variables.
+    pub env: Vec<(String, String)>,
+    /// A host folder mounted as the daemon's IPC folder, so that a test
+    /// talks to its socket directly (`<dir>/steep-repl.sock`).
+    pub ipc_dir: Option<std::path::PathBuf>,
+    /// No PostgreSQL (`postgresql.enabled: false`); added with `--witness`.
+    pub witness: bool,
+}
+
+/// Where [`NodeOptions::ipc_dir`] is mounted inside the container.
+pub const IPC_DIR: &str = "/run/steep-ipc";
+
 /// A running node container.
 pub struct ContainerNode {
     pub spec: NodeSpec,
+    pub options: NodeOptions,
     /// The test network it was started on.
     pub network: String,
     pub container: ContainerAsync<GenericImage>,
@@ -114,13 +130,33 @@ impl ContainerNode {
         peers: &[NodeSpec],
         tls_dir: &Path,
     ) -> Result<ContainerNode> {
+        Self::start_with(
+            image,
+            network,
+            spec,
+            peers,
+            tls_dir,
+            &NodeOptions::default(),
+        )
+        .await
+    }
+
+    /// The same with `options`.
+    pub async fn start_with(
+        image: &str,
+        network: &str,
+        spec: &NodeSpec,
+        peers: &[NodeSpec],
+        tls_dir: &Path,
+        options: &NodeOptions,
+    ) -> Result<ContainerNode> {
         let peer_list: Vec<String> = peers
             .iter()
             .filter(|p| p.node_id != spec.node_id)
             .map(|p| format!("{}:{GRPC_PORT}", p.host))
             .collect();
         let id = &spec.node_id;
-        let request = with_certificates(request(image, &spec.host, network)?, tls_dir, id)
+        let mut request = with_certificates(request(image, &spec.host, network)?, tls_dir, id)
             .with_env_var("STEEP_REPL_NODE_ID", id)
             .with_env_var("STEEP_REPL_PRIORITY", spec.priority.to_string())
             .with_env_var("STEEP_REPL_ADVERTISE_HOST", &spec.host)
@@ -137,12 +173,27 @@ impl ContainerNode {
                 "STEEP_REPL_GRPC__TLS__KEY_FILE",
                 format!("{TLS_DIR}/{id}.key"),
             );
+        for (name, value) in &options.env {
+            request = request.with_env_var(name, value);
+        }
+        if options.witness {
+            request = request.with_env_var("STEEP_REPL_POSTGRESQL__ENABLED", "false");
+        }
+        if let Some(dir) = &options.ipc_dir {
+            request = request
+                .with_mount(testcontainers::core::Mount::bind_mount(
+                    dir.display().to_string(),
+                    IPC_DIR,
+                ))
+                .with_env_var("STEEP_REPL_IPC__PATH", format!("{IPC_DIR}/steep-repl.sock"));
+        }
         let container = request
             .start()
             .await
             .with_context(|| format!("starting the container of {id} from {image}"))?;
         Ok(ContainerNode {
             spec: spec.clone(),
+            options: options.clone(),
             network: network.to_string(),
             container,
         })
@@ -238,6 +289,55 @@ impl ContainerNode {
                 args.join(" "),
                 self.host(),
                 String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The daemon's IPC socket on the host, when [`NodeOptions::ipc_dir`]
+    /// was given.
+    pub fn socket(&self) -> Option<std::path::PathBuf> {
+        self.options
+            .ipc_dir
+            .as_ref()
+            .map(|d| d.join("steep-repl.sock"))
+    }
+
+    /// Drops, in this container's namespace, a share (0..1) of the packets
+    /// that arrive on the peers' port (iptables' `statistic` match; the
+    /// kernel here has no netem). Removed by [`Self::heal_drops`].
+    pub fn lose_packets(&self, probability: f64) -> Result<()> {
+        self.iptables(&[
+            "-I",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            &GRPC_PORT.to_string(),
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &format!("{probability:.2}"),
+            "-j",
+            "DROP",
+        ])
+    }
+
+    /// `kill -9` of the daemon inside the container (the entrypoint
+    /// restarts it when the node runs with `STEEP_RESTART_DELAY`).
+    pub async fn kill_daemon(&self) -> Result<()> {
+        let out = self
+            .exec(&["sh", "-c", "kill -9 $(pidof steep-repl)"])
+            .await?;
+        if out.code != 0 {
+            bail!(
+                "kill -9 of the daemon in {} exited {}: {}{}",
+                self.node_id(),
+                out.code,
+                out.stdout,
+                out.stderr
             );
         }
         Ok(())
