@@ -73,6 +73,16 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast "$@"
 fi
+
+step "the bounded Jepsen-style runs in containers (tests/tests/jepsen.rs), alone on the machine"
+# Reports in target/jepsen/<run>-<seed>/ (report.md, timeline.svg, the history).
+t0=$SECONDS
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p steep-repl-tests --test jepsen --run-ignored only --no-fail-fast
+else
+    cargo test -p steep-repl-tests --test jepsen -- --ignored
+fi
+say "the Jepsen-style runs took $((SECONDS - t0)) s; reports in $STEEP_ROOT/target/jepsen/"
 # down must leave nothing running and no socket, lock or pid file behind.
 check_down() {
     local dir=$1

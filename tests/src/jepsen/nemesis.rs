@@ -97,9 +97,16 @@ fn ms(rng: &mut fastrand::Rng, range: std::ops::Range<u64>) -> Duration {
 impl Nemesis<'_> {
     pub async fn run(mut self, until: Instant) -> Result<Vec<FaultSpan>> {
         let mut spans = Vec::new();
+        // Every kind once per round, in an order drawn from the seed, so
+        // that a short run still meets each of them.
+        let mut round: Vec<FaultKind> = Vec::new();
         tokio::time::sleep(ms(&mut self.rng, 3000..5000)).await;
         while Instant::now() + Duration::from_secs(8) < until {
-            let kind = self.kinds[self.rng.usize(0..self.kinds.len())];
+            if round.is_empty() {
+                round = self.kinds.clone();
+                self.rng.shuffle(&mut round);
+            }
+            let kind = round.remove(0);
             let span = self.inflict(kind).await.with_context(|| kind.as_str())?;
             crate::containers::announce(&format!(
                 "  [{:>6.1} s] {} ({}), {:.1} s",

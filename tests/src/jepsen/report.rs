@@ -229,6 +229,26 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A node's claims of one epoch, merged while they follow each other
+/// within 200 ms: (node, epoch, from, to).
+fn claim_segments(claims: &[ClaimPoint]) -> Vec<(String, u64, u128, u128)> {
+    let mut own: Vec<&ClaimPoint> = claims.iter().filter(|c| c.is_self).collect();
+    own.sort_by(|a, b| (&a.node, a.invoked_ms).cmp(&(&b.node, b.invoked_ms)));
+    let mut segments: Vec<(String, u64, u128, u128)> = Vec::new();
+    for c in own {
+        let epoch = c.epoch.unwrap_or(0);
+        match segments.last_mut() {
+            Some((node, e, _, to))
+                if *node == c.node && *e == epoch && c.invoked_ms <= *to + 200 =>
+            {
+                *to = c.completed_ms.max(*to)
+            }
+            _ => segments.push((c.node.clone(), epoch, c.invoked_ms, c.completed_ms)),
+        }
+    }
+    segments
+}
+
 fn svg(s: &Summary, records: &[Record], claims: &[ClaimPoint], faults: &[FaultSpan]) -> String {
     let end_ms = records
         .iter()
@@ -305,22 +325,21 @@ fn svg(s: &Summary, records: &[Record], claims: &[ClaimPoint], faults: &[FaultSp
         y + row * 0.65
     );
     let mut epochs_drawn: BTreeMap<u64, u128> = BTreeMap::new();
-    for c in claims.iter().filter(|c| c.is_self) {
+    for (node, epoch, from, to) in claim_segments(claims) {
         let colour = nodes
             .iter()
-            .position(|n| n == &c.node)
+            .position(|n| *n == node)
             .map_or("#000000", |i| PALETTE[i % PALETTE.len()]);
         let _ = writeln!(
             out,
-            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"/>"#,
-            x(c.invoked_ms),
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} claims epoch {epoch}</title></rect>"#,
+            x(from),
             y + 5.0,
-            (x(c.completed_ms) - x(c.invoked_ms)).max(1.5),
-            row - 10.0
+            (x(to) - x(from)).max(1.5),
+            row - 10.0,
+            escape(&node)
         );
-        if let Some(e) = c.epoch {
-            epochs_drawn.entry(e).or_insert(c.invoked_ms);
-        }
+        epochs_drawn.entry(epoch).or_insert(from);
     }
     for (epoch, at) in &epochs_drawn {
         let _ = writeln!(
