@@ -311,9 +311,22 @@ impl History {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let for_check = records.clone();
                 let started = Instant::now();
-                std::thread::spawn(move || {
-                    let _ = tx.send(check_linearizable(&for_check));
-                });
+                // stateright's search recurses once per operation: a long
+                // history needs far more than a thread's default 2 MiB.
+                let spawned = std::thread::Builder::new()
+                    .name(format!("check-{key}"))
+                    .stack_size(CHECK_STACK)
+                    .spawn(move || {
+                        let _ = tx.send(check_linearizable(&for_check));
+                    });
+                if let Err(e) = spawned {
+                    return (
+                        key,
+                        KeyVerdict::Undecided {
+                            history: format!("the checker could not start: {e}"),
+                        },
+                    );
+                }
                 let verdict = match rx.recv_timeout(limit) {
                     Ok(Ok(())) => KeyVerdict::Linearizable {
                         took: started.elapsed(),
@@ -348,6 +361,9 @@ impl History {
         }
     }
 }
+
+/// The stack of a checker thread (reserved, not committed, until used).
+const CHECK_STACK: usize = 1 << 30;
 
 /// What the checker said of one key's history.
 #[derive(Debug, Clone)]

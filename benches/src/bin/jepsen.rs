@@ -55,7 +55,10 @@ fn main() -> Result<()> {
         .into_iter()
         .filter(|k| witness || *k != FaultKind::LoseDataNode)
         .collect();
-    let name = format!("long-{nodes}-nodes{}", if witness { "-witness" } else { "" });
+    let name = format!(
+        "long-{nodes}-nodes{}",
+        if witness { "-witness" } else { "" }
+    );
     let spec = RunSpec {
         report_dir: report.unwrap_or_else(|| {
             steep_repl_tests::paths::repo_root().join(format!("target/jepsen/{name}-{seed}"))
@@ -70,7 +73,10 @@ fn main() -> Result<()> {
         clients_per_node: clients,
         check_limit: Duration::from_secs(check_limit),
     };
-    eprintln!("jepsen: seed {seed}, {nodes} nodes, {minutes} minutes; report in {}", spec.report_dir.display());
+    eprintln!(
+        "jepsen: seed {seed}, {nodes} nodes, {minutes} minutes; report in {}",
+        spec.report_dir.display()
+    );
     let image = steep_repl_tests::containers::node_image();
     steep_repl_tests::containers::docker::check_image(&image)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -208,8 +208,9 @@ fn markdown(s: &Summary, faults: &[FaultSpan]) -> String {
 }
 
 /// A colour per node, for the coordinator track.
-const PALETTE: [&str; 6] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
+/// (None of them is a colour of the operations' ends.)
+const PALETTE: [&str; 7] = [
+    "#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79",
 ];
 
 fn fault_colour(kind: FaultKind) -> &'static str {
@@ -261,7 +262,7 @@ fn svg(s: &Summary, records: &[Record], claims: &[ClaimPoint], faults: &[FaultSp
     let x = |ms: u128| left + width * ms as f64 / end_ms as f64;
     let nodes = &s.nodes;
     let rows = nodes.len() + 1;
-    let height = 60.0 + row * rows as f64 + 70.0;
+    let height = 60.0 + row * rows as f64 + 90.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -381,6 +382,21 @@ fn svg(s: &Summary, records: &[Record], claims: &[ClaimPoint], faults: &[FaultSp
             lx + 16.0
         );
         lx += 20.0 + 8.0 * label.len() as f64;
+    }
+    // Whose colour is whose on the coordinator track.
+    let mut lx = left;
+    let legend = legend + 20.0;
+    let _ = writeln!(out, r#"<text x="10" y="{legend:.1}">claims by</text>"#);
+    for (i, node) in nodes.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{legend:.1}">{}</text>"#,
+            legend - 10.0,
+            PALETTE[i % PALETTE.len()],
+            lx + 16.0,
+            escape(node)
+        );
+        lx += 28.0 + 8.0 * node.len() as f64;
     }
     out.push_str("</svg>\n");
     out
