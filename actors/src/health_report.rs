@@ -54,6 +54,9 @@ pub struct HealthReport {
     pub raft: Option<RaftReport>,
 }
 
+/// What `/health` shows instead of an error text (`http.details: false`).
+pub const HIDDEN_ERROR: &str = "details on the node: `steep-repl health` (or http.details: true)";
+
 /// The Raft view in a health report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RaftReport {
@@ -74,6 +77,17 @@ pub struct RaftReport {
 impl HealthReport {
     pub fn healthy(&self) -> bool {
         self.status == "healthy"
+    }
+
+    /// Replaces each component's error text by a pointer to the local
+    /// faces: over the network a probe shows states, not the connection
+    /// details (user, database, pg_hba lines) an error may carry.
+    pub fn hide_errors(&mut self) {
+        for c in self.components.values_mut() {
+            if c.error.is_some() {
+                c.error = Some(HIDDEN_ERROR.to_string());
+            }
+        }
     }
 
     /// The same report with the Raft view of `metrics` (when there is a

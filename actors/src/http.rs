@@ -38,10 +38,6 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Time a closing connection gets to shut down cleanly.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Concurrent connections per worker. Connections are async tasks, not
-/// threads: idle ones cost memory only, and the request timeout above
-/// reaps them, so hundreds of idle clients leave probes unaffected.
-const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 /// actix-web's own bound on a graceful stop (whole seconds); the
 /// `StopAccepting` deadline is enforced on top of it.
 const SERVER_SHUTDOWN_SECS: u64 = 5;
@@ -60,6 +56,9 @@ pub struct HttpSettings {
     pub listener: Option<HttpListener>,
     /// The IPC server's counters, for `/metrics` (when IPC runs).
     pub ipc_metrics: Option<Arc<crate::ipc::metrics::IpcMetrics>>,
+    /// `http.details`: error texts in `/health`, peer addresses in
+    /// `/metrics` (off: the port is reachable from the network).
+    pub details: bool,
 }
 
 impl HttpSettings {
@@ -133,15 +132,25 @@ impl HttpActor {
                     source: std::io::Error::other("the listening socket was already taken"),
                 })?,
         };
-        let metrics =
-            Arc::new(metrics::Metrics::new()?.with_ipc(self.settings.ipc_metrics.clone()));
-        let probes = routes::Probes::new(self.health.clone(), self.live_after, metrics);
+        let metrics = Arc::new(
+            metrics::Metrics::new()?
+                .with_ipc(self.settings.ipc_metrics.clone())
+                .with_peer_addresses(self.settings.details),
+        );
+        let probes = routes::Probes::new(self.health.clone(), self.live_after, metrics)
+            .with_details(self.settings.details);
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2);
         let server = HttpServer::new(move || routes::app(probes.clone()))
             .workers(workers)
-            .max_connections(MAX_CONNECTIONS_PER_WORKER)
+            // Connections are async tasks, not threads: idle ones cost
+            // memory and a descriptor, and the request timeout reaps them;
+            // the cap keeps descriptors for everything else.
+            .max_connections(crate::fd_limit::http_connections_per_worker(
+                crate::fd_limit::open_files_limit(),
+                workers,
+            ))
             .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
             .keep_alive(KEEP_ALIVE)
             .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
@@ -277,6 +286,7 @@ mod tests {
             port: addr.port(),
             listener: Some(listener),
             ipc_metrics: None,
+            details: false,
         };
         let log = Logger::root(slog::Discard, slog::o!());
         let stop = start(settings, health.clone(), Duration::from_secs(1), &log);

@@ -24,13 +24,13 @@ pub use metrics::{IpcMetrics, IpcMetricsSnapshot};
 
 use crate::backoff::Backoff;
 use crate::db::DbActor;
+use crate::fd_limit::{self, OpenFiles};
 use crate::health_state::{ListenerHealth, SharedHealth};
 use crate::lifecycle::StopAccepting;
 use actix::prelude::*;
 use connection::Shutdown;
 use dispatch::Dispatcher;
 use interprocess::local_socket::tokio::{prelude::*, Stream};
-use listener::OpenFiles;
 use protocol::{encode_error, ErrorBody, ErrorCode};
 use serde::Serialize;
 use slog::{debug, error, info, warn, Logger};
@@ -227,7 +227,7 @@ impl IpcActor {
         let path = settings.path.clone();
         // Every connection is a descriptor; keep room for the rest of the daemon.
         let wanted = settings.max_connections as u64 + FD_HEADROOM;
-        match listener::ensure_open_files(wanted) {
+        match fd_limit::ensure_open_files(wanted) {
             Ok(OpenFiles::Enough) => {}
             Ok(OpenFiles::Raised(from, to)) => {
                 info!(self.log, "ipc.open_files_raised"; "from" => from, "to" => to)

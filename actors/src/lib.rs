@@ -14,6 +14,7 @@ pub mod audit;
 pub mod audit_event;
 pub mod backoff;
 pub mod db;
+pub mod fd_limit;
 pub mod grpc;
 pub mod health;
 pub mod health_report;

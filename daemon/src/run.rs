@@ -96,6 +96,17 @@ pub fn run_until(
     let (log, log_guard, level_handle) =
         logging::build(sink(config.log.target), level, &config.node_id);
     info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
+    // Every connection and file shares one limit: take all the hard limit
+    // allows (service managers often start daemons with a soft 1024).
+    use steep_repl_actors::fd_limit::{ensure_open_files, OpenFiles};
+    match ensure_open_files(u64::MAX) {
+        Ok(OpenFiles::Raised(from, to)) => {
+            info!(log, "open_files.raised"; "from" => from, "to" => to)
+        }
+        Ok(OpenFiles::Capped(to)) => info!(log, "open_files.raised"; "to" => to),
+        Ok(OpenFiles::Enough) => {}
+        Err(e) => warn!(log, "open_files.not_raised"; "error" => %e),
+    }
     for warning in config.warnings() {
         warn!(log, "config.warning"; "warning" => warning);
     }
@@ -501,6 +512,7 @@ fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
         port,
         listener: Some(listener),
         ipc_metrics: None,
+        details: config.http.details,
     }))
 }
 

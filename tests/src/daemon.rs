@@ -192,6 +192,17 @@ impl Daemon {
         })
     }
 
+    /// Starts with at most `nofile` open descriptors (soft and hard limit).
+    pub fn start_limited(options: &DaemonOptions, nofile: u64) -> Result<Daemon> {
+        let home = DaemonHome::new()?;
+        home.write_config(options)?;
+        let child = spawn_run_limited(&home, &[], Some(nofile))?;
+        Ok(Daemon {
+            home,
+            child: Some(child),
+        })
+    }
+
     /// Starts with extra environment variables (e.g. NOTIFY_SOCKET).
     pub fn start_with_env(options: &DaemonOptions, env: &[(&str, &str)]) -> Result<Daemon> {
         let home = DaemonHome::new()?;
@@ -339,12 +350,38 @@ impl Drop for Daemon {
 }
 
 fn spawn_run(home: &DaemonHome, env: &[(&str, &str)]) -> Result<Child> {
+    spawn_run_limited(home, env, None)
+}
+
+/// `spawn_run` with a limit on open descriptors (soft and hard), as a
+/// service manager may impose.
+fn spawn_run_limited(
+    home: &DaemonHome,
+    env: &[(&str, &str)],
+    nofile: Option<u64>,
+) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.log_path())?;
-    Command::new(steep_repl_bin()?)
-        .arg("run")
+    let mut cmd = Command::new(steep_repl_bin()?);
+    if let Some(limit) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rlim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.arg("run")
         .arg("--config")
         .arg(home.config_path())
         .stdin(Stdio::null())

@@ -528,3 +528,109 @@ async fn haproxy_routes_only_to_the_node_whose_postgresql_is_healthy() {
         .unwrap();
     assert_eq!(ports_reached(&haproxy, &pg_a, 6).await, both);
 }
+
+/// Over the network `/health` shows states, not connection details (user,
+/// database, pg_hba text); the local socket shows them, and so does HTTP
+/// with `http.details: true`. `/metrics` names peers without addresses
+/// unless asked (tests/src and actors unit tests cover the page).
+#[tokio::test]
+async fn health_over_http_hides_connection_details_unless_asked_while_ipc_shows_them() {
+    let (pg, _conn) = server_with_extension().await.unwrap();
+    let mut options = DaemonOptions::for_server("node-a", &pg).with_http();
+    options.pg_database = "no_such_db".into();
+    let addr = options.http_addr().unwrap();
+    let daemon = Daemon::start(&options).unwrap();
+    let error_of = |body: &serde_json::Value| {
+        body["components"]["postgresql"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let hidden = loop {
+        let body = get(addr, "/health").map(|r| r.json().unwrap_or_default());
+        if let Some(error) = body.as_ref().ok().map(error_of).filter(|e| !e.is_empty()) {
+            break error;
+        }
+        assert!(std::time::Instant::now() < deadline, "no error: {body:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!hidden.contains("no_such_db"), "{hidden}");
+    assert!(hidden.contains("steep-repl health"), "{hidden}");
+    let local = daemon
+        .wait_for_ipc(WAIT)
+        .unwrap()
+        .call("health.check", serde_json::json!({}))
+        .unwrap();
+    assert!(error_of(&local).contains("no_such_db"), "{local}");
+
+    let detailed = options.clone().with_http();
+    let addr = detailed.http_addr().unwrap();
+    let _daemon =
+        Daemon::start_with_env(&detailed, &[("STEEP_REPL_HTTP__DETAILS", "true")]).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let body = get(addr, "/health").map(|r| r.json().unwrap_or_default());
+        if body
+            .as_ref()
+            .is_ok_and(|b| error_of(b).contains("no_such_db"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Under a descriptor limit of 1 280 (a common service default), 1 300
+/// idle HTTP clients used to take every descriptor: IPC, PostgreSQL
+/// reconnects, gRPC and the spool failed. HTTP now holds at most a quarter
+/// of the limit, so the rest keeps working while they hang on.
+#[tokio::test]
+async fn thirteen_hundred_idle_http_clients_leave_descriptors_for_everything_else() {
+    let (mut pg, _conn) = server_with_extension().await.unwrap();
+    let options = DaemonOptions::for_server("node-a", &pg).with_http();
+    let addr = options.http_addr().unwrap();
+    let daemon = Daemon::start_limited(&options, 1280).unwrap();
+    // This process needs room for the clients too.
+    steep_repl_actors::fd_limit::ensure_open_files(4096).unwrap();
+    wait_for_status(addr, "/health", 200, WAIT)
+        .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", daemon.log()));
+    let mut idle = Vec::new();
+    for _ in 0..1300 {
+        // Those beyond the cap wait in the listen backlog or are refused.
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => idle.push(stream),
+            Err(_) => break,
+        }
+    }
+    // The local socket still answers, and PostgreSQL can be reconnected.
+    let mut ipc = daemon.wait_for_ipc(WAIT).unwrap();
+    ipc.call("status.get", serde_json::json!({})).unwrap();
+    pg.stop().unwrap();
+    pg.start_again().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let health = daemon
+            .ipc()
+            .and_then(|mut c| c.call("health.check", serde_json::json!({})));
+        if health
+            .as_ref()
+            .is_ok_and(|h| h["components"]["postgresql"]["healthy"] == true)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnect with {} idle HTTP clients: {health:?}\nlog:\n{}",
+            idle.len(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !daemon.log().contains("Too many open files"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -51,6 +51,8 @@ pub struct Metrics {
     paths: Vec<PathMetrics>,
     /// The IPC server's counters, rendered on the same page when IPC runs.
     ipc: Option<std::sync::Arc<crate::ipc::metrics::IpcMetrics>>,
+    /// Peers labelled with their address too (`http.details`).
+    peer_addresses: bool,
 }
 
 impl Metrics {
@@ -86,6 +88,7 @@ impl Metrics {
             requests,
             paths,
             ipc: None,
+            peer_addresses: false,
         })
     }
 
@@ -114,6 +117,12 @@ impl Metrics {
         self
     }
 
+    /// Labels every peer with its address as well as its node_id.
+    pub fn with_peer_addresses(mut self, on: bool) -> Self {
+        self.peer_addresses = on;
+        self
+    }
+
     /// The whole page for a scrape at `now`.
     pub fn render(
         &self,
@@ -124,7 +133,7 @@ impl Metrics {
         cluster: Option<&ClusterMetrics>,
     ) -> String {
         let mut page = Page::default();
-        snapshot_families(&mut page, s, now, stale_after, live);
+        snapshot_families(&mut page, s, now, stale_after, live, self.peer_addresses);
         if let Some(c) = cluster {
             cluster_families(&mut page, c);
         }
@@ -306,12 +315,36 @@ fn bit(b: bool) -> f64 {
     }
 }
 
+/// A peer's labels: its node_id (or its place in the list while it is not
+/// identified) and, with `http.details`, its address.
+struct PeerLabels(Vec<(&'static str, String)>);
+
+impl PeerLabels {
+    fn refs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+fn peer_labels(peer: &crate::health_state::PeerHealth, i: usize, addresses: bool) -> PeerLabels {
+    let name = match (&peer.node_id, addresses) {
+        (Some(id), _) => id.clone(),
+        (None, true) => peer.address.clone(),
+        (None, false) => format!("unidentified-{i}"),
+    };
+    let mut labels = vec![("peer", name)];
+    if addresses {
+        labels.push(("address", peer.address.clone()));
+    }
+    PeerLabels(labels)
+}
+
 fn snapshot_families(
     page: &mut Page,
     s: &HealthSnapshot,
     now: Instant,
     stale_after: Duration,
     live: bool,
+    addresses: bool,
 ) {
     let pg_usable = s.postgres_verdict(now, stale_after) == PgVerdict::Usable;
 
@@ -421,12 +454,11 @@ fn snapshot_families(
         "gauge",
         "1 when the peer answers heartbeats (healthy or degraded)",
     );
-    for peer in &s.peers {
-        let name = peer.node_id.as_deref().unwrap_or(&peer.address);
+    for (i, peer) in s.peers.iter().enumerate() {
         let up = matches!(peer.status.as_str(), "healthy" | "degraded");
         page.sample(
             "steep_repl_peer_up",
-            &[("peer", name), ("address", &peer.address)],
+            &peer_labels(peer, i, addresses).refs(),
             bit(up),
         );
     }
@@ -435,12 +467,11 @@ fn snapshot_families(
         "gauge",
         "Round trip of the last heartbeat the peer answered",
     );
-    for peer in &s.peers {
+    for (i, peer) in s.peers.iter().enumerate() {
         if let Some(rtt_ms) = peer.rtt_ms {
-            let name = peer.node_id.as_deref().unwrap_or(&peer.address);
             page.sample(
                 "steep_repl_peer_rtt_seconds",
-                &[("peer", name), ("address", &peer.address)],
+                &peer_labels(peer, i, addresses).refs(),
                 rtt_ms / 1000.0,
             );
         }
@@ -595,9 +626,22 @@ mod tests {
             error: None,
             postgresql_up: Some(true),
         });
-        let page = Metrics::new()
+        let hidden = Metrics::new()
             .unwrap()
             .render(&s, now, Duration::from_secs(3), true, None);
+        // Without http.details the page names peers, not their addresses.
+        assert!(
+            hidden.contains("steep_repl_peer_up{peer=\"b\\\"x\"} 1"),
+            "{hidden}"
+        );
+        assert!(!hidden.contains("10.0.0.2"), "{hidden}");
+        let page = Metrics::new().unwrap().with_peer_addresses(true).render(
+            &s,
+            now,
+            Duration::from_secs(3),
+            true,
+            None,
+        );
         for line in [
             "steep_repl_up{component=\"postgresql\"} 1",
             "steep_repl_postgresql_latency_seconds 0.0015",

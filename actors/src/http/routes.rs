@@ -28,6 +28,8 @@ pub struct Probes {
     /// `/live` fails once the daemon's loop has not turned for this long.
     live_after: Duration,
     metrics: Arc<Metrics>,
+    /// Error texts in `/health` (`http.details`).
+    details: bool,
 }
 
 impl Probes {
@@ -36,7 +38,15 @@ impl Probes {
             health,
             live_after,
             metrics,
+            details: false,
         }
+    }
+
+    /// With the components' error texts in `/health` (user names, database
+    /// names, pg_hba lines: for a trusted network only).
+    pub fn with_details(mut self, details: bool) -> Self {
+        self.details = details;
+        self
     }
 
     fn live(&self) -> Result<(), String> {
@@ -135,7 +145,7 @@ async fn answer(req: HttpRequest, probes: web::Data<Probes>, probe: Probe) -> Ht
     let snapshot = probes.health.load();
     let stale_after = probes.health.stale_after;
     let (status, body) = match probe {
-        Probe::Health => health(&snapshot, now, stale_after, body_wanted),
+        Probe::Health => health(&snapshot, now, stale_after, body_wanted, probes.details),
         Probe::Ready => match snapshot.readiness(now, stale_after) {
             Ok(()) => (StatusCode::OK, Bytes::from_static(br#"{"ready":true}"#)),
             Err(reason) => (
@@ -198,6 +208,7 @@ fn health(
     now: Instant,
     stale_after: Duration,
     body_wanted: bool,
+    details: bool,
 ) -> (StatusCode, Bytes) {
     let healthy = s.is_healthy(now, stale_after);
     let code = if healthy {
@@ -210,12 +221,13 @@ fn health(
     }
     if !healthy {
         // Rare and time-dependent (the "stale for N s" message): built fresh.
-        return (
-            code,
-            Bytes::from(to_json(&health_report(s, now, stale_after))),
-        );
+        let mut report = health_report(s, now, stale_after);
+        if !details {
+            report.hide_errors();
+        }
+        return (code, Bytes::from(to_json(&report)));
     }
-    (code, HealthyBody::get(s, now, stale_after))
+    (code, HealthyBody::get(s, now, stale_after, details))
 }
 
 /// The serialized healthy `/health` body, kept per worker thread.
@@ -238,7 +250,7 @@ thread_local! {
 }
 
 impl HealthyBody {
-    fn get(s: &Arc<HealthSnapshot>, now: Instant, stale_after: Duration) -> Bytes {
+    fn get(s: &Arc<HealthSnapshot>, now: Instant, stale_after: Duration, details: bool) -> Bytes {
         let uptime_seconds = s.uptime_seconds(now);
         HEALTHY_BODY.with(|cell| {
             let mut cached = cell.borrow_mut();
@@ -247,7 +259,11 @@ impl HealthyBody {
                     return c.body.clone();
                 }
             }
-            let body = Bytes::from(to_json(&health_report(s, now, stale_after)));
+            let mut report = health_report(s, now, stale_after);
+            if !details {
+                report.hide_errors();
+            }
+            let body = Bytes::from(to_json(&report));
             *cached = Some(HealthyBody {
                 snapshot: s.clone(),
                 uptime_seconds,

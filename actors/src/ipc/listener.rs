@@ -53,43 +53,6 @@ pub(crate) fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<Bound,
     })
 }
 
-/// What [`ensure_open_files`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpenFiles {
-    /// The soft limit already allowed `wanted` descriptors.
-    Enough,
-    /// The soft limit was raised from the first value to the second.
-    Raised(u64, u64),
-    /// The hard limit is below `wanted`; the soft limit is now the hard one.
-    Capped(u64),
-}
-
-/// Makes room for `wanted` open descriptors: service managers commonly
-/// start daemons with a soft limit of 1024, which a full set of IPC
-/// connections would exhaust, turning accepts into EMFILE errors instead
-/// of the clear "too many connections" answer. The soft limit is raised
-/// toward the hard one, never above it.
-#[cfg(unix)]
-pub(crate) fn ensure_open_files(wanted: u64) -> std::io::Result<OpenFiles> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
-    if soft >= wanted {
-        return Ok(OpenFiles::Enough);
-    }
-    let target = wanted.min(hard);
-    setrlimit(Resource::RLIMIT_NOFILE, target, hard).map_err(std::io::Error::from)?;
-    Ok(if target < wanted {
-        OpenFiles::Capped(target)
-    } else {
-        OpenFiles::Raised(soft, target)
-    })
-}
-
-#[cfg(not(unix))]
-pub(crate) fn ensure_open_files(_wanted: u64) -> std::io::Result<OpenFiles> {
-    Ok(OpenFiles::Enough)
-}
-
 #[cfg(unix)]
 mod unix {
     use super::*;

@@ -43,6 +43,7 @@ pub(crate) const KEYS: &[&str] = &[
     "http.enabled",
     "http.bind",
     "http.port",
+    "http.details",
     "ipc.enabled",
     "ipc.path",
     "ipc.mode",

@@ -757,6 +757,9 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
         port: s
             .one("http.port", values::PORT, values::port)?
             .unwrap_or(DEFAULT_HTTP_PORT),
+        details: s
+            .one("http.details", values::BOOL, values::boolean)?
+            .unwrap_or(false),
     };
 
     let ipc = IpcConfig {

@@ -84,6 +84,7 @@ impl Config {
             "http.enabled" => self.http.enabled.to_string(),
             "http.bind" => quoted(&self.http.bind.to_string()),
             "http.port" => self.http.port.to_string(),
+            "http.details" => self.http.details.to_string(),
             "ipc.enabled" => self.ipc.enabled.to_string(),
             "ipc.path" => path(&self.ipc.path),
             "ipc.mode" => quoted(&format!("{:04o}", self.ipc.mode)),

@@ -284,6 +284,10 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub bind: IpAddr,
     pub port: u16,
+    /// Error texts in `/health` and peer addresses in `/metrics`: off by
+    /// default, since the port is open to the network (the local socket
+    /// shows them).
+    pub details: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -278,8 +278,13 @@ impl Drop for ContainerCluster {
         for node in &self.nodes {
             let _ = docker::docker(&["unpause", node.host()]);
         }
-        // Dropping a container removes it (testcontainers waits for that),
-        // which must happen before its network can go.
+        // Removed here, synchronously: testcontainers removes a dropped
+        // container from a task of the runtime, which a test that ends
+        // (or panics) right after may not let finish; and the network can
+        // only go once its containers are gone.
+        for node in &self.nodes {
+            let _ = docker::docker(&["rm", "-f", "-v", node.host()]);
+        }
         self.nodes.clear();
         docker::remove_network(&self.network);
     }
