@@ -325,6 +325,7 @@ mod tests {
             port: addr.port(),
             listener: None,
             ipc_metrics: None,
+            details: false,
         };
         let log = Logger::root(slog::Discard, slog::o!());
         let _stop = start(settings, health.clone(), Duration::from_secs(1), &log);
