@@ -353,6 +353,17 @@ mod tests {
         let (status, _, body) =
             call(&probes(false, Duration::from_secs(5)), Method::GET, "/").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        // Over HTTP the error text (user, database, pg_hba) stays on the
+        // node unless http.details asks for it.
+        let hidden = json_of(&body)["components"]["postgresql"]["error"].clone();
+        assert!(
+            !hidden.to_string().contains("db:5432"),
+            "the error text is hidden by default: {hidden}"
+        );
+        assert!(hidden.to_string().contains("http.details"), "{hidden}");
+        let detailed = probes(false, Duration::from_secs(5)).with_details(true);
+        let (status, _, body) = call(&detailed, Method::GET, "/").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             json_of(&body)["components"]["postgresql"]["error"],
             "connection refused by db:5432"

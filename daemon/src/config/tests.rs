@@ -482,6 +482,7 @@ fn every_key_can_be_set_from_its_environment_variable() {
         ("http.enabled", "1"),
         ("http.bind", "127.0.0.1"),
         ("http.port", "6002"),
+        ("http.details", "true"),
         ("ipc.enabled", "false"),
         ("ipc.path", "/run/x.sock"),
         ("ipc.mode", "0640"),
@@ -539,6 +540,7 @@ fn every_key_can_be_set_from_its_environment_variable() {
     assert!(c.http.enabled);
     assert_eq!(c.http.bind.to_string(), "127.0.0.1");
     assert_eq!(c.http.port, 6002);
+    assert!(c.http.details);
     assert!(!c.ipc.enabled);
     assert_eq!(c.ipc.path, PathBuf::from("/run/x.sock"));
     assert_eq!(c.ipc.mode, 0o640);
@@ -683,7 +685,7 @@ fn sections_must_be_mappings() {
     );
     assert_eq!(
         err(&with_repl("  http: [a]\n"), &[]),
-        "/x.yaml: repl.http: expected a section of keys (enabled, bind, port), got a list"
+        "/x.yaml: repl.http: expected a section of keys (enabled, bind, port, details), got a list"
     );
 }
 
