@@ -57,7 +57,15 @@ pub struct DbSettings {
     /// retrying until its acquire timeout, and a lost server must be noticed
     /// within a couple of refresh intervals.
     pub ping_timeout: Duration,
+    /// `password_command`: run again before every connection attempt (its
+    /// password replaces the one in `connect`), so that a rotated password
+    /// is picked up when the daemon reconnects. The error names what failed,
+    /// never what the command printed.
+    pub password_source: Option<PasswordSource>,
 }
+
+/// Produces the PostgreSQL password for one connection attempt.
+pub type PasswordSource = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// Why a request to the DbActor failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -104,6 +112,9 @@ pub struct QueryAudit {
     /// Action names; `node.*` matches a prefix. Empty: all.
     pub action_filter: Vec<String>,
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// PostgreSQL cancels the query after this long: a caller that stops
+    /// waiting must not leave it running on a pooled connection.
+    pub timeout: std::time::Duration,
 }
 
 /// Writes a batch of daemon audit events; returns how many were new.
@@ -405,9 +416,30 @@ async fn attempt(settings: Arc<DbSettings>) -> Attempt {
             knockable,
         }
     };
+    let connect = match &settings.password_source {
+        None => settings.connect.clone(),
+        Some(source) => {
+            let source = source.clone();
+            match tokio::task::spawn_blocking(move || source()).await {
+                Ok(Ok(password)) => settings.connect.clone().password(&password),
+                Ok(Err(why)) => {
+                    return Attempt::Failed {
+                        reason: format!("postgresql.password_command: {why}"),
+                        knockable: false,
+                    }
+                }
+                Err(e) => {
+                    return Attempt::Failed {
+                        reason: format!("postgresql.password_command did not finish: {e}"),
+                        knockable: false,
+                    }
+                }
+            }
+        }
+    };
     let connected = tokio::time::timeout(
         settings.connect_timeout,
-        PgConnection::connect_with(&settings.connect),
+        PgConnection::connect_with(&connect),
     )
     .await;
     let mut conn = match connected {
@@ -438,7 +470,7 @@ async fn attempt(settings: Arc<DbSettings>) -> Attempt {
         .max_connections(settings.pool_size)
         .min_connections(1)
         .acquire_timeout(settings.connect_timeout)
-        .connect_lazy_with(settings.connect.clone());
+        .connect_lazy_with(connect);
     Attempt::Ready {
         pool,
         version,
@@ -735,18 +767,26 @@ impl Handler<QueryAudit> for DbActor {
     fn handle(&mut self, msg: QueryAudit, ctx: &mut Context<Self>) -> Self::Result {
         self.run(ctx, move |pool| async move {
             let patterns = action_patterns(&msg.action_filter);
+            // Both statements in one read-only transaction whose
+            // statement_timeout (SET LOCAL) ends with it.
+            let mut tx = pool.begin().await?;
+            sqlx::query(SET_LOCAL_STATEMENT_TIMEOUT)
+                .bind(format!("{}ms", msg.timeout.as_millis().max(1)))
+                .execute(&mut *tx)
+                .await?;
             let entries: Vec<AuditRow> = sqlx::query_as(QUERY_AUDIT)
                 .bind(&patterns)
                 .bind(msg.since)
                 .bind(msg.limit)
                 .bind(msg.offset)
-                .fetch_all(&pool)
+                .fetch_all(&mut *tx)
                 .await?;
             let total: i64 = sqlx::query_scalar(COUNT_AUDIT)
                 .bind(&patterns)
                 .bind(msg.since)
-                .fetch_one(&pool)
+                .fetch_one(&mut *tx)
                 .await?;
+            tx.rollback().await?;
             let has_more = msg.offset + (entries.len() as i64) < total;
             Ok(AuditPage {
                 entries,

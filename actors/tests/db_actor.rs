@@ -28,6 +28,7 @@ fn settings(port: u16) -> DbSettings {
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         ping_timeout: Duration::from_secs(1),
+        password_source: None,
         node_id: "a".into(),
     }
 }

@@ -11,6 +11,7 @@
 use crate::exit::Exit;
 use crate::inspect::table::{pairs, Table};
 use crate::ipc_client::{self, ClientError, IpcClient};
+use crate::terminal::printable;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -32,12 +33,12 @@ pub fn call(config: Option<&Path>, method: &str, params: Value, json: bool) -> E
                     serde_json::to_string_pretty(&value).unwrap_or_default()
                 );
             } else {
-                print!("{}", render(method, &value));
+                print!("{}", printable(&render(method, &value)));
             }
             Exit::Ok
         }
         Err(e) => {
-            eprintln!("steep-repl: {e}");
+            eprintln!("steep-repl: {}", printable(&e.to_string()));
             exit_for(&e)
         }
     }

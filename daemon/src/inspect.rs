@@ -13,6 +13,7 @@ pub(crate) mod table;
 
 use crate::exit::Exit;
 use crate::ipc_client::{self, ClientError, IpcClient, Target};
+use crate::terminal::printable;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -157,7 +158,7 @@ fn once(target: &Target, view: &View, json: bool) -> Exit {
                     serde_json::to_string_pretty(&value).unwrap_or_default()
                 );
             } else {
-                print!("{}", (view.render)(&value, target));
+                print!("{}", printable(&(view.render)(&value, target)));
             }
             (view.verdict)(&value)
         }
@@ -170,7 +171,7 @@ fn once(target: &Target, view: &View, json: bool) -> Exit {
 fn fail(e: &ClientError, target: &Target, view: &View, json: bool) -> Exit {
     let exit = exit_for(e);
     let service = (exit == Exit::NotRunning && view.service_state).then(service_manager_view);
-    eprintln!("steep-repl: {e}");
+    eprintln!("steep-repl: {}", printable(&e.to_string()));
     if let Some(config) = &target.config {
         if exit == Exit::NotRunning {
             eprintln!(
@@ -249,10 +250,10 @@ fn watch_loop(target: &Target, view: &View, json: bool, every: Duration) -> Exit
             writeln!(out, "{document}")
         } else {
             let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-            let body = match &fetched {
+            let body = printable(&match &fetched {
                 Ok(value) => (view.render)(value, target),
                 Err(e) => format!("steep-repl: {e}\n"),
-            };
+            });
             // Clear the screen, cursor home, then the frame.
             write!(
                 out,

@@ -14,6 +14,7 @@ mod remote_health;
 mod run;
 mod service;
 mod service_cmd;
+mod terminal;
 mod tls_cmd;
 
 use clap::Parser;

@@ -5,6 +5,7 @@
 use crate::config::{Config, PeerAddr};
 use crate::exit::Exit;
 use crate::inspect::render;
+use crate::terminal::printable;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -124,7 +125,7 @@ pub fn health(config_path: Option<&Path>, remote: &str, json_out: bool) -> Exit 
             if json_out {
                 println!("{body}");
             } else {
-                print!("{}", render::health(&body));
+                print!("{}", printable(&render::health(&body)));
             }
             if body["status"] == "healthy" {
                 Exit::Ok
@@ -133,7 +134,8 @@ pub fn health(config_path: Option<&Path>, remote: &str, json_out: bool) -> Exit 
             }
         }
         Err(e) => {
-            eprintln!("steep-repl: {e}");
+            // The peer's own words are in it.
+            eprintln!("steep-repl: {}", printable(&e));
             Exit::NotRunning
         }
     }

@@ -110,6 +110,9 @@ pub fn run_until(
     for warning in config.warnings() {
         warn!(log, "config.warning"; "warning" => warning);
     }
+    if let Some(warning) = advertise_host_warning(&config) {
+        warn!(log, "tls.advertise_host_not_in_certificate"; "warning" => warning);
+    }
     let pg = PostgresHealth::new(
         &config.postgresql.host,
         config.postgresql.port,
@@ -293,6 +296,46 @@ fn sink(target: LogTarget) -> Sink {
     }
 }
 
+/// Peers reach this node at `advertise_host` and check it against this
+/// node's certificate: a host the certificate does not name fails every
+/// peer's handshake with a TLS error, so it is said at start, with the names
+/// the certificate does carry. (An unreadable certificate is reported by
+/// the transport's own loading.)
+fn advertise_host_warning(config: &Config) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    use steep_repl_actors::peer_tls::PeerIdentity;
+    let grpc = &config.grpc;
+    if !grpc.enabled || grpc.tls.insecure {
+        return None;
+    }
+    let path = grpc.tls.cert_file.as_ref()?;
+    let first = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let identity = PeerIdentity::from_der(first.as_ref()).ok()?;
+    let host = &config.advertise_host;
+    if identity.serves_host(host) {
+        return None;
+    }
+    let names: Vec<String> = identity
+        .dns_names
+        .iter()
+        .cloned()
+        .chain(identity.ip_addresses.iter().map(|ip| ip.to_string()))
+        .collect();
+    Some(format!(
+        "repl.advertise_host {host} is not among the names of {} ({}): peers will fail to \
+         reach this node with a TLS error; issue its certificate with `steep-repl tls issue {} \
+         --host {host}`, or set repl.advertise_host to one of its names",
+        path.display(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        },
+        config.node_id
+    ))
+}
+
 /// The peer side: the transport (mutual TLS unless `grpc.tls.insecure`)
 /// and the listening socket, bound now so that a bad certificate or a port
 /// in use stops the daemon before it starts anything.
@@ -464,6 +507,7 @@ fn system_settings(config: &Config, password: Option<String>) -> SystemSettings 
         connect_timeout: pg.connect_timeout,
         ping_timeout: HEALTH_INTERVAL.min(pg.connect_timeout),
         node_id: config.node_id.clone(),
+        password_source: config.password_source(),
     };
     let mut audit = AuditSettings::new(
         config.audit.spool_path.clone(),

@@ -37,6 +37,7 @@ pub fn steep_repl_bin() -> Result<PathBuf> {
 pub struct DaemonOptions {
     pub node_id: String,
     pub pg_port: u16,
+    /// `postgresql.password`; none is written when empty.
     pub pg_password: String,
     pub pg_database: String,
     /// Extra YAML lines placed inside `repl:` (indented by the caller by two spaces).
@@ -132,7 +133,7 @@ impl DaemonHome {
         let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
         let yaml = format!(
             "repl:\n  node_id: {node}\n  node_name: {name}\n  advertise_host: 127.0.0.1\n  \
-             postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n    password: {pw}\n{pg_extra}  \
+             postgresql:\n    host: 127.0.0.1\n    port: {port}\n    database: {db}\n    user: {user}\n{pw}{pg_extra}  \
              grpc:\n{grpc}  {http}\n  \
              ipc:\n    path: {sock}\n{ipc_extra}  audit:\n    spool_path: {spool}\n  \
              raft:\n    dir: {raft}\n{raft_extra}  \
@@ -142,7 +143,12 @@ impl DaemonHome {
             port = options.pg_port,
             db = quote(&options.pg_database),
             user = SUPERUSER,
-            pw = quote(&options.pg_password),
+            // None at all when empty (`pg_extra` may give a password_command).
+            pw = if options.pg_password.is_empty() {
+                String::new()
+            } else {
+                format!("    password: {}\n", quote(&options.pg_password))
+            },
             sock = quote(&self.socket_path().display().to_string()),
             spool = quote(&self.spool_path().display().to_string()),
             raft = quote(&self.raft_dir().display().to_string()),

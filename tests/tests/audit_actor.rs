@@ -36,6 +36,7 @@ fn start(
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         ping_timeout: Duration::from_secs(1),
+        password_source: None,
         node_id: "a".into(),
     };
     let db = DbActor::new(settings, health.clone(), log.clone()).start();

@@ -2,6 +2,7 @@
 //! an operator runs them, against real daemons and against none.
 
 use serde_json::Value;
+use sqlx::Executor;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use steep_repl_tests::daemon::{run_cli, steep_repl_bin, Daemon, DaemonHome, DaemonOptions};
@@ -226,4 +227,38 @@ async fn watch_redraws_in_place_until_interrupted() {
     let frames = out.matches("\x1b[2J\x1b[H").count();
     assert!(frames >= 2, "{frames} frames:\n{out}");
     assert!(out.matches("node-a").count() >= 2, "{out}");
+}
+
+/// Names and values come from peers, PostgreSQL and other sessions: a
+/// terminal escape sequence among them is shown, never sent to the
+/// terminal (it could clear the screen or rewrite earlier lines).
+#[tokio::test]
+async fn control_characters_from_the_registry_are_shown_escaped_not_sent_to_the_terminal() {
+    let (pg, mut conn) = server_with_extension().await.unwrap();
+    let daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
+    daemon.wait_for_postgresql(WAIT).unwrap();
+    let config = daemon.home.config_path();
+    conn.execute(
+        "SELECT steep_repl.register_node('n1', E'Evil\\x1b[2J\\x1b]0;owned\\x07 \\u202Eedoc', 'db1', 5432, 50)",
+    )
+    .await
+    .unwrap();
+    {
+        let args = ["nodes"];
+        let (code, out, err) = run_cli(&args, Some(&config)).unwrap();
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{202e}'),
+            "{args:?} sent a control character to the terminal: {out:?}"
+        );
+        assert!(
+            out.contains("Evil\\u{1b}[2J\\u{1b}]0;owned\\u{7} \\u{202e}edoc"),
+            "{args:?} shows the name with its escapes visible: {out}"
+        );
+    }
+    // --json stays JSON: the characters are escaped by JSON itself.
+    let (code, out, _) = run_cli(&["nodes", "--json"], Some(&config)).unwrap();
+    assert_eq!(code, 0);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(json(&out).to_string().contains("Evil\\u001b[2J"), "{out}");
 }

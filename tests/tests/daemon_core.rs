@@ -346,3 +346,89 @@ fn malformed_incomplete_or_unknown_configuration_stops_the_daemon_before_it_star
     );
     assert!(stderr.contains("repl.http.port"), "{stderr}");
 }
+
+/// `password_command` runs again before every connection attempt: after the
+/// password is rotated (in PostgreSQL and where the command reads it) and
+/// the daemon's connections are cut, it reconnects with the new one.
+#[tokio::test]
+async fn a_rotated_password_is_picked_up_by_password_command_at_the_reconnection() {
+    let (pg, mut conn) = server_with_extension().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(
+        &secret,
+        format!("{}\n", steep_repl_tests::pg::SUPERUSER_PASSWORD),
+    )
+    .unwrap();
+    let mut options = DaemonOptions::for_server("node-a", &pg);
+    options.pg_password = String::new();
+    options.pg_extra = format!("    password_command: cat {}\n", secret.display());
+    let daemon = Daemon::start(&options).unwrap();
+    daemon.wait_for_postgresql(Duration::from_secs(20)).unwrap();
+    // Its pool's connections are made lazily: wait until none is still
+    // authenticating (with the password about to change).
+    let settled = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ready, starting): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE application_name = 'steep-repl'), \
+                    count(*) FILTER (WHERE state IS NULL OR state = 'starting') \
+             FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if ready > 0 && starting == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < settled,
+            "the daemon's connections never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let rotated = "rotated p@ss";
+    std::fs::write(&secret, format!("{rotated}\n")).unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE postgres PASSWORD '{rotated}'"
+    )))
+    .await
+    .unwrap();
+    let rotated_at: sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc> =
+        sqlx::query_scalar("SELECT now()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let fresh: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'steep-repl' AND backend_start > $1",
+        )
+        .bind(rotated_at)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if fresh > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection with the rotated password within 30 s; log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.wait_for_postgresql(Duration::from_secs(20)).unwrap();
+    assert!(
+        !daemon.log().contains(rotated),
+        "the password leaked into the log"
+    );
+}

@@ -714,3 +714,47 @@ async fn audit_query_counts_filters_and_pages() {
     assert_eq!(recent["entries"][0]["action"], "node.status_changed");
     assert_eq!(recent["entries"][0]["target_id"], "n1");
 }
+
+/// An audit.query that cannot finish (the log locked by another session)
+/// is cancelled by PostgreSQL when the daemon stops waiting for it: it
+/// does not keep a pooled connection busy after its answer.
+#[tokio::test]
+async fn an_audit_query_that_outlives_its_answer_is_cancelled_in_postgresql() {
+    let (pg, _conn, daemon) = connected_daemon().await;
+    let mut locker = pg.connect().await.unwrap();
+    locker.execute("BEGIN").await.unwrap();
+    locker
+        .execute("LOCK TABLE steep_repl.audit_log IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut ipc = daemon.ipc().unwrap();
+    let (code, message) = ipc.call_err("audit.query", json!({"limit": 5})).unwrap();
+    assert!(
+        code == "INTERNAL_ERROR" || code == "NOT_CONNECTED",
+        "{code}: {message}"
+    );
+    let answer = format!("{code}: {message}");
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE query LIKE '%FROM steep_repl.audit_log%' AND state = 'active' \
+                     AND pid <> pg_backend_pid()";
+    let mut observer = pg.connect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n: i64 = sqlx::query_scalar(waiting)
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned audit query still waits in PostgreSQL ({n} running): {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    locker.execute("ROLLBACK").await.unwrap();
+    // The daemon still answers once the log is free again.
+    let page = ipc.call("audit.query", json!({"limit": 1})).unwrap();
+    assert!(page["total"].as_i64().unwrap() >= 1, "{page}");
+}

@@ -44,6 +44,7 @@ async fn bounded(
         duration: Duration::from_secs(seconds),
         faults,
         keys: 6,
+        key_lifetime: Duration::from_secs(30),
         clients_per_node: 1,
         report_dir: report_dir(name, seed),
         check_limit: Duration::from_secs(60),

@@ -172,3 +172,46 @@ async fn wrong_ca_missing_certificate_and_false_identity_are_refused_and_audited
     let log = node.daemon.log();
     assert_eq!(log.matches("peer.auth_failed").count(), 3, "{log}");
 }
+
+/// Peers check this node's certificate against its advertise_host: a
+/// certificate that does not name it is said at start, with its names.
+#[tokio::test]
+async fn an_advertise_host_missing_from_the_certificate_is_warned_about_at_start() {
+    use steep_repl_tests::cluster::{grpc_yaml, issue_certificates, tls_yaml};
+    use steep_repl_tests::daemon::{Daemon, DaemonOptions};
+    use steep_repl_tests::ports::free_port;
+
+    let start = |hosts: &'static [&'static str]| {
+        let dir = issue_certificates("steep-tls-", &[("node-a", hosts)]).unwrap();
+        let mut options = DaemonOptions::for_port("node-a", free_port());
+        options.pg_extra = "    enabled: false\n".into();
+        options.grpc = grpc_yaml(free_port(), &[], &tls_yaml(dir.path(), "node-a"));
+        let daemon = Daemon::start(&options).unwrap();
+        (dir, daemon)
+    };
+    // advertise_host is 127.0.0.1 in every test daemon's configuration.
+    let (_dir, daemon) = start(&["db9.example.net", "10.9.9.9"]);
+    daemon
+        .wait_for_log(
+            "tls.advertise_host_not_in_certificate",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    let log = daemon.log();
+    assert!(
+        log.contains("advertise_host 127.0.0.1 is not among the names of")
+            && log.contains("db9.example.net, 10.9.9.9")
+            && log.contains("steep-repl tls issue node-a --host 127.0.0.1"),
+        "{log}"
+    );
+
+    let (_dir, named) = start(&["127.0.0.1"]);
+    named
+        .wait_for_log("daemon.running", Duration::from_secs(20))
+        .unwrap();
+    assert!(
+        !named.log().contains("advertise_host_not_in_certificate"),
+        "{}",
+        named.log()
+    );
+}

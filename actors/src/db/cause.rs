@@ -66,8 +66,14 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
-            // Class 08: connection exception; 57P01-57P03: shutdown/startup.
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            // Class 08: connection exception; class 28: the server refused
+            // to authenticate a new connection of the pool (a changed
+            // password: only a new connection attempt, which runs
+            // password_command again, can recover); 57P01-57P03:
+            // shutdown/startup.
+            code.starts_with("08")
+                || code.starts_with("28")
+                || matches!(code, "57P01" | "57P02" | "57P03")
         }
         _ => false,
     }

@@ -42,6 +42,9 @@ pub const QUERY_AUDIT: &str = "SELECT id, occurred_at, action, actor, target_typ
        AND ($2::timestamptz IS NULL OR occurred_at >= $2) \
      ORDER BY occurred_at DESC, id DESC LIMIT $3 OFFSET $4";
 
+/// The statement timeout of the current transaction only.
+pub const SET_LOCAL_STATEMENT_TIMEOUT: &str = "SELECT set_config('statement_timeout', $1, true)";
+
 pub const COUNT_AUDIT: &str = "SELECT count(*) FROM steep_repl.audit_log \
      WHERE (cardinality($1::text[]) = 0 OR action LIKE ANY($1::text[])) \
        AND ($2::timestamptz IS NULL OR occurred_at >= $2)";

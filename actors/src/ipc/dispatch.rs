@@ -159,6 +159,11 @@ impl Dispatcher {
                     offset: i64::try_from(q.offset).unwrap_or(i64::MAX),
                     action_filter: q.action_filter,
                     since: q.since,
+                    // PostgreSQL gives up just before this answer would.
+                    timeout: self
+                        .db_timeout
+                        .saturating_sub(Duration::from_millis(500))
+                        .max(Duration::from_millis(100)),
                 };
                 Ok(Reply::Audit(self.ask(query).await?))
             }

@@ -414,6 +414,13 @@ fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, E
             // The database takes a signed 64-bit offset.
             let offset = params.integer("offset", 0, i64::MAX as u64)?.unwrap_or(0);
             let action_filter = params.strings("action_filter")?.unwrap_or_default();
+            if action_filter.len() > MAX_ACTION_FILTERS {
+                return Err(ErrorBody::invalid(format!(
+                    "parameter \"action_filter\" of audit.query has {} entries: at most {MAX_ACTION_FILTERS} \
+                     (use a prefix such as node.* to match many actions)",
+                    action_filter.len()
+                )));
+            }
             for action in &action_filter {
                 check_action_filter(action)?;
             }
@@ -506,10 +513,18 @@ fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, E
     })
 }
 
+/// How many action names one `audit.query` may filter on: each is a `LIKE`
+/// pattern the database tries on every row it reads.
+pub const MAX_ACTION_FILTERS: usize = 32;
+
+/// The longest action name a filter may hold (ours are under 40 bytes).
+pub const MAX_ACTION_FILTER_LEN: usize = 64;
+
 /// An action filter is a name (`node.registered`) or a prefix (`node.*`).
 fn check_action_filter(action: &str) -> Result<(), ErrorBody> {
     let name = action.strip_suffix(".*").unwrap_or(action);
     let valid = !name.is_empty()
+        && action.len() <= MAX_ACTION_FILTER_LEN
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
@@ -518,7 +533,7 @@ fn check_action_filter(action: &str) -> Result<(), ErrorBody> {
     } else {
         Err(ErrorBody::invalid(format!(
             "parameter \"action_filter\" of audit.query has \"{action}\": expected an action name \
-             such as node.registered, or a prefix such as node.*"
+             such as node.registered, or a prefix such as node.* (at most {MAX_ACTION_FILTER_LEN} characters)"
         )))
     }
 }
@@ -953,6 +968,36 @@ mod tests {
             let r = rejected(&line);
             assert_eq!(r.error.code, ErrorCode::InvalidRequest, "{params}");
         }
+        // The filter list and each name are bounded: every entry is a LIKE
+        // pattern tried on every row read.
+        let many: Vec<String> = (0..=MAX_ACTION_FILTERS)
+            .map(|i| format!("a{i}.*"))
+            .collect();
+        let line = json!({"id":1,"method":"audit.query","params":{"action_filter":many}});
+        let r = rejected(&line.to_string());
+        assert_eq!(r.error.code, ErrorCode::InvalidRequest);
+        assert!(
+            r.error.message.contains("has 33 entries: at most 32"),
+            "{}",
+            r.error.message
+        );
+        let long = "a".repeat(MAX_ACTION_FILTER_LEN + 1);
+        let line = json!({"id":1,"method":"audit.query","params":{"action_filter":[long]}});
+        let r = rejected(&line.to_string());
+        assert!(
+            r.error.message.contains("at most 64 characters"),
+            "{}",
+            r.error.message
+        );
+        let most: Vec<String> = (0..MAX_ACTION_FILTERS).map(|i| format!("a{i}.*")).collect();
+        let line = json!({"id":1,"method":"audit.query","params":{"action_filter":most}});
+        assert!(
+            matches!(
+                decode(line.to_string().as_bytes()),
+                Ok(Request { method: Method::AuditQuery(q), .. }) if q.action_filter.len() == MAX_ACTION_FILTERS
+            ),
+            "32 filters are taken"
+        );
         let r = rejected(r#"{"id":1,"method":"audit.query","params":{"limit":5000}}"#);
         assert_eq!(
             r.error.message,

@@ -45,6 +45,7 @@ fn db(health: &SharedHealth) -> Addr<DbActor> {
         pool_size: 1,
         connect_timeout: Duration::from_millis(200),
         ping_timeout: Duration::from_millis(200),
+        password_source: None,
         node_id: "a".into(),
     };
     DbActor::new(settings, health.clone(), log()).start()

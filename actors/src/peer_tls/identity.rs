@@ -86,6 +86,27 @@ impl PeerIdentity {
         Ok(identity)
     }
 
+    /// Whether a peer connecting to `host` accepts this certificate as
+    /// rustls does: an IP address must be one of its IP SANs, a name one of
+    /// its DNS SANs (case aside; `*.` stands for one leftmost label). The CN
+    /// is not looked at.
+    pub fn serves_host(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.ip_addresses.contains(&ip);
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.dns_names.iter().any(|name| {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            match name.strip_prefix("*.") {
+                Some(parent) => host
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => name == host,
+            }
+        })
+    }
+
     /// Every name of the certificate as text: CN first, then DNS, IP and
     /// URI SANs.
     pub fn names(&self) -> impl Iterator<Item = String> + '_ {
@@ -193,5 +214,41 @@ mod tests {
             .starts_with("certificate could not be parsed"));
         let err = PeerIdentity::from_chain(&[]).unwrap_err();
         assert!(err.to_string().contains("no certificate"));
+    }
+}
+
+#[cfg(test)]
+mod serves_host_tests {
+    use super::PeerIdentity;
+
+    #[test]
+    fn a_host_is_served_by_its_ip_or_dns_san_never_by_the_cn() {
+        let id = PeerIdentity {
+            common_name: Some("node-a".into()),
+            dns_names: vec!["db1.example.net".into(), "*.pg.example.net".into()],
+            ip_addresses: vec!["10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap()],
+            uris: vec![],
+        };
+        for host in [
+            "10.0.0.1",
+            "fd00::2",
+            "[fd00::2]",
+            "DB1.example.net",
+            "db1.example.net.",
+            "x.pg.example.net",
+        ] {
+            assert!(id.serves_host(host), "{host}");
+        }
+        for host in [
+            "node-a",
+            "10.0.0.2",
+            "127.0.0.1",
+            "example.net",
+            "pg.example.net",
+            "a.b.pg.example.net",
+            "db1",
+        ] {
+            assert!(!id.serves_host(host), "{host}");
+        }
     }
 }

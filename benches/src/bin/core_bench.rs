@@ -292,6 +292,7 @@ fn db_settings(pg: &PgServer) -> DbSettings {
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
         ping_timeout: Duration::from_secs(1),
+        password_source: None,
         node_id: "bench".into(),
     }
 }

@@ -9,7 +9,9 @@
 //! Options: `--minutes M` (30), `--nodes N` (5), `--seed S` (random,
 //! printed), `--witness` (the last node a witness), `--keys K` (8),
 //! `--clients C` (clients per node, 1), `--report DIR`
-//! (target/jepsen/long-<seed>), `--check-limit SECONDS` (per key, 600).
+//! (target/jepsen/long-<seed>), `--check-limit SECONDS` (per key, 600),
+//! `--key-lifetime SECONDS` (fresh keys this often, 30: short histories
+//! per key keep the exhaustive check tractable).
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ fn main() -> Result<()> {
     let mut clients = 1usize;
     let mut report: Option<PathBuf> = None;
     let mut check_limit = 600u64;
+    let mut key_lifetime = 30u64;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -41,8 +44,9 @@ fn main() -> Result<()> {
             "--clients" => clients = value()?.parse()?,
             "--report" => report = Some(PathBuf::from(value()?)),
             "--check-limit" => check_limit = value()?.parse()?,
+            "--key-lifetime" => key_lifetime = value()?.parse()?,
             "--help" | "-h" => {
-                println!("jepsen [--minutes M] [--nodes N] [--seed S] [--witness] [--keys K] [--clients C] [--report DIR] [--check-limit SECONDS]");
+                println!("jepsen [--minutes M] [--nodes N] [--seed S] [--witness] [--keys K] [--clients C] [--report DIR] [--check-limit SECONDS] [--key-lifetime SECONDS]");
                 return Ok(());
             }
             other => bail!("unknown option {other} (see --help)"),
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
         duration: Duration::from_secs(minutes * 60),
         faults,
         keys,
+        key_lifetime: Duration::from_secs(key_lifetime),
         clients_per_node: clients,
         check_limit: Duration::from_secs(check_limit),
     };

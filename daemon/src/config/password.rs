@@ -44,6 +44,31 @@ impl Config {
     }
 }
 
+/// What the database actor runs before each connection attempt.
+pub type PasswordSource = std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+impl Config {
+    /// `postgresql.password_command` as a source the database actor runs
+    /// again before every connection attempt (a rotated password is picked
+    /// up at the next reconnection); `None` when the password is fixed or
+    /// there is none. Its errors name the command, never its output.
+    pub fn password_source(&self) -> Option<PasswordSource> {
+        if self.postgresql.password.is_some() {
+            return None;
+        }
+        let command = self.postgresql.password_command.clone()?;
+        let place = place(self, "postgresql.password_command");
+        Some(std::sync::Arc::new(move || {
+            run_password_command(&command, &place, PASSWORD_COMMAND_TIMEOUT)
+                .map(|secret| secret.expose().to_string())
+                .map_err(|e| match e {
+                    ConfigError::PasswordCommand { reason, .. } => reason,
+                    other => other.to_string(),
+                })
+        }))
+    }
+}
+
 /// Runs `command` and returns the first line of its output. `place` names
 /// where the command was configured, for error messages.
 pub(crate) fn run_password_command(

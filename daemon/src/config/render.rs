@@ -49,11 +49,11 @@ impl Config {
                 Some(_) => quoted(MASK),
                 None => "null".into(),
             },
-            "postgresql.password_command" => pg
-                .password_command
-                .as_deref()
-                .map(quoted)
-                .unwrap_or_else(|| "null".into()),
+            // Its arguments may hold a secret's path or a token.
+            "postgresql.password_command" => match pg.password_command {
+                Some(_) => quoted(MASK),
+                None => "null".into(),
+            },
             "postgresql.sslmode" => pg.sslmode.to_string(),
             "postgresql.pool_size" => pg.pool_size.to_string(),
             "postgresql.connect_timeout" => dur(pg.connect_timeout),

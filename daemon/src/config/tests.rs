@@ -1351,7 +1351,51 @@ fn masked_yaml_loads_back_into_the_same_configuration() {
     assert_eq!(again, expected, "{printed}");
 }
 
+#[test]
+fn masked_yaml_masks_the_password_command_too() {
+    let c = ok(
+        &with_repl(
+            "  postgresql:\n    password_command: vault read -field=pw secret/token-abc123\n",
+        ),
+        &[],
+    );
+    let yaml = c.to_masked_yaml();
+    assert!(!yaml.contains("token-abc123"), "{yaml}");
+    assert!(
+        yaml.contains(&format!("    password_command: \"{MASK}\"\n")),
+        "{yaml}"
+    );
+}
+
 // ------------------------------------------------------- resolve_password
+
+#[cfg(unix)]
+#[test]
+fn the_password_source_runs_the_command_at_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "first\n").unwrap();
+    let c = ok(
+        &with_repl(&format!(
+            "  postgresql:\n    password_command: cat {}\n",
+            secret.display()
+        )),
+        &[],
+    );
+    let source = c.password_source().expect("a command is a source");
+    assert_eq!(source().unwrap(), "first");
+    std::fs::write(&secret, "rotated\n").unwrap();
+    assert_eq!(source().unwrap(), "rotated");
+    std::fs::remove_file(&secret).unwrap();
+    let why = source().unwrap_err();
+    assert!(why.starts_with("exited with status 1"), "{why}");
+
+    // A fixed password, or none, needs no source.
+    assert!(ok(&with_repl("  postgresql:\n    password: direct\n"), &[])
+        .password_source()
+        .is_none());
+    assert!(ok(MIN, &[]).password_source().is_none());
+}
 
 #[cfg(unix)]
 #[test]

@@ -29,9 +29,13 @@ use std::time::{Duration, Instant};
 /// UNKNOWN_OUTCOME itself when it can.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// The keys of the workload.
-pub fn key(i: usize) -> String {
-    format!("jepsen.k{i}")
+/// Key `i` of generation `generation`. The workload moves to fresh keys
+/// every [`Client::key_lifetime`] (as Jepsen's independent keys do): a
+/// write whose outcome is unknown stays concurrent with everything after
+/// it on its key, so one key's history must stay short for the checker to
+/// search it; many short histories check in linear time overall.
+pub fn key(generation: u64, i: usize) -> String {
+    format!("jepsen.g{generation}.k{i}")
 }
 
 /// One client of one node.
@@ -40,6 +44,9 @@ pub struct Client {
     pub socket: PathBuf,
     pub history: Arc<History>,
     pub keys: usize,
+    /// When the history began, and how long one generation of keys lives.
+    pub started: Instant,
+    pub key_lifetime: Duration,
     /// Every written value is unique in the run.
     pub values: Arc<AtomicU64>,
     pub rng: fastrand::Rng,
@@ -125,7 +132,9 @@ impl Client {
         // What this client last saw in each key: the next cas expects it.
         let mut known: HashMap<String, Option<u64>> = HashMap::new();
         while Instant::now() < until {
-            let k = key(self.rng.usize(0..self.keys));
+            let generation =
+                (self.started.elapsed().as_millis() / self.key_lifetime.as_millis().max(1)) as u64;
+            let k = key(generation, self.rng.usize(0..self.keys));
             let roll = self.rng.u8(0..100);
             let op = if roll < 45 {
                 Op::Get(k.clone())

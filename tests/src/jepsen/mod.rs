@@ -46,7 +46,9 @@ pub struct RunSpec {
     /// How long the workload and the faults last.
     pub duration: Duration,
     pub faults: Vec<FaultKind>,
+    /// Keys in use at a time; fresh ones every `key_lifetime`.
     pub keys: usize,
+    pub key_lifetime: Duration,
     pub clients_per_node: usize,
     /// Where the report goes.
     pub report_dir: PathBuf,
@@ -125,6 +127,8 @@ pub async fn run(image: &str, spec: &RunSpec) -> Result<Summary> {
                 socket: socket.clone(),
                 history: history.clone(),
                 keys: spec.keys,
+                started: history.started(),
+                key_lifetime: spec.key_lifetime,
                 values: values.clone(),
                 rng: fastrand::Rng::with_seed(rng.u64(..)),
                 think: Duration::from_millis(rng.u64(40..80)),
@@ -155,7 +159,15 @@ pub async fn run(image: &str, spec: &RunSpec) -> Result<Summary> {
     // After the heal: the cluster settles, then every key is read from
     // every node (those reads belong to the history too).
     wait_for_one_coordinator(&cluster, &sockets, Duration::from_secs(90)).await?;
-    let final_reads = final_reads(&history, &names, &sockets, spec.keys, &values).await;
+    // Every key the workload used, of every generation.
+    let used: Vec<String> = history
+        .records()
+        .iter()
+        .map(|r| r.op.key().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let final_reads = final_reads(&history, &names, &sockets, &used, &values).await;
 
     let answers = poller.answers();
     let claims_verdict = poller.finish();
@@ -304,7 +316,7 @@ async fn final_reads(
     history: &Arc<History>,
     names: &[String],
     sockets: &[PathBuf],
-    keys: usize,
+    keys: &[String],
     values: &Arc<AtomicU64>,
 ) -> BTreeMap<String, BTreeMap<String, Option<u64>>> {
     let mut out = BTreeMap::new();
@@ -313,18 +325,20 @@ async fn final_reads(
             node: node.clone(),
             socket: socket.clone(),
             history: history.clone(),
-            keys,
+            keys: 0,
+            started: history.started(),
+            key_lifetime: Duration::MAX,
             values: values.clone(),
             rng: fastrand::Rng::with_seed(0),
             think: Duration::ZERO,
         };
+        let keys = keys.to_vec();
         let history = history.clone();
         let name = node.clone();
         let node = node.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut seen = BTreeMap::new();
-            for k in 0..keys {
-                let key = client::key(k);
+            for key in keys {
                 // A read may meet a leader that is still settling: ask again.
                 for _ in 0..20 {
                     let thread = history.new_thread();
