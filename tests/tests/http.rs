@@ -546,23 +546,23 @@ async fn health_over_http_hides_connection_details_unless_asked_while_ipc_shows_
             .unwrap_or_default()
             .to_string()
     };
+    // First the daemon meets the real failure (the local socket says it),
+    // then HTTP is asked about the same state.
+    let mut ipc = daemon.wait_for_ipc(WAIT).unwrap();
     let deadline = std::time::Instant::now() + WAIT;
-    let hidden = loop {
-        let body = get(addr, "/health").map(|r| r.json().unwrap_or_default());
-        if let Some(error) = body.as_ref().ok().map(error_of).filter(|e| !e.is_empty()) {
-            break error;
+    loop {
+        let local = ipc.call("health.check", serde_json::json!({})).unwrap();
+        if error_of(&local).contains("no_such_db") {
+            break;
         }
-        assert!(std::time::Instant::now() < deadline, "no error: {body:?}");
+        assert!(std::time::Instant::now() < deadline, "{local}");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    let body = get(addr, "/health").unwrap().json().unwrap_or_default();
+    let hidden = error_of(&body);
+    assert!(!hidden.is_empty(), "{body}");
     assert!(!hidden.contains("no_such_db"), "{hidden}");
     assert!(hidden.contains("steep-repl health"), "{hidden}");
-    let local = daemon
-        .wait_for_ipc(WAIT)
-        .unwrap()
-        .call("health.check", serde_json::json!({}))
-        .unwrap();
-    assert!(error_of(&local).contains("no_such_db"), "{local}");
 
     let detailed = options.clone().with_http();
     let addr = detailed.http_addr().unwrap();
