@@ -108,6 +108,16 @@ pub enum PeerTlsError {
     )]
     EncryptedKey { what: TlsFile, path: PathBuf },
 
+    #[error(
+        "{what} {path}: other users may read it (mode {mode:04o}); whoever reads it can \
+         speak for this node: chmod 600 {path} (0640 when a group must read it)"
+    )]
+    KeyReadableByOthers {
+        what: TlsFile,
+        path: PathBuf,
+        mode: u32,
+    },
+
     #[error("{what} {path}: holds {count} private keys, expected exactly one")]
     SeveralKeys {
         what: TlsFile,
@@ -207,7 +217,11 @@ impl NodeTlsMaterial {
         let cert_pem = read_file(TlsFile::Certificate, &paths.cert_file)?;
         let key_pem = read_file(TlsFile::PrivateKey, &paths.key_file)?;
         let ca_pem = read_file(TlsFile::CaCertificate, &paths.ca_file)?;
-        Self::from_pem(paths, &cert_pem, &key_pem, &ca_pem)
+        let material = Self::from_pem(paths, &cert_pem, &key_pem, &ca_pem)?;
+        // After the contents: a file that holds no key needs no protection,
+        // and its own error says more.
+        check_key_permissions(&paths.key_file)?;
+        Ok(material)
     }
 
     /// Builds the material from PEM held in memory. `paths` only names the
@@ -393,6 +407,35 @@ fn read_file(what: TlsFile, path: &Path) -> Result<Vec<u8>, PeerTlsError> {
             }
         }
     })
+}
+
+/// A private key others can read is refused, as ssh and PostgreSQL refuse
+/// theirs: the file's "other" bits must all be clear.
+#[cfg(unix)]
+fn check_key_permissions(path: &Path) -> Result<(), PeerTlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| PeerTlsError::Unreadable {
+            what: TlsFile::PrivateKey,
+            path: path.to_owned(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o007 != 0 {
+        return Err(PeerTlsError::KeyReadableByOthers {
+            what: TlsFile::PrivateKey,
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_permissions(_: &Path) -> Result<(), PeerTlsError> {
+    Ok(())
 }
 
 /// Every PEM section of a file that rustls knows, in order. Sections of
@@ -643,6 +686,35 @@ mod tests {
         assert!(!format!("{material:?}").contains("PRIVATE"));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_key_other_users_can_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_node(dir.path());
+        for mode in [0o644, 0o604, 0o601] {
+            std::fs::set_permissions(&paths.key_file, std::fs::Permissions::from_mode(mode))
+                .unwrap();
+            let err = NodeTlsMaterial::load(&paths).unwrap_err();
+            assert!(
+                matches!(err, PeerTlsError::KeyReadableByOthers { mode: m, .. } if m == mode),
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("mode {mode:04o}"))
+                    && msg.contains(&format!("chmod 600 {}", paths.key_file.display())),
+                "{msg}"
+            );
+        }
+        // The owner alone, or with a group that must read it: accepted.
+        for mode in [0o600, 0o400, 0o640] {
+            std::fs::set_permissions(&paths.key_file, std::fs::Permissions::from_mode(mode))
+                .unwrap();
+            NodeTlsMaterial::load(&paths).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+    }
+
     #[test]
     fn a_missing_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -773,9 +845,7 @@ mod tests {
             &[ExtendedKeyUsagePurpose::ServerAuth],
         );
         let paths = paths_in(dir.path());
-        std::fs::write(&paths.cert_file, &node.cert_pem).unwrap();
-        std::fs::write(&paths.key_file, &node.key_pem).unwrap();
-        std::fs::write(&paths.ca_file, &node.ca_pem).unwrap();
+        node.write_to(dir.path(), "node");
         let err = NodeTlsMaterial::load(&paths).unwrap_err();
         // webpki refuses it as a client certificate, which is what every
         // peer we dial would do.
@@ -794,9 +864,7 @@ mod tests {
             &[ExtendedKeyUsagePurpose::ClientAuth],
         );
         let paths = paths_in(dir.path());
-        std::fs::write(&paths.cert_file, &node.cert_pem).unwrap();
-        std::fs::write(&paths.key_file, &node.key_pem).unwrap();
-        std::fs::write(&paths.ca_file, &node.ca_pem).unwrap();
+        node.write_to(dir.path(), "node");
         let err = NodeTlsMaterial::load(&paths).unwrap_err();
         assert!(
             matches!(

@@ -119,6 +119,11 @@ impl TestNode {
         };
         std::fs::write(&files.cert, &self.cert_pem).unwrap();
         std::fs::write(&files.key, &self.key_pem).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         std::fs::write(&files.ca, &self.ca_pem).unwrap();
         files
     }
