@@ -1073,3 +1073,117 @@ mod tests {
         }
     }
 }
+
+/// Random and mutated request lines: the decoder never panics, and every
+/// refusal says what was wrong.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,14}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Parameter names the methods take, and some they do not.
+    fn param_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "status_filter",
+                "node_id",
+                "limit",
+                "offset",
+                "action_filter",
+                "since",
+                "key",
+                "value",
+                "expected",
+                "request_id",
+                "prefix",
+                "consistency",
+                "grpc",
+                "priority",
+                "witness",
+            ])
+            .prop_map(str::to_string),
+            "[a-z_]{1,12}",
+        ]
+    }
+
+    fn check(line: &[u8]) -> Result<(), TestCaseError> {
+        if let Err(r) = decode(line) {
+            prop_assert!(
+                !r.error.message.trim().is_empty(),
+                "empty message for {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_bytes_give_a_request_or_a_reason(line in prop::collection::vec(any::<u8>(), 0..300)) {
+            check(&line)?;
+        }
+
+        #[test]
+        fn any_parameters_of_every_method_give_a_request_or_a_reason_naming_the_method(
+            method in prop::sample::select(MethodKind::ALL.to_vec()),
+            params in prop::collection::btree_map(param_name(), value(), 0..5),
+        ) {
+            let line = json!({"id": 7, "method": method.as_str(), "params": params}).to_string();
+            match decode(line.as_bytes()) {
+                Ok(request) => prop_assert_eq!(request.id, json!(7)),
+                Err(r) => {
+                    prop_assert_eq!(r.id, json!(7), "the id is echoed");
+                    prop_assert_eq!(r.method, Some(method));
+                    prop_assert_eq!(r.error.code, ErrorCode::InvalidRequest);
+                    prop_assert!(
+                        r.error.message.contains(method.as_str()),
+                        "{} does not name {}", r.error.message, method.as_str()
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_valid_lines_give_a_request_or_a_reason(
+            which in 0usize..4,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let valid = [
+                r#"{"id":1,"method":"audit.query","params":{"limit":5,"action_filter":["node.*"],"since":"2026-11-26T10:00:00Z"}}"#,
+                r#"{"id":"a","method":"state.cas","params":{"key":"k","expected":1,"value":{"x":[1,2]},"request_id":"r1"}}"#,
+                r#"{"id":2,"method":"nodes.list","params":{"status_filter":["healthy"]}}"#,
+                r#"{"id":3,"method":"cluster.add","params":{"node_id":"n2","grpc":"10.0.0.2:5433","priority":60}}"#,
+            ];
+            let mut line = valid[which].as_bytes().to_vec();
+            for (at, byte) in edits {
+                let i = at.index(line.len());
+                line[i] = byte;
+            }
+            check(&line)?;
+        }
+    }
+}

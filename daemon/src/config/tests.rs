@@ -1496,3 +1496,50 @@ fn load_from_takes_the_environment_as_a_map() {
     assert!(!c.advertise_host.is_empty());
     assert!(!c.postgresql.user.is_empty());
 }
+
+// ------------------------------------------------------------ random input
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any value of any key, from the environment: a configuration, or
+        /// an error that names the variable it came from.
+        #[test]
+        fn any_value_of_any_key_loads_or_names_the_key(
+            key in prop::sample::select(KEYS.to_vec()),
+            value in prop_oneof![".{0,40}", "[0-9a-z%.:/ -]{0,12}", Just(String::new())],
+        ) {
+            let var = keys::env_var_for(key);
+            if let Err(e) = load(MIN, &[(var.as_str(), value.as_str())]) {
+                let message = e.to_string();
+                prop_assert!(message.contains(&var), "{key}={value:?}: {message}");
+            }
+        }
+
+        /// Any text as the file: a configuration, or an error that names
+        /// the file.
+        #[test]
+        fn any_file_loads_or_names_the_file(text in prop_oneof![
+            ".{0,200}",
+            prop::collection::vec(
+                ("[a-z_]{1,10}", "[ ]{0,6}", ".{0,20}")
+                    .prop_map(|(k, indent, v)| format!("{indent}{k}: {v}")),
+                0..8,
+            )
+            .prop_map(|lines| format!("repl:\n{}\n", lines.join("\n"))),
+        ]) {
+            let f = file(&text);
+            if let Err(e) = load_with(&f.path, &host(&[]), None) {
+                let message = e.to_string();
+                prop_assert!(
+                    message.contains(&f.path.display().to_string()),
+                    "{text:?}: {message}"
+                );
+            }
+        }
+    }
+}
