@@ -352,10 +352,16 @@ impl Actor for AuditActor {
             self.publish();
             return;
         }
-        match Spool::open(&self.settings.spool_path) {
+        match Spool::open(&self.settings.spool_path, self.settings.spool_max_events) {
             Ok((spool, recovered)) => {
                 self.recovered_at_start = recovered.events.len() as u64;
                 self.corrupt_lines_at_start = recovered.corrupt_lines;
+                if recovered.over_limit > 0 {
+                    self.dropped_total += recovered.over_limit;
+                    error!(self.log, "audit.spool_full";
+                           "dropped" => recovered.over_limit, "limit" => self.settings.spool_max_events,
+                           "error" => "the audit spool held more events than spool_max_events; the newest were dropped");
+                }
                 if !recovered.events.is_empty() || recovered.corrupt_lines > 0 {
                     info!(self.log, "audit.spool_recovered";
                           "events" => recovered.events.len(), "torn_lines" => recovered.corrupt_lines,

@@ -45,6 +45,9 @@ pub struct Recovered {
     pub events: VecDeque<AuditEvent>,
     /// Lines that could not be parsed (a torn write).
     pub corrupt_lines: u64,
+    /// Events beyond `spool_max_events`, not read back (as events beyond it
+    /// are dropped while the daemon runs).
+    pub over_limit: u64,
 }
 
 pub struct Spool {
@@ -52,6 +55,9 @@ pub struct Spool {
     file: File,
     /// Lines in the file, written or not.
     lines: u64,
+    /// The file's length after the last whole write: a write the disk
+    /// refuses halfway is cut back to it.
+    len: u64,
 }
 
 fn open_append(path: &Path) -> Result<File, SpoolError> {
@@ -69,8 +75,10 @@ fn open_append(path: &Path) -> Result<File, SpoolError> {
 }
 
 impl Spool {
-    /// Opens (creating when missing) the spool and reads back what it holds.
-    pub fn open(path: &Path) -> Result<(Spool, Recovered), SpoolError> {
+    /// Opens (creating when missing) the spool and reads back what it holds,
+    /// at most `max_events` events (the oldest), so that a huge file cannot
+    /// take the daemon's memory.
+    pub fn open(path: &Path, max_events: u64) -> Result<(Spool, Recovered), SpoolError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
                 path: dir.to_path_buf(),
@@ -96,20 +104,31 @@ impl Spool {
             lines += 1;
             match serde_json::from_slice::<AuditEvent>(&line) {
                 Ok(event) => {
-                    if seen.insert(event.event_id) {
+                    if recovered.events.len() as u64 >= max_events {
+                        recovered.over_limit += 1;
+                    } else if seen.insert(event.event_id) {
                         recovered.events.push_back(event);
                     }
                 }
                 Err(_) => recovered.corrupt_lines += 1,
             }
         }
+        let len = file
+            .metadata()
+            .map_err(|source| SpoolError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
         let mut spool = Spool {
             path: path.to_path_buf(),
             file,
             lines,
+            len,
         };
-        if recovered.corrupt_lines > 0 {
-            // Do not leave a torn line in front of the next append.
+        if recovered.corrupt_lines > 0 || recovered.over_limit > 0 {
+            // Do not leave a torn line in front of the next append, nor
+            // events that were not read back.
             spool.rewrite(&recovered.events)?;
         }
         Ok((spool, recovered))
@@ -138,12 +157,16 @@ impl Spool {
                 count += 1;
             }
         }
-        self.file
-            .write_all(&buffer)
-            .map_err(|source| SpoolError::Write {
+        if let Err(source) = self.file.write_all(&buffer) {
+            // A full disk may have taken part of the buffer: cut it off, or
+            // the next line would be glued to it and both be unreadable.
+            let _ = self.file.set_len(self.len);
+            return Err(SpoolError::Write {
                 path: self.path.clone(),
                 source,
-            })?;
+            });
+        }
+        self.len += buffer.len() as u64;
         self.lines += count;
         Ok(())
     }
@@ -159,6 +182,7 @@ impl Spool {
         if pending.is_empty() {
             self.file.set_len(0).map_err(write_err)?;
             self.lines = 0;
+            self.len = 0;
             return Ok(());
         }
         let tmp = self.path.with_extension("spool.tmp");
@@ -188,6 +212,7 @@ impl Spool {
         }
         std::fs::rename(&tmp, &self.path).map_err(write_err)?;
         self.file = open_append(&self.path)?;
+        self.len = self.file.metadata().map_err(write_err)?.len();
         self.lines = pending.len() as u64;
         Ok(())
     }
@@ -217,13 +242,13 @@ mod tests {
         let path = dir.path().join("sub/audit.spool");
         let events: Vec<_> = (0..5).map(event).collect();
         {
-            let (mut spool, recovered) = Spool::open(&path).unwrap();
+            let (mut spool, recovered) = Spool::open(&path, u64::MAX).unwrap();
             assert!(recovered.events.is_empty());
             spool.append(&events[..2]).unwrap();
             spool.append(&events[2..]).unwrap();
             assert_eq!(spool.lines(), 5);
         }
-        let (_spool, recovered) = Spool::open(&path).unwrap();
+        let (_spool, recovered) = Spool::open(&path, u64::MAX).unwrap();
         assert_eq!(Vec::from(recovered.events), events);
         assert_eq!(recovered.corrupt_lines, 0);
     }
@@ -234,19 +259,19 @@ mod tests {
         let path = dir.path().join("audit.spool");
         let good = event(1);
         {
-            let (mut spool, _) = Spool::open(&path).unwrap();
+            let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
             spool.append([&good]).unwrap();
         }
         let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
         raw.write_all(b"{\"event_id\":\"6a1").unwrap();
         drop(raw);
 
-        let (mut spool, recovered) = Spool::open(&path).unwrap();
+        let (mut spool, recovered) = Spool::open(&path, u64::MAX).unwrap();
         assert_eq!(Vec::from(recovered.events), vec![good.clone()]);
         assert_eq!(recovered.corrupt_lines, 1);
         let next = event(2);
         spool.append([&next]).unwrap();
-        let (_, again) = Spool::open(&path).unwrap();
+        let (_, again) = Spool::open(&path, u64::MAX).unwrap();
         assert_eq!(Vec::from(again.events), vec![good, next]);
         assert_eq!(again.corrupt_lines, 0);
     }
@@ -257,10 +282,10 @@ mod tests {
         let path = dir.path().join("audit.spool");
         let e = event(1);
         {
-            let (mut spool, _) = Spool::open(&path).unwrap();
+            let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
             spool.append([&e, &e]).unwrap();
         }
-        let (_, recovered) = Spool::open(&path).unwrap();
+        let (_, recovered) = Spool::open(&path, u64::MAX).unwrap();
         assert_eq!(recovered.events.len(), 1);
     }
 
@@ -268,19 +293,71 @@ mod tests {
     fn rewrite_keeps_only_pending_events_and_truncates_when_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.spool");
-        let (mut spool, _) = Spool::open(&path).unwrap();
+        let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
         let events: Vec<_> = (0..4).map(event).collect();
         spool.append(&events).unwrap();
         let pending: VecDeque<_> = events[2..].iter().cloned().collect();
         spool.rewrite(&pending).unwrap();
         spool.append([&event(9)]).unwrap();
-        let (_, recovered) = Spool::open(&path).unwrap();
+        let (_, recovered) = Spool::open(&path, u64::MAX).unwrap();
         assert_eq!(recovered.events.len(), 3);
         assert_eq!(recovered.events[0], events[2]);
 
-        let (mut spool, _) = Spool::open(&path).unwrap();
+        let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
         spool.rewrite(&VecDeque::new()).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn recovery_reads_at_most_the_limit_and_keeps_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.spool");
+        let events: Vec<_> = (0..10).map(event).collect();
+        {
+            let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
+            spool.append(&events).unwrap();
+        }
+        let (_, recovered) = Spool::open(&path, 4).unwrap();
+        assert_eq!(Vec::from(recovered.events), events[..4].to_vec());
+        assert_eq!(recovered.over_limit, 6);
+        // What was not read back is not left in the file either.
+        let (_, again) = Spool::open(&path, u64::MAX).unwrap();
+        assert_eq!(again.events.len(), 4);
+    }
+
+    /// A disk that fills in the middle of a write (here: a file-size limit,
+    /// which makes `write` stop partway) must not leave half a line in front
+    /// of the next event. nextest runs each test in its own process, so the
+    /// limit stays in this one.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_write_refused_halfway_leaves_no_torn_line_in_front_of_the_next() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        // SAFETY: ignoring SIGXFSZ installs no handler code; the write then
+        // fails with EFBIG instead of killing the process.
+        unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.spool");
+        let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
+        let first = event(1);
+        spool.append([&first]).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_FSIZE).unwrap();
+        setrlimit(Resource::RLIMIT_FSIZE, len + 20, hard).unwrap();
+        let refused = spool.append([&event(2)]);
+        setrlimit(Resource::RLIMIT_FSIZE, soft, hard).unwrap();
+        assert!(refused.is_err());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "the torn part is cut off"
+        );
+        let third = event(3);
+        spool.append([&third]).unwrap();
+        let (_, recovered) = Spool::open(&path, u64::MAX).unwrap();
+        assert_eq!(recovered.corrupt_lines, 0);
+        assert_eq!(Vec::from(recovered.events), vec![first, third]);
     }
 
     #[cfg(unix)]
@@ -289,7 +366,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.spool");
-        let (mut spool, _) = Spool::open(&path).unwrap();
+        let (mut spool, _) = Spool::open(&path, u64::MAX).unwrap();
         spool.append([&event(1)]).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
