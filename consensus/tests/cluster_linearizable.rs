@@ -526,6 +526,33 @@ fn the_checker_rejects_a_stale_local_read_history() {
         rec(1, Op::Get(k()), 3, Some(4), End::Done(Ret::Value(Some(7)))),
     ];
     assert!(check_linearizable(&unknown_seen).is_ok());
+    // An unknown write whose value nobody saw is left out: it changes no
+    // verdict either way.
+    let unseen = vec![
+        rec(2, Op::Set(k(), 8), 0, None, End::Unknown("timeout".into())),
+        rec(
+            1,
+            Op::Set(k(), 1),
+            1,
+            Some(2),
+            End::Done(Ret::Written { previous: None }),
+        ),
+        rec(1, Op::Get(k()), 3, Some(4), End::Done(Ret::Value(Some(1)))),
+    ];
+    assert!(check_linearizable(&unseen).is_ok());
+    let mut unseen_stale = unseen.clone();
+    unseen_stale.push(rec(
+        1,
+        Op::Get(k()),
+        5,
+        Some(6),
+        End::Done(Ret::Value(None)),
+    ));
+    assert!(
+        check_linearizable(&unseen_stale).is_err(),
+        "a stale read next to an unseen unknown write was accepted"
+    );
+
     // ...but never disappear once seen.
     let mut flicker = unknown_seen.clone();
     flicker.push(rec(
