@@ -103,7 +103,10 @@ export STEEP_CLUSTER_DIR="$cluster_dir" STEEP_CLUSTER_PROFILE=debug
 kill -KILL "$(cat "$cluster_dir/node2/daemon.pid")"
 say "killed node2's daemon; up again restarts it and waits until it has rejoined"
 "$STEEP_ROOT/deploy/cluster.sh" up 3
-"$STEEP_ROOT/deploy/cluster.sh" status | grep -q "^node2 .*daemon running" || die "up did not bring node2's daemon back"
+# Captured first: with pipefail, grep -q closing the pipe early would fail
+# the status command (SIGPIPE) even when the line is there.
+status=$("$STEEP_ROOT/deploy/cluster.sh" status)
+grep -q "^node2 .*daemon running" <<<"$status" || die "up did not bring node2's daemon back"
 "$STEEP_ROOT/deploy/cluster.sh" down
 check_down "$cluster_dir"
 rm -rf "$cluster_dir"
@@ -113,7 +116,8 @@ cluster_dir=$(mktemp -d /tmp/steep-cluster-ci.XXXXXX)
 chmod 755 "$cluster_dir"
 export STEEP_CLUSTER_DIR="$cluster_dir"
 "$STEEP_ROOT/deploy/cluster.sh" up 2 --witness
-"$STEEP_ROOT/deploy/cluster.sh" status | grep -q "^node3 .*witness" || die "status does not show node3 as a witness"
+status=$("$STEEP_ROOT/deploy/cluster.sh" status)
+grep -q "^node3 .*witness" <<<"$status" || die "status does not show node3 as a witness"
 "$STEEP_ROOT/deploy/cluster.sh" down
 check_down "$cluster_dir"
 rm -rf "$cluster_dir"
