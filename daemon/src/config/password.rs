@@ -44,8 +44,7 @@ impl Config {
     }
 }
 
-/// What the database actor runs before each connection attempt.
-pub type PasswordSource = std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+use steep_repl_actors::db::PasswordSource;
 
 impl Config {
     /// `postgresql.password_command` as a source the database actor runs
