@@ -88,12 +88,21 @@ pub struct AuditStatus {
     pub recovered_at_start: u64,
     pub corrupt_lines_at_start: u64,
     pub prunes: u64,
+    /// fsyncs of the spool since start (one per group of appended batches).
+    pub spool_syncs: u64,
     pub last_error: Option<String>,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SendBatch;
+
+/// Flushes what was appended to the spool to stable storage: one fsync for
+/// every batch of events appended since the last one (group commit: the
+/// message is handled after the messages already waiting in the mailbox).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SyncSpool;
 
 /// How a batch ended.
 #[derive(Debug)]
@@ -143,6 +152,8 @@ pub struct AuditActor {
     /// Waiting `Flush` requests: told true when the queue empties, false
     /// when PostgreSQL is unavailable (the events stay in the spool).
     flush_waiters: Vec<tokio::sync::oneshot::Sender<bool>>,
+    /// Appended to the spool and not yet fsynced (a SyncSpool is queued).
+    spool_unsynced: bool,
 }
 
 impl AuditActor {
@@ -172,6 +183,7 @@ impl AuditActor {
             db_seen: false,
             last_drop_log: None,
             flush_waiters: Vec::new(),
+            spool_unsynced: false,
         }
     }
 
@@ -184,6 +196,7 @@ impl AuditActor {
             recovered_at_start: self.recovered_at_start,
             corrupt_lines_at_start: self.corrupt_lines_at_start,
             prunes: self.prunes,
+            spool_syncs: self.spool.as_ref().map_or(0, Spool::syncs),
             last_error: self.last_error.clone(),
         }
     }
@@ -237,11 +250,18 @@ impl AuditActor {
             return;
         }
         if let Some(spool) = self.spool.as_mut() {
-            if let Err(e) = spool.append(&events) {
-                // Keep the events in memory: they are still written when
-                // PostgreSQL is up, only a crash before that would lose them.
-                error!(self.log, "audit.spool_write_failed"; "error" => %e);
-                self.last_error = Some(e.to_string());
+            match spool.append(&events) {
+                Ok(()) if !self.spool_unsynced => {
+                    self.spool_unsynced = true;
+                    ctx.notify(SyncSpool);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Keep the events in memory: they are still written when
+                    // PostgreSQL is up, only a crash before that would lose them.
+                    error!(self.log, "audit.spool_write_failed"; "error" => %e);
+                    self.last_error = Some(e.to_string());
+                }
             }
         }
         self.pending.extend(events);
@@ -442,6 +462,21 @@ impl Handler<DbConnected> for AuditActor {
     }
 }
 
+impl Handler<SyncSpool> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SyncSpool, _: &mut Context<Self>) {
+        self.spool_unsynced = false;
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.sync() {
+                error!(self.log, "audit.spool_sync_failed"; "error" => %e,
+                       "note" => "the events stay queued for PostgreSQL; a power loss before they are written may lose them");
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
 impl Handler<SendBatch> for AuditActor {
     type Result = ();
 
@@ -497,7 +532,7 @@ impl Handler<Flush> for AuditActor {
     type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(spool) = self.spool.as_ref() {
+        if let Some(spool) = self.spool.as_mut() {
             let _ = spool.sync();
         }
         if self.pending.is_empty() {

@@ -44,6 +44,10 @@ pub enum Command {
         /// With --print: the service manager to print for (default: this machine's)
         #[arg(long, value_enum, requires = "print")]
         platform: Option<crate::service::Platform>,
+        /// The account the system service runs as (Linux), created when missing;
+        /// `root` runs it as root
+        #[arg(long, value_name = "NAME", default_value = crate::service::DEFAULT_ACCOUNT, conflicts_with = "user")]
+        account: String,
     },
     /// Remove the service registration (configuration and data are kept)
     Uninstall {

@@ -6,6 +6,12 @@
 //! Connection failures are sorted for the operator: no socket or nobody
 //! answering means the daemon is not running; a refused permission means
 //! the socket's mode or group keeps this user out.
+//!
+//! Before reading anything, the CLI checks who is on the other end
+//! (`SO_PEERCRED`): root, this user, or the owner of the socket's directory
+//! when nobody else can create files there. A socket bound by another user
+//! in a shared directory such as `/tmp` is refused, so nobody can answer in
+//! the daemon's name.
 
 use crate::config::{Config, DEFAULT_IPC_PATH};
 use interprocess::local_socket::prelude::*;
@@ -44,6 +50,13 @@ pub enum ClientError {
          the socket belongs to (ipc.group, ipc.mode)", .path.display()
     )]
     PermissionDenied { path: PathBuf },
+    #[error(
+        "refusing to talk to the process on {}: it runs as {peer}, which is neither root, \
+         you, nor the owner of a directory only its owner can write to; another user may \
+         have bound the socket path first (keep ipc.path in the daemon's own directory)",
+        .path.display()
+    )]
+    UntrustedPeer { path: PathBuf, peer: String },
     #[error("cannot connect to {}: {source}", .path.display())]
     Connect { path: PathBuf, source: io::Error },
     #[error("the daemon did not answer within {}s", CALL_TIMEOUT.as_secs())]
@@ -97,6 +110,8 @@ impl IpcClient {
             .to_fs_name::<GenericFilePath>()
             .map_err(|source| connect_error(path, source))?;
         let stream = Stream::connect(name).map_err(|source| connect_error(path, source))?;
+        #[cfg(unix)]
+        peer::check(&stream, path)?;
         stream
             .set_recv_timeout(Some(CALL_TIMEOUT))
             .map_err(ClientError::Io)?;
@@ -151,6 +166,51 @@ impl IpcClient {
     }
 }
 
+#[cfg(unix)]
+mod peer {
+    use super::ClientError;
+    use interprocess::local_socket::prelude::*;
+    use interprocess::local_socket::Stream;
+    use nix::unistd::{geteuid, Uid, User};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    /// Whom we trust to answer on `path`: root, ourselves, and the owner of
+    /// the socket's directory when only that owner can create files there
+    /// (the service account owns `/run/steep-repl`).
+    pub(super) fn trusted(peer: u32, me: u32, path: &Path) -> bool {
+        peer == 0 || peer == me || directory_owner(path) == Some(peer)
+    }
+
+    fn directory_owner(path: &Path) -> Option<u32> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+        let meta = std::fs::metadata(dir).ok()?;
+        (meta.mode() & 0o022 == 0).then_some(meta.uid())
+    }
+
+    pub(super) fn check(stream: &Stream, path: &Path) -> Result<(), ClientError> {
+        let creds = stream.peer_creds().map_err(ClientError::Io)?;
+        let Some(uid) = creds.euid() else {
+            return Err(ClientError::UntrustedPeer {
+                path: path.to_path_buf(),
+                peer: "an unknown user (the system did not say)".into(),
+            });
+        };
+        if trusted(uid, geteuid().as_raw(), path) {
+            return Ok(());
+        }
+        let name = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| format!("uid {uid} ({})", u.name))
+            .unwrap_or_else(|| format!("uid {uid}"));
+        Err(ClientError::UntrustedPeer {
+            path: path.to_path_buf(),
+            peer: name,
+        })
+    }
+}
+
 fn io_error(e: io::Error) -> ClientError {
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout,
@@ -180,6 +240,34 @@ fn connect_error(path: &Path, source: io::Error) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn only_root_ourselves_or_the_owner_of_a_private_directory_are_trusted() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        // As root (CI), give the directory to an account of its own so the
+        // owner is neither root nor us.
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        }
+        let owner = std::fs::metadata(dir.path()).unwrap().uid();
+        let me = owner.wrapping_add(1);
+        let stranger = owner.wrapping_add(2);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(peer::trusted(0, me, &sock));
+        assert!(peer::trusted(me, me, &sock));
+        assert!(
+            peer::trusted(owner, me, &sock),
+            "the private directory's owner"
+        );
+        assert!(!peer::trusted(stranger, me, &sock));
+        // Like /tmp: anyone can bind there, so its owner vouches for nobody.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(peer::trusted(owner, me, &sock), owner == 0);
+        assert!(peer::trusted(me, me, &sock));
+    }
 
     #[test]
     fn a_missing_socket_means_not_running() {

@@ -4,8 +4,11 @@
 //! The kernel drops the lock when its holder dies, so a lock file left by a
 //! crashed daemon is simply taken over. The holder's pid is written into the
 //! file so that a second `run` can name it. A clean stop removes the file.
+//!
+//! The file is opened without following a symbolic link and must be a
+//! regular file: a link planted at the path (in a directory others can
+//! write to) would otherwise make the daemon empty the file it points at.
 
-use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +22,8 @@ pub enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the lock file {path} is a symbolic link or not a regular file; refusing to use it (remove it if it is yours, and keep ipc.path in a directory only the daemon's account can write to)")]
+    NotAFile { path: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -46,16 +51,23 @@ impl InstanceLock {
         // would hold a lock on a file nobody else sees. Retry until the locked
         // file is the one at the path.
         for _ in 0..10 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|source| LockError::Create {
+            let file = platform::open_no_follow(path).map_err(|source| {
+                if platform::is_symlink_refusal(&source) {
+                    LockError::NotAFile {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    LockError::Create {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })?;
+            if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                return Err(LockError::NotAFile {
                     path: path.to_path_buf(),
-                    source,
-                })?;
+                });
+            }
             let mut file = match platform::try_lock(file) {
                 Ok(Some(held)) => held,
                 Ok(None) => {
@@ -103,6 +115,14 @@ impl InstanceLock {
     }
 }
 
+/// The directory of `path` when users other than its owner may create
+/// files in it (`/tmp`, `/var/tmp`, a group-writable directory): there
+/// anyone could bind the socket path first or hold the lock.
+pub fn shared_directory(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    platform::writable_by_others(dir).then(|| dir.to_path_buf())
+}
+
 impl Drop for InstanceLock {
     fn drop(&mut self) {
         // Unlink while still holding the lock, so nobody locks the old file.
@@ -114,9 +134,31 @@ impl Drop for InstanceLock {
 #[cfg(unix)]
 mod platform {
     use nix::fcntl::{Flock, FlockArg};
-    use std::fs::File;
-    use std::os::unix::fs::MetadataExt;
+    use std::fs::{File, OpenOptions};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     use std::path::Path;
+
+    /// Opens (creating) without following a symbolic link at the last
+    /// component and without blocking on a FIFO planted there.
+    pub fn open_no_follow(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path)
+    }
+
+    pub fn writable_by_others(dir: &Path) -> bool {
+        std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o022 != 0)
+    }
+
+    /// `O_NOFOLLOW` on a symbolic link fails with ELOOP.
+    pub fn is_symlink_refusal(e: &std::io::Error) -> bool {
+        e.raw_os_error() == Some(nix::libc::ELOOP)
+    }
 
     /// The lock lives as long as this value; dropping it unlocks.
     pub type Held = Flock<File>;
@@ -140,8 +182,27 @@ mod platform {
 
 #[cfg(windows)]
 mod platform {
-    use std::fs::File;
+    use std::fs::{File, OpenOptions};
     use std::path::Path;
+
+    /// Windows does not follow symbolic links for an unprivileged creator
+    /// by default, and the lock lives in the user's temp directory.
+    pub fn open_no_follow(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    }
+
+    pub fn is_symlink_refusal(_: &std::io::Error) -> bool {
+        false
+    }
+
+    pub fn writable_by_others(_: &Path) -> bool {
+        false
+    }
 
     pub type Held = File;
 
@@ -192,5 +253,48 @@ mod tests {
             std::fs::read_to_string(lock.path()).unwrap(),
             std::process::id().to_string()
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_at_the_lock_path_is_refused_and_its_target_left_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let path = dir.path().join("steep-repl.sock.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = InstanceLock::acquire(&path).unwrap_err();
+        assert!(matches!(err, LockError::NotAFile { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the planted link is not ours to remove"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_can_write_to_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(shared_directory(&path), None);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(shared_directory(&path), Some(dir.path().to_path_buf()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_the_lock_path_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steep-repl.sock.lock");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = InstanceLock::acquire(&path).unwrap_err();
+        assert!(matches!(err, LockError::NotAFile { .. }), "{err}");
     }
 }

@@ -96,6 +96,10 @@ pub fn run_until(
     let (log, log_guard, level_handle) =
         logging::build(sink(config.log.target), level, &config.node_id);
     info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
+    if let Some(dir) = crate::lock::shared_directory(&config.ipc.path) {
+        warn!(log, "ipc.shared_directory"; "path" => %config.ipc.path.display(), "directory" => %dir.display(),
+              "warning" => "other users can create files in this directory: one could bind the socket path or hold the lock before the daemon starts; set ipc.path in a directory of the daemon's own (the default)");
+    }
     // Every connection and file shares one limit: take all the hard limit
     // allows (service managers often start daemons with a soft 1024).
     use steep_repl_actors::fd_limit::{ensure_open_files, OpenFiles};

@@ -29,6 +29,7 @@ pub fn install(
     user: bool,
     print: bool,
     platform: Option<service::Platform>,
+    account: &str,
 ) -> Exit {
     let config_path = service_config_path(explicit, user);
     let binary = match service::own_binary() {
@@ -51,24 +52,36 @@ pub fn install(
     // file cannot be loaded yet (e.g. certificates not created), fall back to
     // the defaults rather than refusing to install.
     let loaded = Config::load(Some(&config_path));
-    let (node_id, ipc_path) = match &loaded {
-        Ok(c) => (c.node_id.clone(), c.ipc.path.clone()),
+    let (node_id, ipc_path, writable) = match &loaded {
+        Ok(c) => (c.node_id.clone(), c.ipc.path.clone(), writable_dirs(c)),
         Err(_) => (
             "unconfigured".to_string(),
-            PathBuf::from("/tmp/steep-repl.sock"),
+            PathBuf::from(config::DEFAULT_IPC_PATH),
+            Vec::new(),
         ),
     };
+    // Only a system service on Linux changes account; root keeps root.
+    let account = (!user && cfg!(target_os = "linux") && account != "root").then_some(account);
     let def = Definition {
         binary: &binary,
         config: &config_path,
         node_id: &node_id,
         ipc_path: &ipc_path,
         user,
+        account,
+        writable: &writable,
     };
     if print {
         let platform = platform.unwrap_or_else(service::Platform::native);
         print!("{}", service::definition_for(platform, &def));
         return Exit::Ok;
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(account) = account {
+        if let Err(e) = prepare_account(account, &config_path, loaded.as_ref().ok()) {
+            eprintln!("steep-repl: {e}");
+            return Exit::Error;
+        }
     }
     if let Err(e) = service::install(&def) {
         return fail(e);
@@ -91,6 +104,73 @@ pub fn install(
         println!("start it now with: steep-repl start{scope}");
     }
     Exit::Ok
+}
+
+/// The directories the daemon writes to: the spool's, the Raft log's and
+/// the socket's.
+fn writable_dirs(config: &Config) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = [
+        config.audit.spool_path.parent(),
+        Some(config.raft.dir.as_path()),
+        config.ipc.path.parent(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|d| !d.as_os_str().is_empty())
+    .map(Path::to_path_buf)
+    .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Creates the service account when missing and lets it read the
+/// configuration and the TLS files it names (and pass through their
+/// directories), saying what it changed.
+#[cfg(target_os = "linux")]
+fn prepare_account(
+    account: &str,
+    config_path: &Path,
+    config: Option<&Config>,
+) -> Result<(), service::account::AccountError> {
+    use service::account;
+    let (uid, gid, created) = account::ensure(account)?;
+    if created {
+        println!("created the system account {account} (the service runs as it; add DBAs to its group to use the CLI)");
+    }
+    let mut files = vec![config_path.to_path_buf()];
+    if let Some(c) = config {
+        let tls = &c.grpc.tls;
+        files.extend(
+            [&tls.ca_file, &tls.cert_file, &tls.key_file]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+    }
+    // Directories are opened only inside the configuration's own folder
+    // (`/etc/steep`, its `tls/`): a home directory or `/root` on the way is
+    // not ours to open, so the operator is told instead.
+    let own_dir = config_path.parent().unwrap_or(Path::new("/"));
+    for file in files {
+        let mut parents: Vec<&Path> = file.ancestors().skip(1).collect();
+        parents.reverse();
+        for path in parents.into_iter().chain([file.as_path()]) {
+            let ours = path == file.as_path() || path.starts_with(own_dir);
+            if ours {
+                if let Some(change) = account::grant_read(path, account, uid, gid)? {
+                    println!("{change}");
+                }
+            } else if !account::can_read(path, uid, gid, &[]) {
+                println!(
+                    "note: the account {account} cannot reach {}: move the file or open the directory to it",
+                    file.display()
+                );
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn uninstall(user: bool) -> Exit {

@@ -144,3 +144,31 @@ async fn a_flush_without_postgresql_returns_false_and_keeps_the_spool() {
     let spool = std::fs::read_to_string(dir.path().join("audit.spool")).unwrap();
     assert_eq!(spool.lines().count(), 10);
 }
+
+/// Events are on stable storage soon after they are recorded, before
+/// PostgreSQL has them and without waiting for a flush or a clean stop:
+/// a power loss loses none that were spooled a moment earlier.
+#[actix_rt::test]
+async fn recorded_events_are_fsynced_to_the_spool_without_waiting_for_postgresql() {
+    let (mut pg, _conn) = server_with_extension().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, health) = start(&pg, dir.path(), 100);
+    connected(&health).await;
+    pg.stop().unwrap();
+    for n in 0..5 {
+        audit.do_send(RecordBatch(vec![event(n)]));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = audit.send(GetAuditStatus).await.unwrap();
+        if status.spool_syncs > 0 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.spool_syncs > 0,
+        "the spool was never fsynced: {status:?}"
+    );
+    assert_eq!(status.queue_depth, 5, "{status:?}");
+}

@@ -185,7 +185,8 @@ fn an_unloadable_configuration_falls_back_to_the_default_socket_and_says_so() {
     let missing = dir.path().join("missing.yaml");
     let (code, _, err) = run_cli(&["nodes"], Some(&missing)).unwrap();
     assert!(
-        err.contains("cannot load the configuration") && err.contains("/tmp/steep-repl.sock"),
+        err.contains("cannot load the configuration")
+            && err.contains("/run/steep-repl/steep-repl.sock"),
         "{err}"
     );
     // Nothing normally runs on the default socket on a test machine.
@@ -261,4 +262,65 @@ async fn control_characters_from_the_registry_are_shown_escaped_not_sent_to_the_
     assert_eq!(code, 0);
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(json(&out).to_string().contains("Evil\\u001b[2J"), "{out}");
+}
+
+/// Someone else bound the socket path in a directory everyone can write
+/// to (as anyone can in `/tmp`) and answers like a daemon: the CLI sees
+/// from the socket's peer credentials that the answer comes from another
+/// user and refuses it instead of printing what it was told.
+#[test]
+fn an_answer_from_a_socket_another_user_bound_in_a_shared_directory_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to answer as another user");
+        return;
+    }
+    let home = DaemonHome::new().unwrap();
+    let mut options = DaemonOptions::for_port("node-a", 5432);
+    options.pg_password = "x".into();
+    home.write_config(&options).unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let sock = shared.path().join("steep-repl.sock");
+
+    // The impostor: a thread that takes another user's identity for itself
+    // alone (a raw setresuid changes the calling thread only; glibc's
+    // wrapper would change every thread of the test) before it listens, so
+    // the kernel records that user as the socket's peer.
+    let listening = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let ready = listening.clone();
+    let path = sock.clone();
+    let impostor = std::thread::spawn(move || {
+        // SAFETY: a raw system call on this thread's own credentials; root
+        // stays the saved uid, nothing else is touched.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, 65534i32, -1i32) };
+        assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        let listener = UnixListener::bind(&path).unwrap();
+        ready.wait();
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let mut stream = stream;
+        let _ = stream.write_all(
+            b"{\"id\":1,\"result\":{\"state\":\"running\",\"node\":{\"node_id\":\"forged\"}}}\n",
+        );
+    });
+    listening.wait();
+    let (code, out, err) = steep_repl_tests::daemon::run_cli_env(
+        &["status"],
+        Some(&home.config_path()),
+        &[("STEEP_REPL_IPC__PATH", sock.to_str().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("refusing to talk to the process on") && err.contains("uid 65534"),
+        "{err}"
+    );
+    assert!(!out.contains("forged"), "{out}");
+    let _ = impostor.join();
 }

@@ -444,6 +444,16 @@ async fn a_node_whose_postgresql_stops_is_unhealthy_and_degraded_for_its_peers_u
     .await;
 }
 
+/// `stat -c '%U %a'` of a path in the container: its owner and mode.
+async fn owner_and_mode(node: &SystemdNode, path: &str) -> String {
+    node.run(&["stat", "-c", "%U %a", path])
+        .await
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_daemon_installed_as_a_systemd_service_runs_again_after_the_container_restarts() {
     if !should_run(&systemd_image()) {
@@ -464,7 +474,10 @@ async fn a_daemon_installed_as_a_systemd_service_runs_again_after_the_container_
         .await
         .unwrap();
     assert!(
-        install.stdout.contains("installed the steep-repl service"),
+        install.stdout.contains("installed the steep-repl service")
+            && install
+                .stdout
+                .contains("created the system account steep-repl"),
         "{install:?}"
     );
     let enabled = node
@@ -486,6 +499,33 @@ async fn a_daemon_installed_as_a_systemd_service_runs_again_after_the_container_
         .await
         .unwrap()
         .stdout;
+    // Its own account, its socket in the runtime directory systemd made
+    // for it, and the CLI of an operator (root here) talks to it.
+    assert_eq!(
+        owner_and_mode(&node, &format!("/proc/{}", first_pid.trim()))
+            .await
+            .split(' ')
+            .next(),
+        Some("steep-repl"),
+        "the daemon runs as its own account"
+    );
+    assert_eq!(
+        owner_and_mode(&node, "/run/steep-repl").await,
+        "steep-repl 750"
+    );
+    assert_eq!(
+        owner_and_mode(&node, "/run/steep-repl/steep-repl.sock").await,
+        "steep-repl 660"
+    );
+    assert_eq!(
+        owner_and_mode(&node, "/var/lib/steep-repl").await,
+        "steep-repl 700"
+    );
+    let status = node
+        .run(&["steep-repl", "status", "--config", "/etc/steep/config.yaml"])
+        .await
+        .unwrap();
+    assert!(status.stdout.contains("node-1"), "{status:?}");
 
     // A reboot: systemd shuts every unit down (the image's stop signal is
     // SIGRTMIN+3), the container starts again and systemd boots. Nobody

@@ -58,6 +58,8 @@ pub struct Spool {
     /// The file's length after the last whole write: a write the disk
     /// refuses halfway is cut back to it.
     len: u64,
+    /// fsyncs so far.
+    syncs: u64,
 }
 
 fn open_append(path: &Path) -> Result<File, SpoolError> {
@@ -125,6 +127,7 @@ impl Spool {
             file,
             lines,
             len,
+            syncs: 0,
         };
         if recovered.corrupt_lines > 0 || recovered.over_limit > 0 {
             // Do not leave a torn line in front of the next append, nor
@@ -219,11 +222,17 @@ impl Spool {
 
     /// Flushes the file to stable storage (for power loss; a process crash
     /// needs no sync).
-    pub fn sync(&self) -> Result<(), SpoolError> {
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        self.syncs += 1;
         self.file.sync_data().map_err(|source| SpoolError::Write {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// How many times the file was flushed to stable storage.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 }
 

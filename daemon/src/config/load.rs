@@ -593,6 +593,7 @@ impl Settings {
 }
 
 fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
+    let layout = paths::Layout::of(host, &s.source);
     let node_id = s
         .one("node_id", values::NODE_ID, values::node_id)?
         .ok_or_else(|| ConfigError::Missing {
@@ -706,7 +707,7 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
 
     let raft_dir = match s.path_of("raft.dir", values::DIR)? {
         Some(p) => p,
-        None => paths::default_raft_dir(host, &node_id)
+        None => paths::default_raft_dir(host, layout, &node_id)
             .map_err(|why| s.no_default("raft.dir", &why, "STEEP_REPL_RAFT__DIR"))?,
     };
     let raft = RaftConfig {
@@ -766,9 +767,11 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
         enabled: s
             .one("ipc.enabled", values::BOOL, values::boolean)?
             .unwrap_or(true),
-        path: s
-            .path("ipc.path")?
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_IPC_PATH)),
+        path: match s.path("ipc.path")? {
+            Some(p) => p,
+            None => paths::default_ipc_path(host, layout)
+                .map_err(|why| s.no_default("ipc.path", &why, "STEEP_REPL_IPC__PATH"))?,
+        },
         mode: s
             .one("ipc.mode", values::MODE, values::mode)?
             .unwrap_or(DEFAULT_IPC_MODE),
@@ -777,7 +780,7 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
 
     let spool_path = match s.path("audit.spool_path")? {
         Some(p) => p,
-        None => paths::default_spool_path(host, &node_id).map_err(|why| {
+        None => paths::default_spool_path(host, layout, &node_id).map_err(|why| {
             s.no_default("audit.spool_path", &why, "STEEP_REPL_AUDIT__SPOOL_PATH")
         })?,
     };

@@ -128,28 +128,73 @@ pub(crate) fn system_config_path_for(host: &Host) -> PathBuf {
         .join("config.yaml")
 }
 
+/// Whose daemon a configuration describes, which decides where its files
+/// go by default: the system service's (root, or anyone reading the system
+/// config file: the service account, and an operator's CLI looking for the
+/// service's socket) or one user's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    System,
+    User,
+}
+
+impl Layout {
+    /// The layout of the configuration at `source`. Decided by the file,
+    /// not only by who runs: the service account and an operator both read
+    /// `/etc/steep/config.yaml` and must agree on where the socket is.
+    pub(crate) fn of(host: &Host, source: &Path) -> Layout {
+        if host.is_root || source == system_config_path_for(host) {
+            Layout::System
+        } else {
+            Layout::User
+        }
+    }
+}
+
 /// The daemon's own state directory, `<state dir>/steep-repl`, where the
 /// audit spool and the Raft log live by default. `Err` says why no state
 /// directory can be chosen here.
-fn daemon_state_dir(host: &Host) -> Result<PathBuf, String> {
-    Ok(platform::state_dir(host)?.join("steep-repl"))
+fn daemon_state_dir(host: &Host, layout: Layout) -> Result<PathBuf, String> {
+    Ok(platform::state_dir(host, layout)?.join("steep-repl"))
 }
 
 /// The default audit spool: `<state dir>/steep-repl/audit-<node_id>.spool`.
-pub(crate) fn default_spool_path(host: &Host, node_id: &str) -> Result<PathBuf, String> {
-    Ok(daemon_state_dir(host)?.join(format!("audit-{node_id}.spool")))
+pub(crate) fn default_spool_path(
+    host: &Host,
+    layout: Layout,
+    node_id: &str,
+) -> Result<PathBuf, String> {
+    Ok(daemon_state_dir(host, layout)?.join(format!("audit-{node_id}.spool")))
 }
 
 /// The default Raft directory, beside the audit spool:
 /// `<state dir>/steep-repl/raft-<node_id>`. Named after the node, as the
 /// spool is, so several daemons on one machine never share a log.
-pub(crate) fn default_raft_dir(host: &Host, node_id: &str) -> Result<PathBuf, String> {
-    Ok(daemon_state_dir(host)?.join(format!("raft-{node_id}")))
+pub(crate) fn default_raft_dir(
+    host: &Host,
+    layout: Layout,
+    node_id: &str,
+) -> Result<PathBuf, String> {
+    Ok(daemon_state_dir(host, layout)?.join(format!("raft-{node_id}")))
+}
+
+/// The default IPC socket: in a directory only the daemon's account can
+/// write to, never in a world-writable one such as `/tmp` (where anyone
+/// could bind the path first or plant the lock file). The system service's
+/// is `/run/steep-repl/steep-repl.sock` (systemd's `RuntimeDirectory=`
+/// makes the directory, owned by the service account); a user's daemon's
+/// is beside its state, `<state dir>/steep-repl/steep-repl.sock`.
+pub(crate) fn default_ipc_path(host: &Host, layout: Layout) -> Result<PathBuf, String> {
+    match layout {
+        Layout::System => Ok(PathBuf::from(super::DEFAULT_IPC_PATH)),
+        Layout::User if cfg!(windows) => Ok(PathBuf::from(super::DEFAULT_IPC_PATH)),
+        Layout::User => Ok(daemon_state_dir(host, layout)?.join("steep-repl.sock")),
+    }
 }
 
 #[cfg(all(unix, not(target_os = "macos")))]
 mod platform {
-    use super::Host;
+    use super::{Host, Layout};
     use std::path::PathBuf;
 
     pub const PATH_VARS: &[&str] = &["HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"];
@@ -167,8 +212,8 @@ mod platform {
         PathBuf::from("/etc")
     }
 
-    pub fn state_dir(host: &Host) -> Result<PathBuf, String> {
-        if host.is_root {
+    pub fn state_dir(host: &Host, layout: Layout) -> Result<PathBuf, String> {
+        if layout == Layout::System {
             return Ok(PathBuf::from("/var/lib"));
         }
         host.abs_dir_var("XDG_STATE_HOME")
@@ -179,7 +224,7 @@ mod platform {
 
 #[cfg(target_os = "macos")]
 mod platform {
-    use super::Host;
+    use super::{Host, Layout};
     use std::path::PathBuf;
 
     pub const PATH_VARS: &[&str] = &["HOME"];
@@ -197,8 +242,8 @@ mod platform {
         PathBuf::from("/Library/Application Support")
     }
 
-    pub fn state_dir(host: &Host) -> Result<PathBuf, String> {
-        if host.is_root {
+    pub fn state_dir(host: &Host, layout: Layout) -> Result<PathBuf, String> {
+        if layout == Layout::System {
             return Ok(PathBuf::from("/Library/Application Support"));
         }
         user_config_dir(host).ok_or_else(|| "HOME is not set".to_string())
@@ -207,7 +252,7 @@ mod platform {
 
 #[cfg(windows)]
 mod platform {
-    use super::Host;
+    use super::{Host, Layout};
     use std::path::PathBuf;
 
     pub const PATH_VARS: &[&str] = &["USERPROFILE", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA"];
@@ -227,7 +272,7 @@ mod platform {
             .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
     }
 
-    pub fn state_dir(host: &Host) -> Result<PathBuf, String> {
+    pub fn state_dir(host: &Host, _layout: Layout) -> Result<PathBuf, String> {
         host.abs_dir_var("LOCALAPPDATA")
             .or_else(|| host.home().map(|h| h.join("AppData").join("Local")))
             .ok_or_else(|| "neither LOCALAPPDATA nor USERPROFILE is set".to_string())
@@ -269,6 +314,50 @@ mod tests {
             os_user: Some("me".into()),
             cwd: PathBuf::from("/work"),
         }
+    }
+
+    /// The layout of a user's own config file on `h`.
+    fn layout(h: &Host) -> Layout {
+        Layout::of(h, Path::new("/home/u/.config/steep/config.yaml"))
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn the_system_config_puts_files_in_system_directories_whoever_reads_it() {
+        // The service account (not root) and an operator's CLI read the
+        // system file: both must find the service's socket and state.
+        let account = host(&[("HOME", "/var/lib/steep-repl")], false);
+        let system = Layout::of(&account, Path::new("/etc/steep/config.yaml"));
+        assert_eq!(system, Layout::System);
+        assert_eq!(
+            default_ipc_path(&account, system).unwrap(),
+            PathBuf::from("/run/steep-repl/steep-repl.sock")
+        );
+        assert_eq!(
+            default_spool_path(&account, system, "n1").unwrap(),
+            PathBuf::from("/var/lib/steep-repl/audit-n1.spool")
+        );
+        assert_eq!(
+            default_raft_dir(&account, system, "n1").unwrap(),
+            PathBuf::from("/var/lib/steep-repl/raft-n1")
+        );
+        let root = host(&[("HOME", "/root")], true);
+        assert_eq!(
+            Layout::of(&root, Path::new("/root/.config/steep/config.yaml")),
+            Layout::System
+        );
+    }
+
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[test]
+    fn a_users_socket_is_in_its_own_state_directory_never_in_tmp() {
+        let h = host(&[("HOME", "/home/u")], false);
+        let path = default_ipc_path(&h, layout(&h)).unwrap();
+        assert_eq!(
+            path,
+            PathBuf::from("/home/u/.local/state/steep-repl/steep-repl.sock")
+        );
+        assert!(default_ipc_path(&host(&[], false), Layout::User).is_err());
     }
 
     #[test]
@@ -333,21 +422,21 @@ mod tests {
     fn spool_lives_in_the_state_dir() {
         let h = host(&[("HOME", "/home/u")], false);
         assert_eq!(
-            default_spool_path(&h, "n1").unwrap(),
+            default_spool_path(&h, layout(&h), "n1").unwrap(),
             PathBuf::from("/home/u/.local/state/steep-repl/audit-n1.spool")
         );
         let h = host(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/st")], false);
         assert_eq!(
-            default_spool_path(&h, "n1").unwrap(),
+            default_spool_path(&h, layout(&h), "n1").unwrap(),
             PathBuf::from("/st/steep-repl/audit-n1.spool")
         );
         let h = host(&[("HOME", "/root"), ("XDG_STATE_HOME", "/st")], true);
         assert_eq!(
-            default_spool_path(&h, "n1").unwrap(),
+            default_spool_path(&h, layout(&h), "n1").unwrap(),
             PathBuf::from("/var/lib/steep-repl/audit-n1.spool")
         );
         let h = host(&[], false);
-        assert!(default_spool_path(&h, "n1").is_err());
+        assert!(default_spool_path(&h, layout(&h), "n1").is_err());
     }
 
     #[cfg(all(unix, not(target_os = "macos")))]
@@ -359,17 +448,17 @@ mod tests {
             (&[("HOME", "/root")][..], true),
         ] {
             let h = host(vars, root);
-            let spool = default_spool_path(&h, "n1").unwrap();
+            let spool = default_spool_path(&h, layout(&h), "n1").unwrap();
             assert_eq!(
-                default_raft_dir(&h, "n1").unwrap(),
+                default_raft_dir(&h, layout(&h), "n1").unwrap(),
                 spool.parent().unwrap().join("raft-n1")
             );
         }
         assert_eq!(
-            default_raft_dir(&host(&[("HOME", "/home/u")], false), "n1").unwrap(),
+            default_raft_dir(&host(&[("HOME", "/home/u")], false), Layout::User, "n1").unwrap(),
             PathBuf::from("/home/u/.local/state/steep-repl/raft-n1")
         );
-        assert!(default_raft_dir(&host(&[], false), "n1").is_err());
+        assert!(default_raft_dir(&host(&[], false), Layout::User, "n1").is_err());
     }
 
     #[cfg(all(unix, not(target_os = "macos")))]

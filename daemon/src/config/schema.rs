@@ -27,8 +27,13 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_DEGRADED_RTT: Duration = Duration::from_millis(500);
 pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
-#[cfg(not(windows))]
-pub const DEFAULT_IPC_PATH: &str = "/tmp/steep-repl.sock";
+/// The system service's socket, in the runtime directory systemd makes for
+/// it (`RuntimeDirectory=steep-repl`); a user's own daemon defaults to its
+/// state directory instead (`paths::default_ipc_path`).
+#[cfg(all(unix, not(target_os = "macos")))]
+pub const DEFAULT_IPC_PATH: &str = "/run/steep-repl/steep-repl.sock";
+#[cfg(target_os = "macos")]
+pub const DEFAULT_IPC_PATH: &str = "/var/run/steep-repl/steep-repl.sock";
 #[cfg(windows)]
 pub const DEFAULT_IPC_PATH: &str = r"\\.\pipe\steep-repl";
 pub const DEFAULT_IPC_MODE: u32 = 0o660;

@@ -137,7 +137,10 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(c.http.port, 8080);
 
     assert!(c.ipc.enabled);
-    assert_eq!(c.ipc.path, PathBuf::from("/tmp/steep-repl.sock"));
+    assert_eq!(
+        c.ipc.path,
+        PathBuf::from("/home/u/.local/state/steep-repl/steep-repl.sock")
+    );
     assert_eq!(c.ipc.mode, 0o660);
     assert_eq!(c.ipc.group, None);
 
@@ -152,7 +155,10 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(c.log.level, LogLevel::Info);
     assert_eq!(c.log.target, LogTarget::Auto);
 
-    assert_eq!(c.lock_path(), PathBuf::from("/tmp/steep-repl.sock.lock"));
+    assert_eq!(
+        c.lock_path(),
+        PathBuf::from("/home/u/.local/state/steep-repl/steep-repl.sock.lock")
+    );
     assert_eq!(*c.origins.get("node_id"), ValueOrigin::File);
     assert_eq!(*c.origins.get("grpc.port"), ValueOrigin::Default);
 }
@@ -1040,6 +1046,13 @@ fn the_raft_dir_has_no_default_without_a_state_directory() {
     h.env.insert("STEEP_REPL_RAFT__DIR".into(), "/r".into());
     h.env
         .insert("STEEP_REPL_AUDIT__SPOOL_PATH".into(), "/s".into());
+    let e = load_with(&f.path, &h, None).unwrap_err().to_string();
+    assert!(
+        e.contains("repl.ipc.path has no default on this machine"),
+        "{e}"
+    );
+    h.env
+        .insert("STEEP_REPL_IPC__PATH".into(), "/run/x.sock".into());
     let c = load_with(&f.path, &h, None).unwrap();
     assert_eq!(c.raft.dir, PathBuf::from("/r"));
 }

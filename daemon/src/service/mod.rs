@@ -6,6 +6,8 @@
 //! generated node_id, never overwriting one), registers the service to start
 //! at boot and restart on failure, running `steep-repl run --config <abs>`.
 
+#[cfg(target_os = "linux")]
+pub mod account;
 pub mod launchd;
 #[cfg(target_os = "linux")]
 pub mod notify;
@@ -22,6 +24,10 @@ use std::path::{Path, PathBuf};
 /// The service's name: `steep-repl.service` for systemd, `io.steep.repl`
 /// for launchd, `steep-repl` for the SCM.
 pub const LABEL: &str = "io.steep.repl";
+
+/// The account the system service runs as (Linux) unless `install
+/// --account` says otherwise; `install` creates it when missing.
+pub const DEFAULT_ACCOUNT: &str = "steep-repl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -123,6 +129,10 @@ pub struct Definition<'a> {
     pub node_id: &'a str,
     pub ipc_path: &'a Path,
     pub user: bool,
+    /// The account of a system service (`None`: root).
+    pub account: Option<&'a str>,
+    /// Directories the daemon writes to.
+    pub writable: &'a [PathBuf],
 }
 
 /// A service manager whose definition `install --print` can show.
@@ -170,6 +180,8 @@ pub fn definition_for(platform: Platform, def: &Definition<'_>) -> String {
             node_id: def.node_id,
             ipc_path: def.ipc_path,
             user: def.user,
+            account: def.account,
+            writable: def.writable,
         }),
     }
 }

@@ -3,10 +3,14 @@
 //!
 //! `Type=notify` with READY/STOPPING and a watchdog fed by the daemon's main
 //! loop, restart on failure but not on a configuration error or a second
-//! instance (exit codes 5 and 6: restarting cannot fix those), and hardening
-//! that keeps the IPC socket reachable by local tools.
+//! instance (exit codes 5 and 6: restarting cannot fix those). The system
+//! service runs as its own account with its socket in a runtime directory
+//! systemd makes for it (`/run/steep-repl`, group-readable so the members of
+//! the account's group can use the CLI), its state in `/var/lib/steep-repl`,
+//! and the rest of the file system read-only; `systemd-analyze security`
+//! scores it (tests/tests/service.rs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the unit needs to know.
 pub struct UnitSpec<'a> {
@@ -16,7 +20,18 @@ pub struct UnitSpec<'a> {
     pub ipc_path: &'a Path,
     /// A per-user service (`systemctl --user`).
     pub user: bool,
+    /// The account a system service runs as; `None` runs it as root.
+    pub account: Option<&'a str>,
+    /// Directories the daemon writes to (the spool's, the Raft log's, the
+    /// socket's); those outside its own state and runtime directories are
+    /// opened up with `ReadWritePaths=`.
+    pub writable: &'a [PathBuf],
 }
+
+/// The runtime directory systemd creates for the system service.
+const RUNTIME_DIR: &str = "/run/steep-repl";
+/// The state directory systemd creates for the system service.
+const STATE_DIR: &str = "/var/lib/steep-repl";
 
 /// Quotes one `ExecStart` argument the way systemd parses it: double
 /// quotes, backslash escapes, and `%`/`$` doubled so specifiers and
@@ -38,6 +53,62 @@ pub fn quote_arg(arg: &str) -> String {
     out
 }
 
+/// The sandbox of the system service: everything the daemon does not need
+/// (devices, kernel knobs, other users' processes, namespaces, privileged
+/// system calls, writing outside its directories) is taken away.
+fn system_hardening(spec: &UnitSpec<'_>, lines: &mut Vec<String>) {
+    if let Some(account) = spec.account {
+        lines.push(format!("User={account}"));
+        lines.push(format!("Group={account}"));
+        // No capability at all: ports above 1024, files it owns.
+        lines.push("CapabilityBoundingSet=".into());
+        lines.push("AmbientCapabilities=".into());
+    }
+    if spec.ipc_path.parent() == Some(Path::new(RUNTIME_DIR)) {
+        lines.push("RuntimeDirectory=steep-repl".into());
+        // The group may reach the socket (ipc.mode decides the rest).
+        lines.push("RuntimeDirectoryMode=0750".into());
+    }
+    lines.push("StateDirectory=steep-repl".into());
+    lines.push("StateDirectoryMode=0700".into());
+    lines.push("ProtectSystem=strict".into());
+    lines.push("ProtectHome=read-only".into());
+    let mut extra: Vec<&PathBuf> = spec
+        .writable
+        .iter()
+        .filter(|d| !d.starts_with(RUNTIME_DIR) && !d.starts_with(STATE_DIR))
+        .collect();
+    extra.sort();
+    extra.dedup();
+    for dir in extra {
+        // "-": a directory that does not exist yet does not stop the start.
+        lines.push(format!(
+            "ReadWritePaths=-{}",
+            quote_arg(&dir.to_string_lossy())
+        ));
+    }
+    for line in [
+        "PrivateDevices=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "ProtectProc=invisible",
+        "ProcSubset=pid",
+        "RestrictNamespaces=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallFilter=@system-service",
+        "SystemCallErrorNumber=EPERM",
+        "RemoveIPC=yes",
+        "UMask=0027",
+        // Room for every peer, client and PostgreSQL connection; the daemon
+        // also raises its soft limit to the hard one at start.
+        "LimitNOFILE=65536",
+    ] {
+        lines.push(line.into());
+    }
+}
+
 /// The unit file text.
 pub fn unit(spec: &UnitSpec<'_>) -> String {
     let exec = [
@@ -49,7 +120,7 @@ pub fn unit(spec: &UnitSpec<'_>) -> String {
     .join(" ");
     // A private /tmp would hide a socket under /tmp from every other process.
     let socket_in_tmp = spec.ipc_path.starts_with("/tmp") || spec.ipc_path.starts_with("/var/tmp");
-    let mut hardening = vec![
+    let mut hardening: Vec<String> = [
         "NoNewPrivileges=yes",
         "ProtectKernelTunables=yes",
         "ProtectKernelModules=yes",
@@ -58,15 +129,15 @@ pub fn unit(spec: &UnitSpec<'_>) -> String {
         "RestrictRealtime=yes",
         "LockPersonality=yes",
         "SystemCallArchitectures=native",
-    ];
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     if !socket_in_tmp {
-        hardening.push("PrivateTmp=yes");
+        hardening.push("PrivateTmp=yes".into());
     }
     if !spec.user {
-        hardening.push("ProtectSystem=full");
-        // /var/lib/steep-repl holds the audit spool of the system service.
-        hardening.push("StateDirectory=steep-repl");
-        hardening.push("StateDirectoryMode=0700");
+        system_hardening(spec, &mut hardening);
     }
     let (after, wanted_by) = if spec.user {
         ("network-online.target", "default.target")
@@ -116,7 +187,56 @@ mod tests {
             node_id: "node-a",
             ipc_path: ipc,
             user,
+            account: (!user).then_some("steep-repl"),
+            writable: &[],
         }
+    }
+
+    #[test]
+    fn the_system_service_runs_as_its_own_account_in_its_own_directories() {
+        let (bin, cfg, ipc) = (
+            PathBuf::from("/usr/bin/steep-repl"),
+            PathBuf::from("/etc/steep/config.yaml"),
+            PathBuf::from("/run/steep-repl/steep-repl.sock"),
+        );
+        let writable = [
+            PathBuf::from("/var/lib/steep-repl"),
+            PathBuf::from("/srv/steep/raft-a"),
+            PathBuf::from("/run/steep-repl"),
+        ];
+        let unit = unit(&UnitSpec {
+            writable: &writable,
+            ..spec(&bin, &cfg, &ipc, false)
+        });
+        for line in [
+            "User=steep-repl",
+            "Group=steep-repl",
+            "CapabilityBoundingSet=",
+            "RuntimeDirectory=steep-repl",
+            "RuntimeDirectoryMode=0750",
+            "StateDirectory=steep-repl",
+            "ProtectSystem=strict",
+            "ReadWritePaths=-\"/srv/steep/raft-a\"",
+            "LimitNOFILE=65536",
+        ] {
+            assert!(
+                unit.lines().any(|l| l == line),
+                "missing {line:?} in\n{unit}"
+            );
+        }
+        assert_eq!(
+            unit.lines()
+                .filter(|l| l.starts_with("ReadWritePaths="))
+                .count(),
+            1,
+            "its own directories need no ReadWritePaths:\n{unit}"
+        );
+        let root = super::unit(&UnitSpec {
+            account: None,
+            ..spec(&bin, &cfg, &ipc, false)
+        });
+        assert!(!root.contains("User="), "{root}");
+        assert!(!root.contains("CapabilityBoundingSet"), "{root}");
     }
 
     #[test]
