@@ -80,6 +80,13 @@ start_pg() {
     fi
     psql_node "$i" -c "CREATE EXTENSION IF NOT EXISTS steep_repl" >/dev/null \
         || die "CREATE EXTENSION steep_repl failed on node$i"
+    # The daemon connects as steep_daemon, a member of the extension's
+    # steep_repl_daemon role (docs/operations.md, Privileges), not as a superuser.
+    psql_node "$i" -v ON_ERROR_STOP=1 -c "DO \$\$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'steep_daemon') THEN
+                CREATE ROLE steep_daemon LOGIN IN ROLE steep_repl_daemon;
+            END IF; END \$\$" >/dev/null \
+        || die "creating the daemon's role steep_daemon failed on node$i"
 }
 
 write_config() {
@@ -93,7 +100,7 @@ write_config() {
     else
         postgresql="    host: 127.0.0.1
     port: $(pg_port "$i")
-    user: postgres
+    user: steep_daemon
     database: postgres"
     fi
     cat >"$(node_dir "$i")/config.yaml" <<YAML

@@ -801,11 +801,10 @@ impl Handler<InsertAuditBatch> for DbActor {
     type Result = ResponseFuture<DbResult<u64>>;
 
     fn handle(&mut self, msg: InsertAuditBatch, ctx: &mut Context<Self>) -> Self::Result {
-        let actor = format!("steep-repl@{}", self.settings.node_id);
         self.run(ctx, move |pool| async move {
             let events = &msg.events;
             let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
-            let result = sqlx::query(INSERT_AUDIT_BATCH)
+            let inserted: i64 = sqlx::query_scalar(INSERT_AUDIT_BATCH)
                 .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
                 .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
                 .bind(events.iter().map(|e| e.action.clone()).collect::<Vec<_>>())
@@ -846,10 +845,10 @@ impl Handler<InsertAuditBatch> for DbActor {
                         .map(|e| e.error_message.clone())
                         .collect::<Vec<_>>(),
                 )
-                .bind(actor)
-                .execute(&pool)
+                .fetch_one(&pool)
                 .await?;
-            Ok(result.rows_affected())
+            // A row count: never negative.
+            Ok(u64::try_from(inserted).unwrap_or(0))
         })
     }
 }
@@ -873,11 +872,10 @@ impl Handler<TouchPeer> for DbActor {
 
     fn handle(&mut self, msg: TouchPeer, ctx: &mut Context<Self>) -> Self::Result {
         self.run(ctx, move |pool| async move {
-            let done = sqlx::query(TOUCH_PEER)
+            sqlx::query_scalar(TOUCH_PEER)
                 .bind(msg.node_id)
-                .execute(&pool)
-                .await?;
-            Ok(done.rows_affected() > 0)
+                .fetch_one(&pool)
+                .await
         })
     }
 }

@@ -223,19 +223,20 @@ CREATE FUNCTION steep_repl.prune_audit(older_than interval) RETURNS bigint
 AS $$
 DECLARE
     fn constant text := 'steep_repl.prune_audit';
+    minimum constant interval := steep_repl.audit_min_retention();
     cutoff timestamptz;
     deleted bigint;
 BEGIN
-    IF prune_audit.older_than IS NULL OR prune_audit.older_than <= interval '0' THEN
-        RAISE EXCEPTION '%: older_than must be a positive interval (got %)',
-                fn, COALESCE(prune_audit.older_than::text, 'NULL')
+    IF prune_audit.older_than IS NULL OR prune_audit.older_than < minimum THEN
+        RAISE EXCEPTION '%: older_than must be at least % (the minimum retention; got %)',
+                fn, minimum, COALESCE(prune_audit.older_than::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     cutoff := now() - prune_audit.older_than;
-    PERFORM set_config('steep_repl.prune_in_progress', 'on', true);
+    -- The append-only trigger lets these rows go: they are older than the
+    -- minimum retention and the current user is the owner.
     DELETE FROM steep_repl.audit_log a WHERE a.occurred_at < cutoff;
     GET DIAGNOSTICS deleted = ROW_COUNT;
-    PERFORM set_config('steep_repl.prune_in_progress', 'off', true);
     PERFORM steep_repl.write_audit('audit.pruned', NULL, NULL, NULL,
         jsonb_build_object('deleted', deleted, 'older_than', prune_audit.older_than::text, 'cutoff', cutoff));
     RETURN deleted;
@@ -243,7 +244,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.prune_audit(interval) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.prune_audit(interval) IS
-    'Deletes audit entries older than the interval, records audit.pruned with the count, and returns the count.';
+    'Deletes audit entries older than the interval (at least audit_min_retention(), 1 day), records audit.pruned with the count, and returns the count.';
 
 ------------------------------------------------------------------------------
 -- Version

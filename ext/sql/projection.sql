@@ -15,7 +15,10 @@
 -- change of is_coordinator (an UPDATE that flips it, an INSERT of a row
 -- that has it), all through refuse_projection_write, unless
 --   (a) the transaction-local setting steep_repl.applying is 'on' AND the
---       current user is a superuser. The apply functions set the flag around
+--       current user is a superuser, for anything but TRUNCATE (which is
+--       never allowed: it bypasses the row-level audit). The setting is
+--       defined by the library as superuser-only (src/lib.rs) and read
+--       through steep_repl.applying(). The apply functions set the flag around
 --       their own writes; they are SECURITY DEFINER and owned by the
 --       extension's owner, a superuser (the control file says
 --       superuser = true), so inside them the current user is that owner.
@@ -86,7 +89,8 @@ DECLARE
     caller_is_superuser boolean :=
         (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
 BEGIN
-    IF caller_is_superuser AND current_setting('steep_repl.applying', true) = 'on' THEN
+    -- TRUNCATE would bypass the row-level audit: refused even here.
+    IF caller_is_superuser AND TG_OP <> 'TRUNCATE' AND steep_repl.applying() THEN
         RETURN NEW;
     END IF;
     IF caller_is_superuser AND TG_OP = 'INSERT' AND current_query() ~* '^\s*copy\s' THEN
@@ -110,7 +114,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION steep_repl.refuse_projection_write() IS
-    'Trigger: refuses INSERT, UPDATE, DELETE and TRUNCATE on coordinator_state and cluster_projection, and changes of nodes.is_coordinator, naming what to use instead, except inside the apply functions (steep_repl.applying set, current user a superuser) and a superuser''s COPY FROM (a pg_dump restore).';
+    'Trigger: refuses INSERT, UPDATE, DELETE and TRUNCATE on coordinator_state and cluster_projection, and changes of nodes.is_coordinator, naming what to use instead, except inside the apply functions (steep_repl.applying() true, current user a superuser; never for TRUNCATE) and a superuser''s COPY FROM (a pg_dump restore).';
 
 CREATE TRIGGER coordinator_state_refuse_direct_write
     BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON steep_repl.coordinator_state

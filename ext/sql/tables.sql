@@ -100,10 +100,11 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION steep_repl.next_audit_id() IS
-    'Default of audit_log.id: the next sequence value, moved past the highest id when that value is already taken (after a pg_dump restore).';
+    'The id of a new audit_log row (set by the trigger audit_log_stamp): the next sequence value, moved past the highest id when that value is already taken (after a pg_dump restore).';
 
 CREATE TABLE steep_repl.audit_log (
-    id            bigint      NOT NULL DEFAULT steep_repl.next_audit_id(),
+    -- No default: the trigger audit_log_stamp (audit.sql) sets every id.
+    id            bigint      NOT NULL,
     occurred_at   timestamptz NOT NULL DEFAULT now(),
     action        text        NOT NULL,
     actor         text        NOT NULL,
@@ -135,10 +136,10 @@ COMMENT ON TABLE steep_repl.audit_log IS
     'Append-only audit trail: every change to nodes and coordinator_state, and daemon events. Rows leave only through steep_repl.prune_audit().';
 ALTER SEQUENCE steep_repl.audit_log_id_seq OWNED BY steep_repl.audit_log.id;
 COMMENT ON SEQUENCE steep_repl.audit_log_id_seq IS 'Source of audit_log ids (see next_audit_id()).';
-COMMENT ON COLUMN steep_repl.audit_log.id IS 'Monotonic entry id.';
-COMMENT ON COLUMN steep_repl.audit_log.occurred_at IS 'When the audited event happened.';
+COMMENT ON COLUMN steep_repl.audit_log.id IS 'Monotonic entry id, always from the sequence (set by the trigger audit_log_stamp).';
+COMMENT ON COLUMN steep_repl.audit_log.occurred_at IS 'When the audited event happened; never later than the transaction that wrote it.';
 COMMENT ON COLUMN steep_repl.audit_log.action IS 'What happened, e.g. node.registered, node.status_changed, coordinator.elected, daemon.started.';
-COMMENT ON COLUMN steep_repl.audit_log.actor IS 'Who did it, as role@host: session_user@client address (or local), or the steep_repl.actor setting.';
+COMMENT ON COLUMN steep_repl.audit_log.actor IS 'Who did it, as role@host: session_user@client address (or local), or the steep_repl.actor setting of a steep_repl_daemon login.';
 COMMENT ON COLUMN steep_repl.audit_log.target_type IS 'Kind of object acted on: node, state, daemon, or null.';
 COMMENT ON COLUMN steep_repl.audit_log.target_id IS 'Identifier of the object acted on (node_id, state key, ...).';
 COMMENT ON COLUMN steep_repl.audit_log.old_value IS 'The value before the change, as jsonb.';

@@ -6,7 +6,7 @@
 //! it writes to PostgreSQL (later also HTTP and gRPC).
 
 use crate::ipc::IpcClient;
-use crate::pg::{PgServer, SUPERUSER, SUPERUSER_PASSWORD};
+use crate::pg::{PgServer, DAEMON_PASSWORD, DAEMON_USER};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -37,6 +37,8 @@ pub fn steep_repl_bin() -> Result<PathBuf> {
 pub struct DaemonOptions {
     pub node_id: String,
     pub pg_port: u16,
+    /// `postgresql.user`: [`DAEMON_USER`], a member of `steep_repl_daemon`.
+    pub db_user: String,
     /// `postgresql.password`; none is written when empty.
     pub pg_password: String,
     pub pg_database: String,
@@ -61,8 +63,11 @@ pub struct DaemonOptions {
 }
 
 impl DaemonOptions {
-    /// A daemon for `pg`, with every listener not yet tested turned off.
+    /// A daemon for `pg`, with every listener not yet tested turned off,
+    /// connecting as [`DAEMON_USER`] (created on `pg` here when missing).
     pub fn for_server(node_id: &str, pg: &PgServer) -> Self {
+        pg.create_daemon_login()
+            .expect("creating the test daemon's login role");
         Self::for_port(node_id, pg.port)
     }
 
@@ -71,7 +76,8 @@ impl DaemonOptions {
         DaemonOptions {
             node_id: node_id.to_string(),
             pg_port,
-            pg_password: SUPERUSER_PASSWORD.to_string(),
+            db_user: DAEMON_USER.to_string(),
+            pg_password: DAEMON_PASSWORD.to_string(),
             pg_database: "postgres".to_string(),
             extra: String::new(),
             grpc: "    enabled: false\n".to_string(),
@@ -142,7 +148,7 @@ impl DaemonHome {
             name = quote(&format!("Node {}", options.node_id)),
             port = options.pg_port,
             db = quote(&options.pg_database),
-            user = SUPERUSER,
+            user = quote(&options.db_user),
             // None at all when empty (`pg_extra` may give a password_command).
             pw = if options.pg_password.is_empty() {
                 String::new()

@@ -21,6 +21,13 @@ pub const SUPERUSER: &str = "postgres";
 /// Its password for TCP connections.
 pub const SUPERUSER_PASSWORD: &str = "steep test p@ss:word/'\"";
 
+/// The login role test daemons connect as: a member of the extension's
+/// `steep_repl_daemon` role and nothing else, never a superuser (tests use
+/// [`SUPERUSER`] only to set up and to check).
+pub const DAEMON_USER: &str = "steep_daemon";
+/// Its password (TCP connections need one, as for the superuser).
+pub const DAEMON_PASSWORD: &str = "steep daemon p@ss:word/'\"";
+
 /// A running (or stopped) throwaway PostgreSQL server.
 pub struct PgServer {
     bindir: PathBuf,
@@ -273,6 +280,46 @@ impl PgServer {
                 Err(e) => return Err(e).context(format!("connecting to port {}", self.port)),
             }
         }
+    }
+
+    /// Creates [`DAEMON_USER`] (LOGIN, [`DAEMON_PASSWORD`]) as a member of
+    /// `steep_repl_daemon`, creating that role first when no extension did
+    /// yet (a later `CREATE EXTENSION steep_repl` uses it as it is, as it
+    /// does with a role a DBA made beforehand). Roles belong to the whole
+    /// server; idempotent, and safe when daemons of one test race to it.
+    pub fn create_daemon_login(&self) -> Result<()> {
+        let sql = format!(
+            "DO $login$
+             BEGIN
+                 BEGIN
+                     CREATE ROLE steep_repl_daemon NOLOGIN;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                 END;
+                 BEGIN
+                     CREATE ROLE {DAEMON_USER} LOGIN PASSWORD $pw${DAEMON_PASSWORD}$pw$;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                 END;
+                 IF NOT pg_has_role('{DAEMON_USER}', 'steep_repl_daemon', 'MEMBER') THEN
+                     GRANT steep_repl_daemon TO {DAEMON_USER};
+                 END IF;
+             END
+             $login$"
+        );
+        self.run_tool(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                "postgres",
+                "-c",
+                &sql,
+            ],
+        )
+        .map(|_| ())
+        .with_context(|| format!("creating the daemon's login role {DAEMON_USER}"))
     }
 
     /// Runs a program of this installation's bin folder (pg_dump, psql, ...)

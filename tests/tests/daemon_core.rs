@@ -56,6 +56,17 @@ async fn a_daemon_audits_its_start_and_stop_and_registers_nothing_by_itself() {
         (actor.as_str(), target.as_str()),
         ("steep-repl@node-a", "node-a")
     );
+    // It wrote that row as a member of steep_repl_daemon, not as a
+    // superuser: through the extension's functions only.
+    let roles: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT DISTINCT a.usename::text, r.rolsuper, pg_has_role(a.usename, 'steep_repl_daemon', 'MEMBER')
+           FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+          WHERE a.application_name = 'steep-repl'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(roles, [("steep_daemon".to_string(), false, true)]);
     // The registry is the Raft membership's projection: a daemon in no
     // cluster writes no row for itself.
     assert_eq!(
@@ -237,8 +248,8 @@ async fn a_wrong_password_is_reported_as_such() {
     options.pg_password = "not the password".to_string();
     let log = failing_daemon_log(options, "password authentication failed").await;
     assert!(
-        log.contains("password authentication failed for user \\\"postgres\\\"")
-            || log.contains("password authentication failed for user \"postgres\""),
+        log.contains("password authentication failed for user \\\"steep_daemon\\\"")
+            || log.contains("password authentication failed for user \"steep_daemon\""),
         "{log}"
     );
     assert!(
@@ -357,7 +368,7 @@ async fn a_rotated_password_is_picked_up_by_password_command_at_the_reconnection
     let secret = dir.path().join("password");
     std::fs::write(
         &secret,
-        format!("{}\n", steep_repl_tests::pg::SUPERUSER_PASSWORD),
+        format!("{}\n", steep_repl_tests::pg::DAEMON_PASSWORD),
     )
     .unwrap();
     let mut options = DaemonOptions::for_server("node-a", &pg);
@@ -390,7 +401,8 @@ async fn a_rotated_password_is_picked_up_by_password_command_at_the_reconnection
     let rotated = "rotated p@ss";
     std::fs::write(&secret, format!("{rotated}\n")).unwrap();
     conn.execute(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE postgres PASSWORD '{rotated}'"
+        "ALTER ROLE {} PASSWORD '{rotated}'",
+        steep_repl_tests::pg::DAEMON_USER
     )))
     .await
     .unwrap();

@@ -93,8 +93,10 @@ async fn bad_arguments_are_refused_naming_the_argument() {
         ("SELECT steep_repl.heartbeat('a', 'up')", "steep_repl.heartbeat: status must be one of unknown, healthy, degraded, unreachable, offline (got 'up')"),
         ("SELECT steep_repl.heartbeat('')", "steep_repl.heartbeat: node_id must not be empty"),
         ("SELECT steep_repl.remove_node(NULL)", "steep_repl.remove_node: node_id must not be empty"),
-        ("SELECT steep_repl.prune_audit('-1 day')", "steep_repl.prune_audit: older_than must be a positive interval (got -1 days)"),
-        ("SELECT steep_repl.prune_audit('0')", "steep_repl.prune_audit: older_than must be a positive interval (got 00:00:00)"),
+        ("SELECT steep_repl.prune_audit('-1 day')", "steep_repl.prune_audit: older_than must be at least 1 day (the minimum retention; got -1 days)"),
+        ("SELECT steep_repl.prune_audit('0')", "steep_repl.prune_audit: older_than must be at least 1 day (the minimum retention; got 00:00:00)"),
+        ("SELECT steep_repl.prune_audit('1 microsecond')", "steep_repl.prune_audit: older_than must be at least 1 day (the minimum retention; got 00:00:00.000001)"),
+        ("SELECT steep_repl.prune_audit(NULL)", "steep_repl.prune_audit: older_than must be at least 1 day (the minimum retention; got NULL)"),
     ];
     for (sql, expected) in cases {
         let (code, message) = db_error_code(conn.execute(sql).await);

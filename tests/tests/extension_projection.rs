@@ -426,12 +426,23 @@ async fn an_ordinary_role_cannot_pass_the_refusal_by_setting_the_flag() {
         "UPDATE steep_repl.coordinator_state SET value = '2'",
         "DELETE FROM steep_repl.coordinator_state",
         "TRUNCATE steep_repl.coordinator_state",
-        "BEGIN; SELECT set_config('steep_repl.applying', 'on', true); UPDATE steep_repl.coordinator_state SET value = '3'",
     ] {
         let message = db_error(operator.execute(sql).await);
         assert!(message.starts_with(REFUSED), "{sql}: {message}");
         operator.execute("ROLLBACK").await.ok();
     }
+    // Since 0.3.0 the flag is a setting only a superuser may set: once the
+    // library is loaded (the refusals above loaded it), setting it is refused.
+    let message = db_error(
+        operator
+            .execute("BEGIN; SELECT set_config('steep_repl.applying', 'on', true); UPDATE steep_repl.coordinator_state SET value = '3'")
+            .await,
+    );
+    assert_eq!(
+        message,
+        "permission denied to set parameter \"steep_repl.applying\""
+    );
+    operator.execute("ROLLBACK").await.ok();
     let message = db_error(
         operator
             .execute("UPDATE steep_repl.cluster_projection SET applied_index = 1000")
@@ -900,11 +911,14 @@ async fn a_direct_change_of_the_coordinator_flag_is_refused_with_a_clear_error()
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Setting the apply functions' flag does not help a role that is not a
-    // superuser; a new row may not claim the role either.
-    operator
-        .execute("SET steep_repl.applying = on")
-        .await
-        .unwrap();
+    // superuser (since 0.3.0 it may not even set it once the library is
+    // loaded, as the refusal above did); a new row may not claim the role
+    // either.
+    let message = db_error(operator.execute("SET steep_repl.applying = on").await);
+    assert_eq!(
+        message,
+        "permission denied to set parameter \"steep_repl.applying\""
+    );
     for (sql, what) in [
         (
             "UPDATE steep_repl.nodes SET is_coordinator = true WHERE node_id = 'n2'",

@@ -7,7 +7,8 @@
 //! upgrade scripts cargo-pgrx installs beside the current one.
 
 use serde_json::{json, Value};
-use sqlx::Executor;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Executor};
 use steep_repl_tests::ext::{extension_dir, install_released_script};
 use steep_repl_tests::paths::repo_root;
 use steep_repl_tests::pg::PgServer;
@@ -220,8 +221,8 @@ async fn a_0_1_0_database_keeps_every_row_through_the_upgrade_to_the_current_ver
             .unwrap();
     assert_eq!(projection_rows, 0);
 
-    // The upgraded database behaves as 0.2.0: the daemon's apply path works,
-    // a direct write is refused.
+    // The upgraded database behaves as the current version: the daemon's
+    // apply path works, a direct write is refused.
     let applied: bool = sqlx::query_scalar(
         "SELECT steep_repl.apply_state('c1', 3, 1, 'cluster.version', '\"0.2.0\"', false, 'steep-repl@node-a', NULL, NULL)",
     )
@@ -301,6 +302,82 @@ async fn a_0_1_0_database_keeps_every_row_through_the_upgrade_to_the_current_ver
         schema_fingerprint(&mut old).await,
         schema_fingerprint(&mut fresh).await
     );
+}
+
+#[tokio::test]
+async fn a_0_2_0_database_keeps_its_rows_and_loses_the_direct_audit_writes_its_grants_allowed() {
+    let current = current_version();
+    install_released_script("0.2.0");
+    let pg = PgServer::start().unwrap();
+    let mut conn = pg.connect().await.unwrap();
+    conn.execute("CREATE DATABASE old").await.unwrap();
+    let mut old = pg.connect_to("old").await.unwrap();
+    old.execute("CREATE EXTENSION steep_repl VERSION '0.2.0'")
+        .await
+        .unwrap();
+    // The grants the 0.2.0 documentation recommended for the daemon's role.
+    old.execute(
+        "CREATE ROLE steep_daemon LOGIN;
+         GRANT USAGE ON SCHEMA steep_repl TO steep_daemon;
+         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA steep_repl TO steep_daemon;
+         GRANT SELECT ON ALL TABLES IN SCHEMA steep_repl TO steep_daemon;
+         GRANT INSERT ON steep_repl.audit_log TO steep_daemon;
+         GRANT USAGE ON SEQUENCE steep_repl.audit_log_id_seq TO steep_daemon;
+         SELECT steep_repl.apply_membership(1, '[{\"node_id\": \"a\", \"grpc_host\": \"h\", \"grpc_port\": 5433, \"priority\": 50, \"role\": \"data\"}]');
+         SELECT steep_repl.apply_state('c1', 2, 1, 'a.b', '1', false, 'steep-repl@a', NULL, NULL);",
+    )
+    .await
+    .unwrap();
+    let mut daemon = PgConnection::connect_with(&pg.socket_options("steep_daemon", "old"))
+        .await
+        .unwrap();
+    daemon
+        .execute("INSERT INTO steep_repl.audit_log (action, actor) VALUES ('daemon.started', 'steep-repl@a')")
+        .await
+        .unwrap();
+    let before = rows(&mut old).await;
+
+    old.execute("ALTER EXTENSION steep_repl UPDATE")
+        .await
+        .unwrap();
+    let version: String = sqlx::query_scalar("SELECT steep_repl.version()")
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(version, current);
+    assert_eq!(rows(&mut old).await, before, "the upgrade changes no row");
+
+    // The direct writes those grants allowed are gone; reading stays.
+    for (sql, object) in [
+        (
+            "INSERT INTO steep_repl.audit_log (action, actor) VALUES ('daemon.started', 'steep-repl@a')",
+            "table audit_log",
+        ),
+        ("SELECT nextval('steep_repl.audit_log_id_seq')", "sequence audit_log_id_seq"),
+        (
+            "SELECT steep_repl.write_audit('daemon.started', NULL, NULL, NULL, NULL)",
+            "function write_audit",
+        ),
+    ] {
+        let message = match daemon.execute(sql).await {
+            Err(sqlx::Error::Database(e)) => e.message().to_string(),
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        };
+        assert_eq!(message, format!("permission denied for {object}"), "{sql}");
+    }
+    daemon
+        .execute("SELECT count(*) FROM steep_repl.audit_log")
+        .await
+        .unwrap();
+    // The three roles exist, and steep_repl_daemon is the way in.
+    old.execute("GRANT steep_repl_daemon TO steep_daemon")
+        .await
+        .unwrap();
+    let recorded: bool = sqlx::query_scalar("SELECT steep_repl.record_peer_status('a', 'healthy')")
+        .fetch_one(&mut daemon)
+        .await
+        .unwrap();
+    assert!(recorded);
 }
 
 /// Everything that defines the extension's schema, one line per object, in

@@ -49,30 +49,24 @@ pub const COUNT_AUDIT: &str = "SELECT count(*) FROM steep_repl.audit_log \
      WHERE (cardinality($1::text[]) = 0 OR action LIKE ANY($1::text[])) \
        AND ($2::timestamptz IS NULL OR occurred_at >= $2)";
 
-/// One statement for a whole batch; a replayed event (same event_id) is
-/// skipped, which makes spool replays idempotent.
-pub const INSERT_AUDIT_BATCH: &str = "INSERT INTO steep_repl.audit_log \
-       (event_id, occurred_at, action, actor, target_type, target_id, old_value, new_value, \
-        client_ip, success, error_message) \
-     SELECT e.event_id, e.occurred_at, e.action, $11, e.target_type, e.target_id, \
-            e.old_value::jsonb, e.new_value::jsonb, e.client_ip::inet, e.success, e.error_message \
-     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[]) \
-          AS e(event_id, occurred_at, action, target_type, target_id, old_value, new_value, \
-               client_ip, success, error_message) \
-     ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING";
+/// One call for a whole batch, through the extension's function (the
+/// daemon's role has no INSERT on audit_log): a replayed event (same
+/// event_id) is skipped, which makes spool replays idempotent. The actor is
+/// the connection's `steep_repl.actor`; the extension takes the id from its
+/// sequence and keeps occurred_at at or before its own now().
+pub const INSERT_AUDIT_BATCH: &str = "SELECT steep_repl.append_daemon_events( \
+       $1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
+       $6::text[]::jsonb[], $7::text[]::jsonb[], $8::text[]::inet[], $9::bool[], $10::text[])";
 
 /// A peer's status as this node sees it. `offline` is an operator's
 /// decision and is never overwritten; an unchanged status writes nothing.
 /// Audited by the extension's trigger as node.status_changed. Answers
 /// whether the node is in the registry (if not, the write is owed).
-pub const SET_PEER_STATUS: &str = "WITH changed AS ( \
-       UPDATE steep_repl.nodes SET status = $2 \
-       WHERE node_id = $1 AND status <> 'offline' AND status <> $2 RETURNING 1) \
-     SELECT EXISTS (SELECT 1 FROM steep_repl.nodes WHERE node_id = $1)";
+pub const SET_PEER_STATUS: &str = "SELECT steep_repl.record_peer_status($1, $2)";
 
-/// A heartbeat from a peer: last_seen only (not audited).
-pub const TOUCH_PEER: &str = "UPDATE steep_repl.nodes SET last_seen = now() WHERE node_id = $1";
+/// A heartbeat from a peer: last_seen only (not audited). Answers whether
+/// the node is in the registry.
+pub const TOUCH_PEER: &str = "SELECT steep_repl.record_peer_seen($1)";
 
 pub const PRUNE_AUDIT: &str = "SELECT steep_repl.prune_audit(make_interval(secs => $1))";
 
