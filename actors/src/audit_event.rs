@@ -28,11 +28,17 @@ pub enum AuditAction {
     AuditPruned,
     /// `cluster force-new` made this node the only member of a new cluster.
     ClusterForcedNew,
+    /// A TLS certificate in use expires within `grpc.tls.expiry_warning`
+    /// (success) or has expired (failure).
+    TlsCertificateExpiring,
+    /// The certificate files were read again on SIGHUP: put in use
+    /// (success) or refused, the old ones staying in use (failure).
+    TlsReloaded,
 }
 
 impl AuditAction {
     /// All actions, in the order of SPEC, then ours beyond it.
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::NodeRegistered,
         AuditAction::NodeUpdated,
         AuditAction::NodeRemoved,
@@ -45,6 +51,8 @@ impl AuditAction {
         AuditAction::ConfigChanged,
         AuditAction::AuditPruned,
         AuditAction::ClusterForcedNew,
+        AuditAction::TlsCertificateExpiring,
+        AuditAction::TlsReloaded,
     ];
 
     /// The dotted name stored in `audit_log.action`.
@@ -62,6 +70,8 @@ impl AuditAction {
             AuditAction::ConfigChanged => "config.changed",
             AuditAction::AuditPruned => "audit.pruned",
             AuditAction::ClusterForcedNew => "cluster.forced_new",
+            AuditAction::TlsCertificateExpiring => "tls.certificate_expiring",
+            AuditAction::TlsReloaded => "tls.reloaded",
         }
     }
 

@@ -6,11 +6,13 @@
 //! only to answer.
 
 pub mod auth_failures;
+pub mod certificates;
 pub mod convert;
 pub mod peers;
 pub mod server;
 pub mod service;
 
+pub use certificates::ReloadCertificates;
 pub use peers::{GetPeers, GrpcPeerActor, PeerReported};
 
 use crate::peer_tls::PeerTransport;
@@ -35,4 +37,7 @@ pub struct GrpcSettings {
     /// This node's member of the cluster: its Raft service is served on
     /// the same port, and the members are peers to watch.
     pub cluster: Option<crate::raft::ClusterNode>,
+    /// `grpc.tls.expiry_warning`: how long before a certificate expires
+    /// the daemon starts warning.
+    pub certificate_warning: Duration,
 }

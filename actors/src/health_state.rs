@@ -270,6 +270,9 @@ pub struct HealthSnapshot {
     pub peers: Vec<PeerHealth>,
     /// Restarts of each supervised actor.
     pub restarts: BTreeMap<String, u32>,
+    /// The peer TLS certificates in use (`None` without mTLS), for the
+    /// expiry metric.
+    pub tls: Option<crate::peer_tls::CertificateInfo>,
 }
 
 /// The verdict on PostgreSQL, from a snapshot and the current time.
@@ -305,6 +308,7 @@ impl HealthSnapshot {
             audit: AuditHealth::default(),
             peers: Vec::new(),
             restarts: BTreeMap::new(),
+            tls: None,
         }
     }
 

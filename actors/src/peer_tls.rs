@@ -8,16 +8,22 @@
 //! handshakes concurrently and reports every failed one with the peer's
 //! address ([`incoming::PeerIncoming`]); the identity a peer certificate
 //! carries ([`identity`]); and the client connector
-//! ([`PeerTransport::connect`]). [`PeerTransport`] is the one interface the
-//! peer actor uses, whether the cluster runs mTLS or, with
-//! `grpc.tls.insecure: true`, plaintext.
+//! ([`PeerTransport::connect`]), whose check of the peer's certificate
+//! names the host dialled and the certificate's names when they differ
+//! ([`server_name`]); the configuration in use and its reload on SIGHUP
+//! ([`live`]); the certificates' expiry ([`expiry`]). [`PeerTransport`] is
+//! the one interface the peer actor uses, whether the cluster runs mTLS
+//! or, with `grpc.tls.insecure: true`, plaintext.
 //!
 //! Every configuration is built with an explicit ring `CryptoProvider`, so
 //! nothing here depends on a process-wide default provider being installed.
 
 pub mod connector;
+pub mod expiry;
 pub mod identity;
 pub mod incoming;
+pub mod live;
+pub mod server_name;
 #[cfg(test)]
 pub(crate) mod test_certs;
 
@@ -33,10 +39,13 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use connector::ConnectOptions;
+pub use expiry::{CertificateInfo, ExpiryFinding, WhichCertificate};
 pub use identity::{identity_matches, IdentityError, PeerIdentity};
 pub use incoming::{
     HandshakeFailure, HandshakeFailureReason, IncomingOptions, PeerIncoming, PeerInfo, PeerStream,
 };
+pub use live::{LiveTls, TlsReloaded};
+pub use server_name::HostNotInCertificate;
 
 /// The ALPN protocol gRPC runs over.
 const ALPN_H2: &[u8] = b"h2";
@@ -193,6 +202,8 @@ pub struct TlsPaths {
 /// expired one at start, rather than at the first peer), and it must allow
 /// both serverAuth and clientAuth.
 pub struct NodeTlsMaterial {
+    paths: TlsPaths,
+    certificates: CertificateInfo,
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     ca_certs: Vec<CertificateDer<'static>>,
@@ -241,8 +252,11 @@ impl NodeTlsMaterial {
         let roots = root_store(&paths.ca_file, &ca_certs)?;
         check_issued_by_ca(paths, &cert_chain, &roots, &provider)?;
         let identity = check_certificate(&paths.cert_file, &cert_chain[0])?;
+        let certificates = certificate_info(paths, &cert_chain[0], &ca_certs, &identity)?;
 
         Ok(NodeTlsMaterial {
+            paths: paths.clone(),
+            certificates,
             cert_chain,
             key,
             ca_certs,
@@ -254,6 +268,16 @@ impl NodeTlsMaterial {
     /// The names of this node's own certificate.
     pub fn identity(&self) -> &PeerIdentity {
         &self.identity
+    }
+
+    /// The files this material was read from.
+    pub fn paths(&self) -> &TlsPaths {
+        &self.paths
+    }
+
+    /// Serial and validity of the node certificate and the CA.
+    pub fn certificates(&self) -> &CertificateInfo {
+        &self.certificates
     }
 
     /// The server side: TLS 1.3 only, a client certificate is required and
@@ -274,12 +298,22 @@ impl NodeTlsMaterial {
     }
 
     /// The client side: TLS 1.3 only, trusts only the cluster CA, presents
-    /// the node certificate, ALPN h2.
+    /// the node certificate, ALPN h2. A peer certificate without the host
+    /// dialled fails with both named ([`HostNotInCertificate`]).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, PeerTlsError> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(self.roots()?),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| PeerTlsError::Config(format!("server certificate verifier: {e}")))?;
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| PeerTlsError::Config(e.to_string()))?
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(server_name::NamingServerVerifier::new(
+                verifier,
+            )))
             .with_client_auth_cert(self.cert_chain.clone(), self.key.clone_key())
             .map_err(|e| PeerTlsError::Config(format!("client certificate: {e}")))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -296,11 +330,9 @@ impl NodeTlsMaterial {
 /// so the peer actor has a single interface whatever the mode.
 #[derive(Clone)]
 pub enum PeerTransport {
-    /// TLS 1.3 with client certificates, both directions.
-    Mtls {
-        server: Arc<ServerConfig>,
-        client: Arc<ClientConfig>,
-    },
+    /// TLS 1.3 with client certificates, both directions, with the
+    /// configuration in use at each handshake (replaced by a reload).
+    Mtls(Arc<LiveTls>),
     /// No TLS at all. Peers cannot be identified: handlers see no identity.
     Plaintext,
 }
@@ -308,7 +340,7 @@ pub enum PeerTransport {
 impl std::fmt::Debug for PeerTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            PeerTransport::Mtls { .. } => "PeerTransport::Mtls",
+            PeerTransport::Mtls(_) => "PeerTransport::Mtls",
             PeerTransport::Plaintext => "PeerTransport::Plaintext",
         })
     }
@@ -317,10 +349,15 @@ impl std::fmt::Debug for PeerTransport {
 impl PeerTransport {
     /// Mutual TLS from loaded material.
     pub fn mtls(material: &NodeTlsMaterial) -> Result<Self, PeerTlsError> {
-        Ok(PeerTransport::Mtls {
-            server: material.server_config()?,
-            client: material.client_config()?,
-        })
+        Ok(PeerTransport::Mtls(Arc::new(LiveTls::from_material(
+            material,
+        )?)))
+    }
+
+    /// Mutual TLS with fixed configurations (never reloaded): for tests
+    /// that need a client or server set up differently.
+    pub fn mtls_with_configs(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Self {
+        PeerTransport::Mtls(Arc::new(LiveTls::from_configs(server, client)))
     }
 
     /// Mutual TLS from the three PEM files.
@@ -336,7 +373,33 @@ impl PeerTransport {
 
     /// Whether this transport encrypts and authenticates peers.
     pub fn is_tls(&self) -> bool {
-        matches!(self, PeerTransport::Mtls { .. })
+        matches!(self, PeerTransport::Mtls(_))
+    }
+
+    /// The certificates in use; `None` in plaintext.
+    pub fn certificates(&self) -> Option<CertificateInfo> {
+        match self {
+            PeerTransport::Mtls(live) => live.certificates(),
+            PeerTransport::Plaintext => None,
+        }
+    }
+
+    /// The names of this node's certificate in use; `None` in plaintext.
+    pub fn identity(&self) -> Option<PeerIdentity> {
+        match self {
+            PeerTransport::Mtls(live) => live.identity(),
+            PeerTransport::Plaintext => None,
+        }
+    }
+
+    /// Reads the certificate files again and uses them for every new
+    /// connection from now on (see [`live`]). `Ok(None)` in plaintext; on an
+    /// error the material in use stays.
+    pub fn reload(&self) -> Result<Option<TlsReloaded>, PeerTlsError> {
+        match self {
+            PeerTransport::Mtls(live) => live.reload().map(Some),
+            PeerTransport::Plaintext => Ok(None),
+        }
     }
 
     /// The accept side: wraps a bound listener into a stream of connections
@@ -352,13 +415,7 @@ impl PeerTransport {
     where
         F: Fn(HandshakeFailure) + Send + Sync + 'static,
     {
-        let acceptor = match self {
-            PeerTransport::Mtls { server, .. } => {
-                Some(tokio_rustls::TlsAcceptor::from(server.clone()))
-            }
-            PeerTransport::Plaintext => None,
-        };
-        PeerIncoming::new(listener, acceptor, options, on_failure)
+        PeerIncoming::new(listener, self.live(), options, on_failure)
     }
 
     /// A channel to the peer at `host:port`, connected now: fails if the
@@ -370,7 +427,7 @@ impl PeerTransport {
         port: u16,
         options: &ConnectOptions,
     ) -> Result<tonic::transport::Channel, PeerTlsError> {
-        connector::connect(self.client_config(), host, port, options).await
+        connector::connect(self.live(), host, port, options).await
     }
 
     /// A channel to the peer at `host:port` that connects on first use (and
@@ -381,12 +438,12 @@ impl PeerTransport {
         port: u16,
         options: &ConnectOptions,
     ) -> Result<tonic::transport::Channel, PeerTlsError> {
-        connector::connect_lazy(self.client_config(), host, port, options)
+        connector::connect_lazy(self.live(), host, port, options)
     }
 
-    fn client_config(&self) -> Option<Arc<ClientConfig>> {
+    fn live(&self) -> Option<Arc<LiveTls>> {
         match self {
-            PeerTransport::Mtls { client, .. } => Some(client.clone()),
+            PeerTransport::Mtls(live) => Some(live.clone()),
             PeerTransport::Plaintext => None,
         }
     }
@@ -641,6 +698,51 @@ fn check_certificate(
         }
     }
     PeerIdentity::from_der(end_entity.as_ref()).map_err(|e| bad(e.to_string()))
+}
+
+/// Serial and validity of what was loaded, for the expiry metric and
+/// warnings and for the audit of a reload.
+fn certificate_info(
+    paths: &TlsPaths,
+    end_entity: &CertificateDer<'static>,
+    ca_certs: &[CertificateDer<'static>],
+    identity: &PeerIdentity,
+) -> Result<CertificateInfo, PeerTlsError> {
+    fn not_after(
+        what: TlsFile,
+        path: &Path,
+        der: &CertificateDer<'static>,
+    ) -> Result<(chrono::DateTime<chrono::Utc>, String), PeerTlsError> {
+        let bad = |detail: String| PeerTlsError::BadCertificate {
+            what,
+            path: path.to_owned(),
+            detail,
+        };
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| bad(e.to_string()))?;
+        let timestamp = cert.validity().not_after.timestamp();
+        let when = chrono::DateTime::from_timestamp(timestamp, 0)
+            .ok_or_else(|| bad(format!("notAfter {timestamp} is out of range")))?;
+        Ok((when, cert.raw_serial_as_string()))
+    }
+    let (node_not_after, serial) = not_after(TlsFile::Certificate, &paths.cert_file, end_entity)?;
+    let mut ca_not_after = None;
+    for der in ca_certs {
+        let (when, _) = not_after(TlsFile::CaCertificate, &paths.ca_file, der)?;
+        ca_not_after = Some(
+            ca_not_after.map_or(when, |earliest: chrono::DateTime<chrono::Utc>| {
+                earliest.min(when)
+            }),
+        );
+    }
+    Ok(CertificateInfo {
+        cert_file: paths.cert_file.clone(),
+        ca_file: paths.ca_file.clone(),
+        serial,
+        subject: identity.to_string(),
+        not_after: node_not_after,
+        // parse_certificates refuses a CA file without a certificate.
+        ca_not_after: ca_not_after.unwrap_or(node_not_after),
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -78,6 +78,8 @@ pub struct Children {
     pub health: Addr<HealthActor>,
     /// Everything that accepts connections, stopped first at shutdown.
     pub listeners: Vec<Recipient<StopAccepting>>,
+    /// The owner of the peer TLS certificates, reloaded on SIGHUP.
+    pub certificates: Option<Recipient<crate::grpc::ReloadCertificates>>,
 }
 
 /// Starts the graceful shutdown (also sent by the signal handler).
@@ -195,6 +197,7 @@ impl SystemActor {
             audit,
             health: health_actor,
             listeners: Vec::new(),
+            certificates: None,
         };
         self.start_listeners(&mut children);
         children
@@ -226,6 +229,7 @@ impl SystemActor {
                 self.log.new(slog::o!("actor" => "grpc")),
             )
             .start();
+            children.certificates = Some(actor.clone().recipient());
             children.listeners.push(actor.recipient());
         }
     }
@@ -328,6 +332,11 @@ impl Handler<Reload> for SystemActor {
     type Result = ();
 
     fn handle(&mut self, _: Reload, _: &mut Context<Self>) {
+        // The certificate files are read again whatever the configuration
+        // file holds: a rotation changes the files, not the configuration.
+        if let Some(certificates) = self.children.as_ref().and_then(|c| c.certificates.as_ref()) {
+            certificates.do_send(crate::grpc::ReloadCertificates);
+        }
         let (Some(hook), Some(children)) = (self.settings.reload.clone(), self.children.as_ref())
         else {
             return;

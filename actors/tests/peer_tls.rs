@@ -369,10 +369,7 @@ async fn a_client_with_a_certificate_from_another_ca_is_refused_and_reported() {
     );
 
     // Through tonic the call fails too.
-    let rogue = PeerTransport::Mtls {
-        server: dummy_server_config(),
-        client: config,
-    };
+    let rogue = PeerTransport::mtls_with_configs(dummy_server_config(), config);
     let refused = match rogue
         .connect("127.0.0.1", server.addr.port(), &ConnectOptions::default())
         .await
@@ -430,10 +427,7 @@ async fn a_client_without_a_certificate_is_refused_and_reported() {
         "{failure}"
     );
 
-    let anonymous = PeerTransport::Mtls {
-        server: dummy_server_config(),
-        client: config,
-    };
+    let anonymous = PeerTransport::mtls_with_configs(dummy_server_config(), config);
     let refused = match anonymous
         .connect("127.0.0.1", server.addr.port(), &ConnectOptions::default())
         .await
@@ -549,7 +543,21 @@ async fn the_client_checks_the_server_certificate_against_the_host_dialled() {
         .unwrap_err();
     assert!(matches!(err, PeerTlsError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("localhost:"), "{err}");
-    assert!(err.to_string().contains("not valid for name"), "{err}");
+    // Both sides of the mismatch are named: the host and the certificate.
+    assert!(
+        err.to_string()
+            .contains("does not carry the host localhost that was dialled"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("(CN=node-a) does not carry the host localhost"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("its names are: node-a, 127.0.0.1"),
+        "{err}"
+    );
     server.stop().await;
 }
 
@@ -631,4 +639,60 @@ fn dummy_server_config() -> Arc<rustls::ServerConfig> {
             )
             .unwrap(),
     )
+}
+
+/// The dialling side of a reload: a channel made before it keeps its
+/// connection, a new connection presents the new certificate, and the
+/// server side of the same transport shows the new one too.
+#[tokio::test]
+async fn a_reload_puts_the_new_certificate_in_use_for_new_connections() {
+    let cluster = cluster();
+    let mut server = TestServer::start(&cluster.server, options()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = cluster
+        .ca
+        .issue("node-b", &["127.0.0.1"])
+        .write_to(dir.path(), "node-b");
+    let paths = TlsPaths {
+        cert_file: files.cert.clone(),
+        key_file: files.key.clone(),
+        ca_file: files.ca.clone(),
+    };
+    let client = PeerTransport::mtls_from_files(&paths).unwrap();
+    let port = server.addr.port();
+    let before = client
+        .connect("127.0.0.1", port, &ConnectOptions::default())
+        .await
+        .unwrap();
+    health_check(before.clone()).await.unwrap();
+    let first_serial = client.certificates().unwrap().serial;
+
+    // The same node, a new certificate that also names "rotated".
+    cluster
+        .ca
+        .issue("node-b", &["127.0.0.1", "rotated"])
+        .write_to(dir.path(), "node-b");
+    let reloaded = client.reload().unwrap().unwrap();
+    assert!(reloaded.changed());
+    assert_eq!(reloaded.before.unwrap().serial, first_serial);
+    assert_ne!(client.certificates().unwrap().serial, first_serial);
+
+    // The established connection stays; a new one presents the new names.
+    health_check(before).await.unwrap();
+    let after = client
+        .connect("127.0.0.1", port, &ConnectOptions::default())
+        .await
+        .unwrap();
+    health_check(after).await.unwrap();
+    let seen = server.seen.lock().unwrap().clone();
+    let names = |info: &PeerInfo| info.identity.as_ref().unwrap().dns_names.clone();
+    assert_eq!(names(&seen[0]), ["node-b"]);
+    assert_eq!(
+        names(&seen[1]),
+        names(&seen[0]),
+        "the old connection kept its certificate"
+    );
+    assert!(names(&seen[2]).contains(&"rotated".to_string()), "{seen:?}");
+    assert!(server.no_failure_yet());
+    server.stop().await;
 }

@@ -114,7 +114,10 @@ pub fn run_until(
     for warning in config.warnings() {
         warn!(log, "config.warning"; "warning" => warning);
     }
-    if let Some(warning) = advertise_host_warning(&config) {
+    if let Some(warning) = grpc
+        .as_ref()
+        .and_then(|grpc| advertise_host_warning(&config, &grpc.transport))
+    {
         warn!(log, "tls.advertise_host_not_in_certificate"; "warning" => warning);
     }
     let pg = PostgresHealth::new(
@@ -303,19 +306,11 @@ fn sink(target: LogTarget) -> Sink {
 /// Peers reach this node at `advertise_host` and check it against this
 /// node's certificate: a host the certificate does not name fails every
 /// peer's handshake with a TLS error, so it is said at start, with the names
-/// the certificate does carry. (An unreadable certificate is reported by
-/// the transport's own loading.)
-fn advertise_host_warning(config: &Config) -> Option<String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    use steep_repl_actors::peer_tls::PeerIdentity;
-    let grpc = &config.grpc;
-    if !grpc.enabled || grpc.tls.insecure {
-        return None;
-    }
-    let path = grpc.tls.cert_file.as_ref()?;
-    let first = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
-    let identity = PeerIdentity::from_der(first.as_ref()).ok()?;
+/// the certificate does carry: the names of the certificate the transport
+/// loaded (none in plaintext).
+fn advertise_host_warning(config: &Config, transport: &PeerTransport) -> Option<String> {
+    let identity = transport.identity()?;
+    let path = transport.certificates()?.cert_file;
     let host = &config.advertise_host;
     if identity.serves_host(host) {
         return None;
@@ -388,6 +383,7 @@ fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)
         unreachable_after: grpc.unreachable_after,
         node_id: config.node_id.clone(),
         cluster: None,
+        certificate_warning: grpc.tls.expiry_warning,
     }))
 }
 

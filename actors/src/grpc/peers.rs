@@ -10,6 +10,7 @@
 //! the cluster (`steep_repl_consensus::lease_keeper`), not here.
 
 use super::auth_failures::AuthFailures;
+use super::certificates::{CertificateWatch, ReloadCertificates};
 use super::server::{Server, ServerParts};
 use super::GrpcSettings;
 use crate::audit::AuditActor;
@@ -109,6 +110,7 @@ pub struct GrpcPeerActor {
     db: Addr<DbActor>,
     log: Logger,
     auth_failures: Arc<AuthFailures>,
+    certificates: CertificateWatch,
     peers: HashMap<String, Peer>,
     server: Option<Server>,
     stopping: bool,
@@ -125,8 +127,17 @@ impl GrpcPeerActor {
         audit: Addr<AuditActor>,
         log: Logger,
     ) -> Self {
-        let auth_failures = Arc::new(AuthFailures::new(audit, log.clone()));
+        let auth_failures = Arc::new(AuthFailures::new(audit.clone(), log.clone()));
+        let certificates = CertificateWatch {
+            transport: settings.transport.clone(),
+            health: health.clone(),
+            audit,
+            log: log.clone(),
+            node_id: settings.node_id.clone(),
+            warning: settings.certificate_warning,
+        };
         GrpcPeerActor {
+            certificates,
             settings,
             health,
             db,
@@ -393,9 +404,7 @@ impl GrpcPeerActor {
             };
             match tokio::time::timeout(timeout, answer).await {
                 Ok(Ok(answer)) => answer,
-                Ok(Err(status)) => {
-                    Answer::Failed(format!("{}: {}", status.code(), status.message()))
-                }
+                Ok(Err(status)) => Answer::Failed(status_text(&status)),
                 Err(_) => Answer::Failed(format!("no answer within {}ms", timeout.as_millis())),
             }
         };
@@ -428,7 +437,16 @@ impl GrpcPeerActor {
         let change = match answer {
             Answer::Failed(reason) => {
                 if peer.last_error.as_deref() != Some(reason.as_str()) {
-                    debug!(self.log, "peer.request_failed"; "peer" => address, "error" => &reason);
+                    let node_id = peer.node_id.as_deref().unwrap_or("?");
+                    // A certificate problem needs the operator; a peer that
+                    // is down is reported by its status already.
+                    if reason.contains("certificate") {
+                        warn!(self.log, "peer.tls_failed"; "peer" => address, "node_id" => node_id,
+                              "error" => &reason);
+                    } else {
+                        debug!(self.log, "peer.request_failed"; "peer" => address,
+                               "node_id" => node_id, "error" => &reason);
+                    }
                 }
                 peer.last_error = Some(reason);
                 peer.tracker.tick(now)
@@ -500,6 +518,11 @@ impl Actor for GrpcPeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.certificates.publish();
+        self.certificates.check_expiry();
+        ctx.run_interval(super::certificates::CHECK_EVERY, |act, _| {
+            act.certificates.check_expiry()
+        });
         self.start_server(ctx);
         for (host, port) in self.settings.seeds.clone() {
             self.add_peer(&host, port, None);
@@ -585,6 +608,30 @@ impl Handler<PeerReported> for GrpcPeerActor {
             self.publish_peers();
         }
     }
+}
+
+impl Handler<ReloadCertificates> for GrpcPeerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadCertificates, _: &mut Context<Self>) {
+        self.certificates.reload();
+    }
+}
+
+/// A failed call as operators need it: the code, the message and the
+/// causes under it (a failed handshake's reason is only in the causes).
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = format!("{}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl Handler<GetPeers> for GrpcPeerActor {

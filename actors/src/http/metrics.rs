@@ -261,6 +261,31 @@ fn cluster_families(page: &mut Page, c: &ClusterMetrics) {
     }
 }
 
+/// Seconds until each peer TLS certificate in use expires (negative once
+/// expired); no sample without mTLS. Read at scrape time, so the value
+/// counts down between reloads.
+fn tls_families(
+    page: &mut Page,
+    tls: Option<&crate::peer_tls::CertificateInfo>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    const NAME: &str = "steep_repl_tls_certificate_expiry_seconds";
+    page.family(
+        NAME,
+        "gauge",
+        "Seconds until the peer TLS certificate in use expires (node: grpc.tls.cert_file, ca: grpc.tls.ca_file); negative once expired",
+    );
+    if let Some(info) = tls {
+        for (which, _, not_after) in info.each() {
+            page.sample(
+                NAME,
+                &[("certificate", which.as_str())],
+                crate::peer_tls::expiry::seconds_until(not_after, now),
+            );
+        }
+    }
+}
+
 #[derive(Default)]
 struct Page(String);
 
@@ -476,6 +501,7 @@ fn snapshot_families(
             );
         }
     }
+    tls_families(page, s.tls.as_ref(), chrono::Utc::now());
 
     page.family(
         "steep_repl_actor_restarts_total",
@@ -591,6 +617,7 @@ mod tests {
             "steep_repl_http_request_duration_seconds",
             "steep_repl_uptime_seconds",
             "steep_repl_is_coordinator",
+            "steep_repl_tls_certificate_expiry_seconds",
         ] {
             assert!(
                 page.contains(&format!("# TYPE {family} ")),
@@ -759,5 +786,37 @@ mod tests {
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(format_value(0.5), "0.5");
         assert_eq!(escape_label("a\\b\nc"), "a\\\\b\\nc");
+    }
+
+    #[test]
+    fn certificate_expiry_counts_down_from_the_scrape_time() {
+        use chrono::TimeZone;
+        let now = chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let info = crate::peer_tls::CertificateInfo {
+            cert_file: "/tls/a.crt".into(),
+            ca_file: "/tls/ca.crt".into(),
+            serial: "01".into(),
+            subject: "CN=a, SAN=[a]".into(),
+            not_after: now + chrono::Duration::days(5),
+            ca_not_after: now - chrono::Duration::seconds(30),
+        };
+        let mut page = Page::default();
+        tls_families(&mut page, Some(&info), now);
+        assert!(
+            page.0.contains(
+                "steep_repl_tls_certificate_expiry_seconds{certificate=\"node\"} 432000\n"
+            ),
+            "{}",
+            page.0
+        );
+        assert!(
+            page.0
+                .contains("steep_repl_tls_certificate_expiry_seconds{certificate=\"ca\"} -30\n"),
+            "{}",
+            page.0
+        );
+        let mut page = Page::default();
+        tls_families(&mut page, None, now);
+        assert!(!page.0.contains("{certificate="), "{}", page.0);
     }
 }

@@ -19,12 +19,12 @@ use std::time::Duration;
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
+use super::live::LiveTls;
 use super::PeerTlsError;
 
 /// How channels to peers connect.
@@ -52,7 +52,7 @@ impl Default for ConnectOptions {
 
 /// Connects now; see `PeerTransport::connect`.
 pub(super) async fn connect(
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<Arc<LiveTls>>,
     host: &str,
     port: u16,
     options: &ConnectOptions,
@@ -70,7 +70,7 @@ pub(super) async fn connect(
 /// Connects on first use; see `PeerTransport::connect_lazy`. Must be called
 /// inside a tokio runtime (tonic spawns the channel's worker task).
 pub(super) fn connect_lazy(
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<Arc<LiveTls>>,
     host: &str,
     port: u16,
     options: &ConnectOptions,
@@ -80,7 +80,7 @@ pub(super) fn connect_lazy(
 }
 
 fn prepare(
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<Arc<LiveTls>>,
     host: &str,
     port: u16,
     options: &ConnectOptions,
@@ -121,7 +121,7 @@ fn prepare(
         endpoint = endpoint.timeout(timeout);
     }
     let connector = PeerConnector {
-        tls: tls.map(TlsConnector::from),
+        tls,
         keepalive: options.tcp_keepalive,
     };
     Ok((endpoint, connector, authority))
@@ -161,7 +161,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for T {}
 /// The tower service tonic calls to open a connection.
 #[derive(Clone)]
 struct PeerConnector {
-    tls: Option<TlsConnector>,
+    /// The client configuration is read at each connect, so that a reload
+    /// applies to the next (re)connection of every channel.
+    tls: Option<Arc<LiveTls>>,
     keepalive: Option<Duration>,
 }
 
@@ -175,7 +177,10 @@ impl tower_service::Service<Uri> for PeerConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|tls| TlsConnector::from(tls.client_config()));
         let keepalive = self.keepalive;
         Box::pin(async move {
             let host = uri

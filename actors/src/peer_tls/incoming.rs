@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 
 use super::identity::{identity_matches, PeerIdentity};
+use super::live::LiveTls;
 
 /// How the accept side behaves. The defaults suit a daemon's peer port.
 #[derive(Clone, Debug)]
@@ -277,7 +278,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// verified connections for tonic. See the module docs.
 pub struct PeerIncoming {
     listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
+    /// The server configuration, read at each handshake so that a reload
+    /// applies to the next connection; `None` for plaintext.
+    tls: Option<Arc<LiveTls>>,
     options: IncomingOptions,
     handshakes: FuturesUnordered<Handshake>,
     on_failure: FailureCallback,
@@ -285,7 +288,7 @@ pub struct PeerIncoming {
 }
 
 impl PeerIncoming {
-    /// Wraps a bound listener. `acceptor` is `None` for plaintext. Usually
+    /// Wraps a bound listener. `tls` is `None` for plaintext. Usually
     /// built through `PeerTransport::incoming`.
     ///
     /// `on_failure` runs inside the accept loop's poll, once per refused
@@ -293,7 +296,7 @@ impl PeerIncoming {
     /// channel, `do_send` to an actor).
     pub fn new<F>(
         listener: TcpListener,
-        acceptor: Option<TlsAcceptor>,
+        tls: Option<Arc<LiveTls>>,
         options: IncomingOptions,
         on_failure: F,
     ) -> Self
@@ -302,7 +305,7 @@ impl PeerIncoming {
     {
         PeerIncoming {
             listener,
-            acceptor,
+            tls,
             options,
             handshakes: FuturesUnordered::new(),
             on_failure: Arc::new(on_failure),
@@ -353,7 +356,10 @@ impl PeerIncoming {
             // Best effort: a socket that refuses the option still works.
             let _ = tcp.set_nodelay(true);
         }
-        let acceptor = self.acceptor.clone();
+        let acceptor = self
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.server_config()));
         let timeout = self.options.handshake_timeout;
         self.handshakes
             .push(Box::pin(handshake(acceptor, tcp, peer_addr, timeout)));

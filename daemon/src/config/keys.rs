@@ -29,6 +29,7 @@ pub(crate) const KEYS: &[&str] = &[
     "grpc.tls.key_file",
     "grpc.tls.ca_file",
     "grpc.tls.insecure",
+    "grpc.tls.expiry_warning",
     "grpc.heartbeat_interval",
     "grpc.degraded_rtt",
     "grpc.unreachable_after",

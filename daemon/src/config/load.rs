@@ -691,6 +691,11 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
             insecure: s
                 .one("grpc.tls.insecure", values::BOOL, values::boolean)?
                 .unwrap_or(false),
+            expiry_warning: s.duration(
+                "grpc.tls.expiry_warning",
+                values::EXPIRY_WARNING,
+                DEFAULT_EXPIRY_WARNING,
+            )?,
         },
         heartbeat_interval: s.duration(
             "grpc.heartbeat_interval",

@@ -68,6 +68,7 @@ impl Config {
             "grpc.tls.key_file" => opt_path(&g.tls.key_file),
             "grpc.tls.ca_file" => opt_path(&g.tls.ca_file),
             "grpc.tls.insecure" => g.tls.insecure.to_string(),
+            "grpc.tls.expiry_warning" => dur(g.tls.expiry_warning),
             "grpc.heartbeat_interval" => dur(g.heartbeat_interval),
             "grpc.degraded_rtt" => dur(g.degraded_rtt),
             "grpc.unreachable_after" => dur(g.unreachable_after),

@@ -26,6 +26,7 @@ pub const DEFAULT_GRPC_PORT: u16 = 5433;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_DEGRADED_RTT: Duration = Duration::from_millis(500);
 pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// The system service's socket, in the runtime directory systemd makes for
 /// it (`RuntimeDirectory=steep-repl`); a user's own daemon defaults to its
@@ -282,6 +283,9 @@ pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
     /// Plaintext gRPC; only with an explicit `true`.
     pub insecure: bool,
+    /// How long before a certificate expires the daemon warns.
+    #[serde(serialize_with = "ser_duration")]
+    pub expiry_warning: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

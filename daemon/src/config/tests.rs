@@ -101,7 +101,8 @@ fn a_minimal_file_gets_every_default() {
             cert_file: None,
             key_file: None,
             ca_file: None,
-            insecure: true
+            insecure: true,
+            expiry_warning: Duration::from_secs(30 * 86_400),
         }
     );
     assert_eq!(g.heartbeat_interval, Duration::from_secs(1));
@@ -474,6 +475,7 @@ fn every_key_can_be_set_from_its_environment_variable() {
         ("grpc.tls.key_file", "/t/k"),
         ("grpc.tls.ca_file", "/t/ca"),
         ("grpc.tls.insecure", "0"),
+        ("grpc.tls.expiry_warning", "60d"),
         ("grpc.heartbeat_interval", "250ms"),
         ("grpc.degraded_rtt", "100ms"),
         ("grpc.unreachable_after", "2s"),
@@ -532,6 +534,7 @@ fn every_key_can_be_set_from_its_environment_variable() {
     assert_eq!(c.grpc.tls.key_file.as_deref(), Some(Path::new("/t/k")));
     assert_eq!(c.grpc.tls.ca_file.as_deref(), Some(Path::new("/t/ca")));
     assert!(!c.grpc.tls.insecure);
+    assert_eq!(c.grpc.tls.expiry_warning, Duration::from_secs(60 * 86_400));
     assert_eq!(c.grpc.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(c.grpc.degraded_rtt, Duration::from_millis(100));
     assert_eq!(c.grpc.unreachable_after, Duration::from_secs(2));
@@ -1344,7 +1347,9 @@ fn masked_yaml_lists_every_key_and_marks_where_values_came_from() {
         "{yaml}"
     );
     assert!(
-        yaml.contains("\n      insecure: true\n    heartbeat_interval: 1s  # default\n"),
+        yaml.contains(
+            "\n      insecure: true\n      expiry_warning: 30d  # default\n    heartbeat_interval: 1s  # default\n"
+        ),
         "{yaml}"
     );
     assert!(yaml.contains("    mode: \"0660\"  # default\n"), "{yaml}");

@@ -89,6 +89,13 @@ pub(crate) const FAILBACK: DurationRange = DurationRange {
     max: DAY,
     example: "30s or 5m",
 };
+/// `grpc.tls.expiry_warning`: at least a day (the check runs daily), at
+/// most a year.
+pub(crate) const EXPIRY_WARNING: DurationRange = DurationRange {
+    min: DAY,
+    max: Duration::from_secs(366 * 86_400),
+    example: "30d or 60d",
+};
 pub(crate) const RETENTION: DurationRange = DurationRange {
     min: DAY,
     max: Duration::from_secs(100 * 31_557_600),
