@@ -26,6 +26,9 @@ pub const DEFAULT_GRPC_PORT: u16 = 5433;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_DEGRADED_RTT: Duration = Duration::from_millis(500);
 pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+pub const DEFAULT_GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_GRPC_MAX_CONCURRENT_REQUESTS: usize = 256;
+pub const DEFAULT_GRPC_PEER_RATE_LIMIT: u32 = 200;
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 #[cfg(not(windows))]
 pub const DEFAULT_IPC_PATH: &str = "/tmp/steep-repl.sock";
@@ -153,6 +156,14 @@ pub struct GrpcConfig {
     pub degraded_rtt: Duration,
     #[serde(serialize_with = "ser_duration")]
     pub unreachable_after: Duration,
+    /// A request not answered by then is dropped (DEADLINE_EXCEEDED).
+    #[serde(serialize_with = "ser_duration")]
+    pub request_timeout: Duration,
+    /// Requests served at once; more are refused (UNAVAILABLE).
+    pub max_concurrent_requests: usize,
+    /// Requests a second one peer may send; more are refused
+    /// (RESOURCE_EXHAUSTED). The Raft service is not limited.
+    pub peer_rate_limit: u32,
 }
 
 /// The Raft group every daemon is a member of (witnesses included).
