@@ -94,6 +94,9 @@ pub struct Ping;
 #[rtype(result = "DbResult<Vec<NodeRow>>")]
 pub struct ListNodes {
     pub status_filter: Vec<String>,
+    /// PostgreSQL cancels the query after this long (the caller's own
+    /// bound): a caller that stops waiting must not leave it running.
+    pub timeout: std::time::Duration,
 }
 
 /// One registry row.
@@ -156,6 +159,9 @@ pub struct SetPeerStatus {
 #[rtype(result = "DbResult<bool>")]
 pub struct TouchPeer {
     pub node_id: String,
+    /// PostgreSQL cancels the update after this long (the gRPC request
+    /// timeout): a heartbeat that waits on a lock must not wait forever.
+    pub timeout: std::time::Duration,
 }
 
 /// The DbActor's observable state.
@@ -740,12 +746,29 @@ impl Handler<ListNodes> for DbActor {
 
     fn handle(&mut self, msg: ListNodes, ctx: &mut Context<Self>) -> Self::Result {
         self.run(ctx, move |pool| async move {
-            sqlx::query_as(LIST_NODES)
+            let mut tx = begin_bounded(&pool, msg.timeout).await?;
+            let rows = sqlx::query_as(LIST_NODES)
                 .bind(msg.status_filter)
-                .fetch_all(&pool)
-                .await
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            Ok(rows)
         })
     }
+}
+
+/// A transaction whose statements PostgreSQL cancels after `timeout`
+/// (`SET LOCAL statement_timeout`, which ends with the transaction).
+async fn begin_bounded(
+    pool: &PgPool,
+    timeout: Duration,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(SET_LOCAL_STATEMENT_TIMEOUT)
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 impl Handler<GetNode> for DbActor {
@@ -872,10 +895,13 @@ impl Handler<TouchPeer> for DbActor {
 
     fn handle(&mut self, msg: TouchPeer, ctx: &mut Context<Self>) -> Self::Result {
         self.run(ctx, move |pool| async move {
-            sqlx::query_scalar(TOUCH_PEER)
+            let mut tx = begin_bounded(&pool, msg.timeout).await?;
+            let touched: bool = sqlx::query_scalar(TOUCH_PEER)
                 .bind(msg.node_id)
-                .fetch_one(&pool)
-                .await
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(touched)
         })
     }
 }

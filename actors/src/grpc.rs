@@ -1,13 +1,17 @@
 //! The peers' side of the daemon, on one gRPC port: the server
 //! (`server`: the Coordinator service in `service`, the standard health
 //! service, the Raft service on a member), the observation of the peers
-//! (`peers`: GrpcPeerActor), and the conversions to the wire (`convert`).
+//! (`peers`: GrpcPeerActor), the conversions to the wire (`convert`) and
+//! the checks of what comes from it (`inbound`), and the server's limits
+//! (`limits`).
 //! Who is coordinator is the cluster's decision (`crate::raft`), read here
 //! only to answer.
 
 pub mod auth_failures;
 pub mod certificates;
 pub mod convert;
+pub mod inbound;
+pub mod limits;
 pub mod peers;
 pub mod server;
 pub mod service;
@@ -40,4 +44,8 @@ pub struct GrpcSettings {
     /// `grpc.tls.expiry_warning`: how long before a certificate expires
     /// the daemon starts warning.
     pub certificate_warning: Duration,
+    /// The server's request timeout, concurrency and per-peer rate limits.
+    pub limits: limits::GrpcLimits,
+    /// Their refusals, for `/metrics`.
+    pub limit_metrics: Arc<limits::LimitMetrics>,
 }

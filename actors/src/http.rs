@@ -56,6 +56,8 @@ pub struct HttpSettings {
     pub listener: Option<HttpListener>,
     /// The IPC server's counters, for `/metrics` (when IPC runs).
     pub ipc_metrics: Option<Arc<crate::ipc::metrics::IpcMetrics>>,
+    /// The gRPC server's refusals, for `/metrics` (when gRPC runs).
+    pub grpc_metrics: Option<Arc<crate::grpc::limits::LimitMetrics>>,
     /// `http.details`: error texts in `/health`, peer addresses in
     /// `/metrics` (off: the port is reachable from the network).
     pub details: bool,
@@ -135,6 +137,7 @@ impl HttpActor {
         let metrics = Arc::new(
             metrics::Metrics::new()?
                 .with_ipc(self.settings.ipc_metrics.clone())
+                .with_grpc(self.settings.grpc_metrics.clone())
                 .with_peer_addresses(self.settings.details),
         );
         let probes = routes::Probes::new(self.health.clone(), self.live_after, metrics)
@@ -286,6 +289,7 @@ mod tests {
             port: addr.port(),
             listener: Some(listener),
             ipc_metrics: None,
+            grpc_metrics: None,
             details: false,
         };
         let log = Logger::root(slog::Discard, slog::o!());
@@ -325,6 +329,7 @@ mod tests {
             port: addr.port(),
             listener: None,
             ipc_metrics: None,
+            grpc_metrics: None,
             details: false,
         };
         let log = Logger::root(slog::Discard, slog::o!());

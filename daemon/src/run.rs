@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use steep_repl_actors::audit::AuditSettings;
 use steep_repl_actors::db::DbSettings;
+use steep_repl_actors::grpc::limits::GrpcLimits;
 use steep_repl_actors::grpc::GrpcSettings;
 use steep_repl_actors::health_state::{CoordinatorSource, CoordinatorView};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
@@ -172,6 +173,10 @@ pub fn run_until(
     settings.cluster = cluster.clone();
     settings.http = http.map(|mut http| {
         http.ipc_metrics = settings.ipc.as_ref().map(|ipc| ipc.metrics.clone());
+        http.grpc_metrics = settings
+            .grpc
+            .as_ref()
+            .map(|grpc| grpc.limit_metrics.clone());
         http
     });
 
@@ -384,6 +389,12 @@ fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)
         node_id: config.node_id.clone(),
         cluster: None,
         certificate_warning: grpc.tls.expiry_warning,
+        limits: GrpcLimits {
+            request_timeout: grpc.request_timeout,
+            max_concurrent_requests: grpc.max_concurrent_requests,
+            peer_rate_limit: grpc.peer_rate_limit,
+        },
+        limit_metrics: Default::default(),
     }))
 }
 
@@ -556,6 +567,7 @@ fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
         port,
         listener: Some(listener),
         ipc_metrics: None,
+        grpc_metrics: None,
         details: config.http.details,
     }))
 }

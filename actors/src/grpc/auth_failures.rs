@@ -22,13 +22,13 @@ const MAX_TRACKED: usize = 4096;
 /// Where a refusal came from: an IPv4 address, or the /64 network of an
 /// IPv6 one (one host usually holds a whole /64, and a scan can walk it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
+pub(crate) enum Source {
     V4(std::net::Ipv4Addr),
     V6Net(u64),
 }
 
 impl Source {
-    fn of(ip: IpAddr) -> Source {
+    pub(crate) fn of(ip: IpAddr) -> Source {
         match ip {
             IpAddr::V4(v4) => Source::V4(v4),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -213,6 +213,8 @@ impl GrpcPeerActor {
             peers: ctx.address(),
             auth_failures: self.auth_failures.clone(),
             cluster: self.settings.cluster.clone(),
+            limits: self.settings.limits,
+            limit_metrics: self.settings.limit_metrics.clone(),
             log: self.log.clone(),
         };
         match Server::start(parts) {
@@ -388,10 +390,12 @@ impl GrpcPeerActor {
                         })
                         .await?
                         .into_inner();
-                    let postgresql_ok = r.components.get("postgresql").is_some_and(|c| c.healthy);
+                    let peer = super::inbound::identified(&r).map_err(|e| {
+                        tonic::Status::invalid_argument(format!("its HealthCheck answer: {e}"))
+                    })?;
                     return Ok::<_, tonic::Status>(Answer::Identified {
-                        node_id: r.node_id,
-                        postgresql_ok,
+                        node_id: peer.node_id,
+                        postgresql_ok: peer.postgresql_ok,
                     });
                 }
                 client

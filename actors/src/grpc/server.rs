@@ -1,9 +1,11 @@
 //! The gRPC server on the peers' port: `steep.repl.v1.Coordinator`, the
 //! standard `grpc.health.v1.Health` and, on a cluster member,
 //! `steep.repl.v1.Raft`, over mutual TLS unless `grpc.tls.insecure`.
-//! Handshake failures are audited through the per-address rate limit.
+//! Handshake failures are audited through the per-address rate limit;
+//! requests pass the timeout, concurrency and per-peer limits of `limits`.
 
 use super::auth_failures::AuthFailures;
+use super::limits::{GrpcLimits, LimitMetrics, LimitsLayer};
 use super::service::CoordinatorService;
 use super::GrpcPeerActor;
 use crate::db::DbActor;
@@ -27,6 +29,8 @@ pub struct ServerParts {
     pub peers: Addr<GrpcPeerActor>,
     pub auth_failures: Arc<AuthFailures>,
     pub cluster: Option<ClusterNode>,
+    pub limits: GrpcLimits,
+    pub limit_metrics: Arc<LimitMetrics>,
     pub log: Logger,
 }
 
@@ -51,6 +55,8 @@ impl Server {
             peers,
             auth_failures,
             cluster,
+            limits,
+            limit_metrics,
             log,
         } = parts;
         let listener = listener
@@ -71,7 +77,9 @@ impl Server {
             db,
             peers,
             auth_failures: auth_failures.clone(),
+            db_timeout: limits.request_timeout,
         };
+        let limits_layer = LimitsLayer::new(limits, limit_metrics, log.clone());
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let raft_service = cluster.map(|node| {
@@ -86,6 +94,7 @@ impl Server {
         let server_log = log.clone();
         let task = actix::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .layer(limits_layer)
                 .add_service(health_service)
                 .add_service(CoordinatorServer::new(service))
                 .add_optional_service(raft_service)

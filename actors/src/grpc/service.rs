@@ -11,13 +11,14 @@
 
 use super::auth_failures::AuthFailures;
 use super::convert::{health_check, node_info};
+use super::inbound;
 use super::{GrpcPeerActor, PeerReported};
 use crate::db::{DbActor, DbError, ListNodes, TouchPeer};
 use crate::health_state::SharedHealth;
 use crate::peer_tls::PeerInfo;
 use actix::Addr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use steep_repl_proto::coordinator_server::Coordinator;
 use steep_repl_proto::{
     GetNodesRequest, GetNodesResponse, HealthCheckRequest, HealthCheckResponse, HeartbeatRequest,
@@ -30,6 +31,9 @@ pub struct CoordinatorService {
     pub(super) db: Addr<DbActor>,
     pub(super) peers: Addr<GrpcPeerActor>,
     pub(super) auth_failures: Arc<AuthFailures>,
+    /// PostgreSQL's bound on a request's queries: the request timeout, so
+    /// that a request the server gave up on leaves nothing running.
+    pub(super) db_timeout: Duration,
 }
 
 fn db_status(e: DbError) -> Status {
@@ -69,7 +73,10 @@ impl CoordinatorService {
     async fn nodes(&self, status_filter: Vec<String>) -> Result<Vec<NodeInfo>, Status> {
         let rows = self
             .db
-            .send(ListNodes { status_filter })
+            .send(ListNodes {
+                status_filter,
+                timeout: self.db_timeout,
+            })
             .await
             .map_err(mailbox)?
             .map_err(db_status)?;
@@ -109,6 +116,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<RegisterNodeRequest>,
     ) -> Result<Response<RegisterNodeResponse>, Status> {
+        inbound::register_node(request.get_ref())?;
         self.check_claim(&request, &request.get_ref().node_id)?;
         let (coordinator_id, coordinator_epoch) = self.coordinator();
         Ok(Response::new(RegisterNodeResponse {
@@ -124,7 +132,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<GetNodesRequest>,
     ) -> Result<Response<GetNodesResponse>, Status> {
-        let filter = request.into_inner().status_filter;
+        let filter = inbound::status_filter(request.get_ref())?;
         let nodes = self.nodes(filter).await?;
         let (coordinator_id, coordinator_epoch) = self.coordinator();
         Ok(Response::new(GetNodesResponse {
@@ -138,11 +146,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let req = request.get_ref();
-        self.check_claim(&request, &req.node_id)?;
-        if let Some(status) = &req.node_status {
+        let beat = inbound::heartbeat(request.get_ref())?;
+        self.check_claim(&request, &beat.node_id)?;
+        if let Some(status) = &beat.status {
             self.peers.do_send(PeerReported {
-                node_id: req.node_id.clone(),
+                node_id: beat.node_id.clone(),
                 postgresql_connected: status.postgresql_connected,
             });
         }
@@ -152,7 +160,8 @@ impl Coordinator for CoordinatorService {
         match self
             .db
             .send(TouchPeer {
-                node_id: req.node_id.clone(),
+                node_id: beat.node_id.clone(),
+                timeout: self.db_timeout,
             })
             .await
             .map_err(mailbox)?

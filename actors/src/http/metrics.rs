@@ -51,6 +51,8 @@ pub struct Metrics {
     paths: Vec<PathMetrics>,
     /// The IPC server's counters, rendered on the same page when IPC runs.
     ipc: Option<std::sync::Arc<crate::ipc::metrics::IpcMetrics>>,
+    /// The gRPC server's refusals, on the same page when gRPC runs.
+    grpc: Option<std::sync::Arc<crate::grpc::limits::LimitMetrics>>,
     /// Peers labelled with their address too (`http.details`).
     peer_addresses: bool,
 }
@@ -88,6 +90,7 @@ impl Metrics {
             requests,
             paths,
             ipc: None,
+            grpc: None,
             peer_addresses: false,
         })
     }
@@ -117,6 +120,15 @@ impl Metrics {
         self
     }
 
+    /// Adds the gRPC server's refusal counters to every page.
+    pub fn with_grpc(
+        mut self,
+        grpc: Option<std::sync::Arc<crate::grpc::limits::LimitMetrics>>,
+    ) -> Self {
+        self.grpc = grpc;
+        self
+    }
+
     /// Labels every peer with its address as well as its node_id.
     pub fn with_peer_addresses(mut self, on: bool) -> Self {
         self.peer_addresses = on;
@@ -140,6 +152,9 @@ impl Metrics {
         let mut out = page.0;
         if let Some(ipc) = &self.ipc {
             ipc.snapshot().write_prometheus(&mut out);
+        }
+        if let Some(grpc) = &self.grpc {
+            grpc.write_prometheus(&mut out);
         }
         // Encoding plain counters into a String cannot fail; should the
         // crate ever refuse, the snapshot part is still worth serving.

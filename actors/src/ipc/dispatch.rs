@@ -124,7 +124,12 @@ impl Dispatcher {
                 ))
             }
             Method::NodesList { status_filter } => {
-                let rows = self.ask(ListNodes { status_filter }).await?;
+                let rows = self
+                    .ask(ListNodes {
+                        status_filter,
+                        timeout: self.db_timeout,
+                    })
+                    .await?;
                 // Taken after the rows: the live answer, not the projection's.
                 let node = self.health.load().node.clone();
                 let nodes = rows

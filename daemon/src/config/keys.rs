@@ -33,6 +33,9 @@ pub(crate) const KEYS: &[&str] = &[
     "grpc.heartbeat_interval",
     "grpc.degraded_rtt",
     "grpc.unreachable_after",
+    "grpc.request_timeout",
+    "grpc.max_concurrent_requests",
+    "grpc.peer_rate_limit",
     "raft.dir",
     "raft.heartbeat_interval",
     "raft.election_timeout_min",
@@ -225,7 +228,10 @@ mod tests {
                 "tls",
                 "heartbeat_interval",
                 "degraded_rtt",
-                "unreachable_after"
+                "unreachable_after",
+                "request_timeout",
+                "max_concurrent_requests",
+                "peer_rate_limit"
             ]
         );
         assert!(children("").contains(&"postgresql"));

@@ -708,6 +708,25 @@ fn build(s: &Settings, host: &Host) -> Result<Config, ConfigError> {
             values::UNREACHABLE,
             DEFAULT_UNREACHABLE_AFTER,
         )?,
+        request_timeout: s.duration(
+            "grpc.request_timeout",
+            values::REQUEST_TIMEOUT,
+            DEFAULT_GRPC_REQUEST_TIMEOUT,
+        )?,
+        max_concurrent_requests: s
+            .one(
+                "grpc.max_concurrent_requests",
+                values::CONCURRENT_REQUESTS,
+                values::concurrent_requests,
+            )?
+            .unwrap_or(DEFAULT_GRPC_MAX_CONCURRENT_REQUESTS),
+        peer_rate_limit: s
+            .one(
+                "grpc.peer_rate_limit",
+                values::PEER_RATE_LIMIT,
+                values::peer_rate_limit,
+            )?
+            .unwrap_or(DEFAULT_GRPC_PEER_RATE_LIMIT),
     };
 
     let raft_dir = match s.path_of("raft.dir", values::DIR)? {

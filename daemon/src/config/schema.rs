@@ -27,6 +27,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_DEGRADED_RTT: Duration = Duration::from_millis(500);
 pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
 pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_GRPC_MAX_CONCURRENT_REQUESTS: usize = 256;
+pub const DEFAULT_GRPC_PEER_RATE_LIMIT: u32 = 200;
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// The system service's socket, in the runtime directory systemd makes for
 /// it (`RuntimeDirectory=steep-repl`); a user's own daemon defaults to its
@@ -159,6 +162,14 @@ pub struct GrpcConfig {
     pub degraded_rtt: Duration,
     #[serde(serialize_with = "ser_duration")]
     pub unreachable_after: Duration,
+    /// A request not answered by then is dropped (DEADLINE_EXCEEDED).
+    #[serde(serialize_with = "ser_duration")]
+    pub request_timeout: Duration,
+    /// Requests served at once; more are refused (UNAVAILABLE).
+    pub max_concurrent_requests: usize,
+    /// Requests a second one peer may send; more are refused
+    /// (RESOURCE_EXHAUSTED). The Raft service is not limited.
+    pub peer_rate_limit: u32,
 }
 
 /// The Raft group every daemon is a member of (witnesses included).

@@ -108,6 +108,9 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(g.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(g.degraded_rtt, Duration::from_millis(500));
     assert_eq!(g.unreachable_after, Duration::from_secs(3));
+    assert_eq!(g.request_timeout, Duration::from_secs(10));
+    assert_eq!(g.max_concurrent_requests, 256);
+    assert_eq!(g.peer_rate_limit, 200);
 
     assert_eq!(
         c.raft,
@@ -479,6 +482,9 @@ fn every_key_can_be_set_from_its_environment_variable() {
         ("grpc.heartbeat_interval", "250ms"),
         ("grpc.degraded_rtt", "100ms"),
         ("grpc.unreachable_after", "2s"),
+        ("grpc.request_timeout", "3s"),
+        ("grpc.max_concurrent_requests", "9"),
+        ("grpc.peer_rate_limit", "40/s"),
         ("raft.dir", "/r/raft"),
         ("raft.heartbeat_interval", "100ms"),
         ("raft.election_timeout_min", "300ms"),
@@ -538,6 +544,9 @@ fn every_key_can_be_set_from_its_environment_variable() {
     assert_eq!(c.grpc.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(c.grpc.degraded_rtt, Duration::from_millis(100));
     assert_eq!(c.grpc.unreachable_after, Duration::from_secs(2));
+    assert_eq!(c.grpc.request_timeout, Duration::from_secs(3));
+    assert_eq!(c.grpc.max_concurrent_requests, 9);
+    assert_eq!(c.grpc.peer_rate_limit, 40);
     assert_eq!(c.raft.dir, PathBuf::from("/r/raft"));
     assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(100));
     assert_eq!(c.raft.election_timeout_min, Duration::from_millis(300));
@@ -906,6 +915,52 @@ fn degraded_rtt_must_be_below_unreachable_after() {
         err(MIN, &[("STEEP_REPL_GRPC__DEGRADED_RTT", "3s")]),
         "/x.yaml: repl.grpc.degraded_rtt (3s, from STEEP_REPL_GRPC__DEGRADED_RTT) must be shorter than repl.grpc.unreachable_after (3s, the default)"
     );
+}
+
+#[test]
+fn grpc_limits_are_read_and_bounded() {
+    let c = ok(
+        "repl:\n  node_id: a\n  grpc:\n    request_timeout: 2s\n    max_concurrent_requests: 8\n    peer_rate_limit: 50/s\n    tls: {insecure: true}\n",
+        &[],
+    );
+    assert_eq!(c.grpc.request_timeout, Duration::from_secs(2));
+    assert_eq!(c.grpc.max_concurrent_requests, 8);
+    assert_eq!(c.grpc.peer_rate_limit, 50);
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__REQUEST_TIMEOUT", "0s")]),
+        "STEEP_REPL_GRPC__REQUEST_TIMEOUT: expected a duration from 10ms to 1h, like 10s or 30s, got \"0s\""
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__MAX_CONCURRENT_REQUESTS", "0")]),
+        "STEEP_REPL_GRPC__MAX_CONCURRENT_REQUESTS: expected a number of requests from 1 to 100000, got \"0\""
+    );
+    assert_eq!(
+        err(MIN, &[("STEEP_REPL_GRPC__PEER_RATE_LIMIT", "lots")]),
+        "STEEP_REPL_GRPC__PEER_RATE_LIMIT: expected a number of requests a second from 1 to 1000000, like 200 or 200/s, got \"lots\""
+    );
+}
+
+#[test]
+fn the_peer_rate_limit_must_leave_room_for_heartbeats() {
+    assert_eq!(
+        err(
+            MIN,
+            &[
+                ("STEEP_REPL_GRPC__PEER_RATE_LIMIT", "10"),
+                ("STEEP_REPL_GRPC__HEARTBEAT_INTERVAL", "100ms")
+            ]
+        ),
+        "/x.yaml: repl.grpc.peer_rate_limit (10/s, from STEEP_REPL_GRPC__PEER_RATE_LIMIT) must allow at least 20 requests a second: a peer sends a heartbeat every repl.grpc.heartbeat_interval (100ms, from STEEP_REPL_GRPC__HEARTBEAT_INTERVAL) and more requests now and then, and would be refused"
+    );
+    // Twice the heartbeat rate is enough.
+    let c = ok(
+        MIN,
+        &[
+            ("STEEP_REPL_GRPC__PEER_RATE_LIMIT", "20"),
+            ("STEEP_REPL_GRPC__HEARTBEAT_INTERVAL", "100ms"),
+        ],
+    );
+    assert_eq!(c.grpc.peer_rate_limit, 20);
 }
 
 #[test]

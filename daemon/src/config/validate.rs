@@ -63,6 +63,21 @@ pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
         ));
     }
 
+    // A peer heartbeats once per interval and now and then asks for more
+    // (a health check, the node list): twice its heartbeat rate leaves room
+    // for those, so that the limit never refuses a healthy peer.
+    let needed = (2.0 / g.heartbeat_interval.as_secs_f64()).ceil();
+    if f64::from(g.peer_rate_limit) < needed {
+        return Err(inconsistent(
+            config,
+            format!(
+                "{} must allow at least {needed} requests a second: a peer sends a heartbeat every {} and more requests now and then, and would be refused",
+                describe(config, "grpc.peer_rate_limit", &format!("{}/s", g.peer_rate_limit)),
+                describe(config, "grpc.heartbeat_interval", &dur(g.heartbeat_interval)),
+            ),
+        ));
+    }
+
     check_raft_timing(config)?;
 
     if g.enabled && !g.tls.insecure {

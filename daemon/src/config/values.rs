@@ -28,6 +28,9 @@ pub(crate) const PASSWORD: &str = "a password";
 pub(crate) const CLOCK_ERROR: &str =
     "a clock error from 0% to below 10%, like 1% or 0.01 (clocks further apart \
      than that cannot bound a lease)";
+pub(crate) const CONCURRENT_REQUESTS: &str = "a number of requests from 1 to 100000";
+pub(crate) const PEER_RATE_LIMIT: &str =
+    "a number of requests a second from 1 to 1000000, like 200 or 200/s";
 pub(crate) const COMMAND: &str =
     "a command line with balanced quotes, like `pass show postgres/steep`";
 
@@ -66,6 +69,13 @@ pub(crate) const UNREACHABLE: DurationRange = DurationRange {
 };
 /// Raft's heartbeat: below 10ms the timers are noise next to an fsync; an
 /// election timeout (at most 60s) must hold three of them.
+/// A gRPC request's bound: below 10ms a busy machine would refuse healthy
+/// requests; beyond an hour it bounds nothing.
+pub(crate) const REQUEST_TIMEOUT: DurationRange = DurationRange {
+    min: Duration::from_millis(10),
+    max: HOUR,
+    example: "10s or 30s",
+};
 pub(crate) const RAFT_HEARTBEAT: DurationRange = DurationRange {
     min: Duration::from_millis(10),
     max: Duration::from_secs(20),
@@ -225,6 +235,24 @@ pub(crate) fn pool_size(text: &str) -> Option<u32> {
         .parse::<u32>()
         .ok()
         .filter(|n| (1..=100).contains(n))
+}
+
+/// How many gRPC requests are served at once.
+pub(crate) fn concurrent_requests(text: &str) -> Option<usize> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=100_000).contains(n))
+}
+
+/// Requests a second per peer: `200` or `200/s`.
+pub(crate) fn peer_rate_limit(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let number = t.strip_suffix("/s").map(str::trim_end).unwrap_or(t);
+    number
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
 }
 
 /// `0660`, `660` or `0o660`: always octal, as chmod reads it.
@@ -387,6 +415,20 @@ mod tests {
         assert_eq!(pool_size("101"), None);
         assert_eq!(priority("0"), None);
         assert_eq!(priority("100"), Some(100));
+    }
+
+    #[test]
+    fn grpc_limits() {
+        assert_eq!(concurrent_requests("256"), Some(256));
+        assert_eq!(concurrent_requests("0"), None);
+        assert_eq!(concurrent_requests("100001"), None);
+        assert_eq!(peer_rate_limit("200"), Some(200));
+        assert_eq!(peer_rate_limit(" 50/s "), Some(50));
+        assert_eq!(peer_rate_limit("50 /s"), Some(50));
+        assert_eq!(peer_rate_limit("0"), None);
+        assert_eq!(peer_rate_limit("-5"), None);
+        assert_eq!(peer_rate_limit("5/m"), None);
+        assert_eq!(peer_rate_limit("1000001"), None);
     }
 
     #[test]
