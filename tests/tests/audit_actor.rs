@@ -28,7 +28,10 @@ fn start(
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let settings = DbSettings {
         enabled: true,
-        connect: pg.tcp_options("postgres"),
+        // As the daemon connects: its events are recorded under this actor.
+        connect: pg
+            .tcp_options("postgres")
+            .options([("steep_repl.actor", "steep-repl@a")]),
         host: "127.0.0.1".into(),
         port: pg.port,
         user: "postgres".into(),

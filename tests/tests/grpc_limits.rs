@@ -110,7 +110,7 @@ impl Node {
             "SELECT count(*) FROM pg_stat_activity
               WHERE state = 'active' AND pid <> pg_backend_pid()
                 AND (query LIKE '%cardinality($1::text[])%'
-                     OR query LIKE 'UPDATE steep_repl.nodes SET last_seen%')",
+                     OR query LIKE 'SELECT steep_repl.record_peer_seen(%')",
         )
         .fetch_one(&mut conn)
         .await

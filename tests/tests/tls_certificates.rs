@@ -303,13 +303,14 @@ async fn a_rotated_certificate_is_used_after_sighup_and_a_broken_one_is_refused(
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
-    // Both the rotation and the refusals are audited.
+    // Both the rotation and the refusals are audited, in the order they
+    // happened (batches may land in any order, so not by id).
     let mut conn = pg.connect().await.unwrap();
     let mut rows: Vec<(bool, Option<String>, Option<serde_json::Value>)> = Vec::new();
     for _ in 0..100 {
         rows = sqlx::query_as(
             "SELECT success, error_message, new_value FROM steep_repl.audit_log \
-             WHERE action = 'tls.reloaded' ORDER BY id",
+             WHERE action = 'tls.reloaded' ORDER BY occurred_at, id",
         )
         .fetch_all(&mut conn)
         .await
