@@ -792,11 +792,7 @@ impl Handler<QueryAudit> for DbActor {
             let patterns = action_patterns(&msg.action_filter);
             // Both statements in one read-only transaction whose
             // statement_timeout (SET LOCAL) ends with it.
-            let mut tx = pool.begin().await?;
-            sqlx::query(SET_LOCAL_STATEMENT_TIMEOUT)
-                .bind(format!("{}ms", msg.timeout.as_millis().max(1)))
-                .execute(&mut *tx)
-                .await?;
+            let mut tx = begin_bounded(&pool, msg.timeout).await?;
             let entries: Vec<AuditRow> = sqlx::query_as(QUERY_AUDIT)
                 .bind(&patterns)
                 .bind(msg.since)
