@@ -252,6 +252,17 @@ impl PgServer {
             .database(database)
     }
 
+    /// Connection options for the daemon's login role [`DAEMON_USER`] over
+    /// TCP, as a daemon connects (after [`PgServer::create_daemon_login`]).
+    pub fn daemon_tcp_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username(DAEMON_USER)
+            .password(DAEMON_PASSWORD)
+            .database(database)
+    }
+
     /// Connection options for `user` over the Unix socket (trusted).
     pub fn socket_options(&self, user: &str, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()

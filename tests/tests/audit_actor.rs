@@ -16,6 +16,8 @@ fn start(
     spool: &std::path::Path,
     batch_size: usize,
 ) -> (actix::Addr<AuditActor>, SharedHealth) {
+    pg.create_daemon_login()
+        .expect("creating the daemon's login role");
     let health = SharedHealth::new(
         HealthSnapshot::starting(
             "t",
@@ -28,13 +30,14 @@ fn start(
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let settings = DbSettings {
         enabled: true,
-        // As the daemon connects: its events are recorded under this actor.
+        // As the daemon connects (its own role, not a superuser): its
+        // events are recorded under this actor.
         connect: pg
-            .tcp_options("postgres")
+            .daemon_tcp_options("postgres")
             .options([("steep_repl.actor", "steep-repl@a")]),
         host: "127.0.0.1".into(),
         port: pg.port,
-        user: "postgres".into(),
+        user: steep_repl_tests::pg::DAEMON_USER.into(),
         database: "postgres".into(),
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
