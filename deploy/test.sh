@@ -32,8 +32,9 @@ step "test prerequisites"
 # as the unprivileged account; haproxy: the load balancer test of the HTTP
 # probes (tests/tests/http.rs); systemd (systemd-analyze, systemctl) and
 # libplist-utils (plistutil): the service definitions (tests/tests/service.rs);
-# busybox-static, tini and debootstrap: the container images (deploy/image.sh).
-ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils busybox-static tini debootstrap
+# busybox-static, tini and debootstrap: the container images (deploy/image.sh);
+# lintian: the check of the Debian packages (tests/tests/packages.rs).
+ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils busybox-static tini debootstrap lintian
 ensure_pg_user
 
 step "PostgreSQL 18 and the steep_repl extension"
@@ -55,6 +56,18 @@ else
     STEEP_TEST_SYSTEMD_IMAGE=$(STEEP_EXTENSION_INSTALLED=1 "$STEEP_ROOT/deploy/image.sh" systemd) || die "$hint"
     say "images: $STEEP_TEST_IMAGE ($((t1 - t0)) s), $STEEP_TEST_SYSTEMD_IMAGE ($((SECONDS - t1)) s)"
     export STEEP_TEST_IMAGE STEEP_TEST_SYSTEMD_IMAGE
+
+    # The Debian packages (tests/tests/packages.rs): this build and a newer
+    # build of it (revision 2, the upgrade), and the Debian image they are
+    # installed into.
+    t0=$SECONDS
+    STEEP_TEST_PACKAGES="$STEEP_ROOT/target/debian"
+    rm -rf "$STEEP_TEST_PACKAGES"
+    "$STEEP_ROOT/deploy/package.sh" --out "$STEEP_TEST_PACKAGES" >/dev/null
+    "$STEEP_ROOT/deploy/package.sh" --revision 2 --out "$STEEP_TEST_PACKAGES" >/dev/null
+    STEEP_TEST_PACKAGES_IMAGE=$(STEEP_EXTENSION_INSTALLED=1 "$STEEP_ROOT/deploy/image.sh" packages) || die "$hint"
+    say "packages and $STEEP_TEST_PACKAGES_IMAGE: $((SECONDS - t0)) s"
+    export STEEP_TEST_PACKAGES STEEP_TEST_PACKAGES_IMAGE
 fi
 
 step "Python gRPC client for the interoperability test"

@@ -48,6 +48,11 @@ pub enum Command {
         /// `root` runs it as root
         #[arg(long, value_name = "NAME", default_value = crate::service::DEFAULT_ACCOUNT, conflicts_with = "user")]
         account: String,
+        /// With --print: the generic definition for the program at PATH, as the
+        /// Debian package installs it (the configuration file is not read: default
+        /// socket and directories, no node name)
+        #[arg(long, value_name = "PATH", requires = "print")]
+        binary: Option<PathBuf>,
     },
     /// Remove the service registration (configuration and data are kept)
     Uninstall {
@@ -112,6 +117,19 @@ pub enum Command {
     Tls {
         #[command(subcommand)]
         command: TlsCommand,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell),
+    /// e.g. `steep-repl completions bash > /etc/bash_completion.d/steep-repl`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command (steep-repl.1, steep-repl-cluster-add.1, ...)
+    /// into DIR; packages ship them
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Configuration commands
     Config {

@@ -4,6 +4,7 @@ mod certs;
 mod cli;
 mod cluster_cmd;
 mod config;
+mod docs_cmd;
 mod exit;
 mod force_new_cmd;
 mod inspect;
@@ -162,7 +163,13 @@ fn main() -> ExitCode {
             print,
             platform,
             account,
-        } => service_cmd::install(cli.config.as_deref(), user, print, platform, &account),
+            binary,
+        } => match binary {
+            Some(binary) => service_cmd::print_generic(&binary, platform, &account),
+            None => service_cmd::install(cli.config.as_deref(), user, print, platform, &account),
+        },
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::ManPages { dir } => docs_cmd::man_pages(&dir),
         Command::Uninstall { user } => service_cmd::uninstall(user),
         Command::Start { user } => service_cmd::drive("start", user),
         Command::Stop { user } => service_cmd::drive("stop", user),

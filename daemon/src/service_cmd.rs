@@ -54,8 +54,10 @@ pub fn install(
     let loaded = Config::load(Some(&config_path));
     let (node_id, ipc_path, writable) = match &loaded {
         Ok(c) => (c.node_id.clone(), c.ipc.path.clone(), writable_dirs(c)),
+        // No node name in the description then: the generic unit, the one
+        // `--print --binary` shows and the package installs.
         Err(_) => (
-            "unconfigured".to_string(),
+            String::new(),
             PathBuf::from(config::DEFAULT_IPC_PATH),
             Vec::new(),
         ),
@@ -103,6 +105,27 @@ pub fn install(
     } else {
         println!("start it now with: steep-repl start{scope}");
     }
+    Exit::Ok
+}
+
+/// `install --print --binary PATH`: the system definition for the program
+/// at PATH with the system configuration file and every default (socket in
+/// /run/steep-repl, state in /var/lib/steep-repl), whatever this machine's
+/// configuration says: what a package installs for every node.
+pub fn print_generic(binary: &Path, platform: Option<service::Platform>, account: &str) -> Exit {
+    let config_path = config::system_config_path();
+    let account = (cfg!(target_os = "linux") && account != "root").then_some(account);
+    let def = Definition {
+        binary,
+        config: &config_path,
+        node_id: "",
+        ipc_path: Path::new(config::DEFAULT_IPC_PATH),
+        user: false,
+        account,
+        writable: &[],
+    };
+    let platform = platform.unwrap_or_else(service::Platform::native);
+    print!("{}", service::definition_for(platform, &def));
     Exit::Ok
 }
 

@@ -148,9 +148,9 @@ pub fn unit(spec: &UnitSpec<'_>) -> String {
         )
     };
     format!(
-        "# Installed by `steep-repl install`; `steep-repl uninstall` removes it.\n\
+        "# The steep-repl service: `steep-repl install --print` shows it; docs/operations.md.\n\
 [Unit]\n\
-Description=steep-repl node daemon ({node})\n\
+Description={description}\n\
 After={after}\n\
 Wants=network-online.target\n\
 \n\
@@ -170,7 +170,14 @@ KillMode=mixed\n\
 \n\
 [Install]\n\
 WantedBy={wanted_by}\n",
-        node = spec.node_id.replace('%', "%%"),
+        description = if spec.node_id.is_empty() {
+            "steep-repl node daemon".to_string()
+        } else {
+            format!(
+                "steep-repl node daemon ({})",
+                spec.node_id.replace('%', "%%")
+            )
+        },
         hardening = hardening.join("\n"),
     )
 }

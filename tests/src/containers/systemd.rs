@@ -32,7 +32,7 @@ pub struct SystemdNode {
 fn config_yaml(spec: &NodeSpec) -> String {
     format!(
         "repl:\n  node_id: {id}\n  priority: {priority}\n  advertise_host: {host}\n  \
-         postgresql:\n    host: /run/postgresql\n    user: postgres\n    database: postgres\n  \
+         postgresql:\n    host: /run/postgresql\n    user: steep_daemon\n    database: postgres\n  \
          grpc:\n    tls:\n      ca_file: {tls}/ca.crt\n      cert_file: {tls}/{id}.crt\n      key_file: {tls}/{id}.key\n",
         id = spec.node_id,
         priority = spec.priority,
@@ -48,6 +48,17 @@ fn cgroup_v2() -> bool {
 impl SystemdNode {
     /// Starts the container (systemd boots; PostgreSQL starts as a unit).
     pub async fn start(image: &str) -> Result<SystemdNode> {
+        Self::start_with(image, true, &[]).await
+    }
+
+    /// The same, with the configuration file only when `config` (a test
+    /// of the packages lets the package bring it) and `files` copied in
+    /// (container path, host file), mode 0644.
+    pub async fn start_with(
+        image: &str,
+        config: bool,
+        files: &[(String, std::path::PathBuf)],
+    ) -> Result<SystemdNode> {
         let network = unique_prefix(&super::current_test());
         let spec = NodeSpec {
             node_id: "node-1".to_string(),
@@ -60,13 +71,22 @@ impl SystemdNode {
             node::request(image, &spec.host, &network)?,
             certs.path(),
             &spec.node_id,
-        )
-        .with_copy_to(
-            CopyTargetOptions::new("/etc/steep/config.yaml").with_mode(0o600),
-            config_yaml(&spec).into_bytes(),
-        )
-        .with_mount(Mount::tmpfs_mount("/run"))
-        .with_mount(Mount::tmpfs_mount("/run/lock"));
+        );
+        if config {
+            request = request.with_copy_to(
+                CopyTargetOptions::new("/etc/steep/config.yaml").with_mode(0o600),
+                config_yaml(&spec).into_bytes(),
+            );
+        }
+        for (target, source) in files {
+            request = request.with_copy_to(
+                CopyTargetOptions::new(target.clone()).with_mode(0o644),
+                source.clone(),
+            );
+        }
+        let mut request = request
+            .with_mount(Mount::tmpfs_mount("/run"))
+            .with_mount(Mount::tmpfs_mount("/run/lock"));
         request = if cgroup_v2() {
             // Not exercised on the engine these tests were written on
             // (cgroup v1): a private cgroup namespace is what systemd
