@@ -243,12 +243,17 @@ cmd_up() {
         [ "$had" = "$witness" ] || die "$DIR holds a cluster $( [ -n "$had" ] && echo with || echo without) a witness; run 'deploy/cluster.sh down' and remove $DIR to change that"
     fi
     ensure_pg_user
-    "$STEEP_ROOT/deploy/extension.sh"
+    # STEEP_EXTENSION_INSTALLED=1: deploy/test.sh has installed it already
+    # (a test that runs this script beside others must not rewrite the
+    # extension's files under their servers).
+    [ -n "${STEEP_EXTENSION_INSTALLED:-}" ] || "$STEEP_ROOT/deploy/extension.sh"
     say "building steep-repl ($PROFILE)"
     if [ "$PROFILE" = release ]; then
         (cd "$STEEP_ROOT" && cargo build --quiet --release -p steep-repl) || die "cargo build failed"
     else
-        (cd "$STEEP_ROOT" && cargo build --quiet -p steep-repl) || die "cargo build failed"
+        # The same build as deploy/test.sh's, so the tests' binary is reused:
+        # `-p steep-repl` alone unifies features differently and rebuilds it.
+        (cd "$STEEP_ROOT" && cargo build --quiet --workspace) || die "cargo build failed"
     fi
     bin=$(pg_bin)
     mkdir -p "$DIR/tls"

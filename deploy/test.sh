@@ -33,8 +33,10 @@ step "test prerequisites"
 # probes (tests/tests/http.rs); systemd (systemd-analyze, systemctl) and
 # libplist-utils (plistutil): the service definitions (tests/tests/service.rs);
 # busybox-static, tini and debootstrap: the container images (deploy/image.sh);
-# lintian: the check of the Debian packages (tests/tests/packages.rs).
-ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils busybox-static tini debootstrap lintian
+# lintian: the check of the Debian packages (tests/tests/packages.rs);
+# prometheus (prometheus, promtool): the alerting rules and a real Prometheus
+# scraping a cluster (tests/tests/monitoring.rs; its system service is not used).
+ensure_apt postgresql-15 util-linux haproxy systemd libplist-utils busybox-static tini debootstrap lintian prometheus
 ensure_pg_user
 
 step "PostgreSQL 18 and the steep_repl extension"

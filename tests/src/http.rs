@@ -37,6 +37,40 @@ impl Response {
         serde_json::from_slice(&self.body)
             .with_context(|| format!("body is not JSON: {:?}", self.text()))
     }
+
+    /// The body with `Transfer-Encoding: chunked` undone (servers other
+    /// than the daemon, such as Prometheus, chunk large answers); the body
+    /// as sent otherwise.
+    pub fn dechunked(&self) -> Result<Vec<u8>> {
+        if !self
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            return Ok(self.body.clone());
+        }
+        let mut out = Vec::new();
+        let mut rest = self.body.as_slice();
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("chunk size line without CRLF")?;
+            let size_line = std::str::from_utf8(&rest[..line_end])?;
+            // Chunk extensions (";name=value") carry nothing we need.
+            let hex = size_line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(hex, 16)
+                .with_context(|| format!("bad chunk size {size_line:?}"))?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                return Ok(out);
+            }
+            if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
+                bail!("chunk of {size} bytes cut short");
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    }
 }
 
 /// Sends `method path` and reads the whole response (`timeout` per read).
@@ -322,6 +356,20 @@ mod tests {
         ] {
             assert!(parse_prometheus(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_chunked_body_is_put_back_together_and_a_cut_one_is_refused() {
+        let res = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\nb;x=y\r\n\":12345678}\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(res.dechunked().unwrap(), b"{\"a\":12345678}");
+        let cut = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nabc")
+            .unwrap();
+        assert!(cut.dechunked().is_err());
+        let plain = parse_response(b"HTTP/1.1 200 OK\r\n\r\n3\r\nabc").unwrap();
+        assert_eq!(plain.dechunked().unwrap(), b"3\r\nabc");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod claims;
 pub mod cluster;
+pub mod cluster_script;
 pub mod containers;
 pub mod daemon;
 pub mod ext;
@@ -19,6 +20,7 @@ pub mod jepsen;
 pub mod paths;
 pub mod pg;
 pub mod ports;
+pub mod prometheus;
 pub mod raft;
 
 /// The last `n` lines of `text` (for failure messages that quote a log).
