@@ -387,6 +387,9 @@ AS $$
 DECLARE
     fn constant text := 'steep_repl.append_daemon_events';
     events constant integer := COALESCE(cardinality(p_event_ids), 0);
+    -- Once per batch: current_actor() carries a SET clause, so it is never
+    -- inlined and would run (with its pg_has_role) once per row.
+    actor constant text := steep_repl.current_actor();
     inserted bigint;
 BEGIN
     IF events <> COALESCE(cardinality(p_occurred_at), 0)
@@ -411,7 +414,7 @@ BEGIN
          client_ip, success, error_message)
     SELECT e.event_id,
            CASE WHEN isfinite(e.occurred_at) AND e.occurred_at <= now() THEN e.occurred_at ELSE now() END,
-           e.action, steep_repl.current_actor(), e.target_type, e.target_id, e.old_value, e.new_value,
+           e.action, actor, e.target_type, e.target_id, e.old_value, e.new_value,
            e.client_ip, COALESCE(e.success, true), e.error_message
       FROM unnest(p_event_ids, p_occurred_at, p_actions, p_target_types, p_target_ids,
                   p_old_values, p_new_values, p_client_ips, p_successes, p_error_messages)

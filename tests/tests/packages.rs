@@ -437,7 +437,7 @@ fn lintian_reports_no_errors_on_either_package() {
     let debs = debs();
     for deb in [&debs.daemon, &debs.extension] {
         let mut command = Command::new("lintian");
-        command.args(["--fail-on", "error", "--no-tag-display-limit"]);
+        command.args(["--fail-on", "error", "--tag-display-limit", "0"]);
         if deb == &debs.extension && !is_debian_postgresql_layout(deb) {
             command.args(["--suppress-tags", RELOCATED_POSTGRESQL_TAGS]);
         }
