@@ -71,6 +71,9 @@ as_pg_user "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 
 "${RT[@]}" "${AS_PG[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
     -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
 as_pg_user "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qc "CREATE EXTENSION steep_repl" postgres
+# The daemon's own role, as in production (docs/security.md), not a superuser.
+as_pg_user "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres \
+    -qc "CREATE ROLE steep_daemon LOGIN IN ROLE steep_repl_daemon" postgres
 
 say "starting steep-repl with HTTP on 127.0.0.1:$http_port"
 cat >"$work/config.yaml" <<EOF
@@ -80,7 +83,7 @@ repl:
   postgresql:
     host: 127.0.0.1
     port: $pg_port
-    user: postgres
+    user: steep_daemon
   grpc:
     enabled: false
   http:
