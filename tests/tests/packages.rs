@@ -277,7 +277,10 @@ async fn the_packages_install_run_upgrade_and_purge_as_a_dba_expects() {
     ));
     sh(&node, "steep-repl cluster init").await;
     let state_dir = sh(&node, "ls /var/lib/steep-repl").await.stdout;
-    assert!(state_dir.contains("raft-node-1"), "{state_dir}");
+    assert!(
+        state_dir.contains("raft-node-1") && state_dir.contains("audit-node-1.spool"),
+        "the Raft directory and the audit spool: {state_dir}"
+    );
     let config_before = sh(&node, &format!("sha256sum {CONFIG}")).await.stdout;
 
     // A newer build over the running one: restarted, configuration and
@@ -299,8 +302,15 @@ async fn the_packages_install_run_upgrade_and_purge_as_a_dba_expects() {
         cluster.contains("node-1"),
         "the Raft state survives: {cluster}"
     );
+    let state_after = sh(&node, "ls /var/lib/steep-repl").await.stdout;
+    for entry in state_dir.split_whitespace() {
+        assert!(
+            state_after.split_whitespace().any(|e| e == entry),
+            "{entry} of /var/lib/steep-repl is gone after the upgrade: {state_after}"
+        );
+    }
     announce(&format!(
-        "  upgraded to revision 2: pid {first} -> {second}, config and Raft state kept"
+        "  upgraded to revision 2: pid {first} -> {second}, config, spool and Raft state kept"
     ));
 
     // Remove stops the service and keeps configuration and data; purge
