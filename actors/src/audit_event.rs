@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::net::IpAddr;
 use uuid::Uuid;
 
-/// Every action the audit log knows (SPEC section 2).
+/// Every action the audit log knows (docs/operations.md, "The audit trail").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditAction {
     NodeRegistered,
@@ -37,7 +37,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    /// All actions, in the order of SPEC, then ours beyond it.
+    /// All actions, in the order the audit trail first listed them.
     pub const ALL: [AuditAction; 14] = [
         AuditAction::NodeRegistered,
         AuditAction::NodeUpdated,

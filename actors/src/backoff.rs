@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-/// The reconnect schedule of SPEC: 100 ms doubling, capped at 5 s.
+/// The reconnect schedule (to PostgreSQL, to peers): 100 ms, doubling, capped at 5 s.
 pub const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// Upper bound of the reconnect schedule.
 pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
@@ -33,7 +33,7 @@ impl Backoff {
         }
     }
 
-    /// The reconnect schedule of SPEC (100 ms doubling to 5 s).
+    /// The reconnect schedule (100 ms doubling to 5 s).
     pub fn reconnect() -> Self {
         Self::new(RECONNECT_BASE, RECONNECT_CAP)
     }

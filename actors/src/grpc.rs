@@ -17,7 +17,7 @@ pub mod server;
 pub mod service;
 
 pub use certificates::ReloadCertificates;
-pub use peers::{GetPeers, GrpcPeerActor, PeerReported};
+pub use peers::{GrpcPeerActor, PeerReported};
 
 use crate::peer_tls::PeerTransport;
 use std::sync::{Arc, Mutex};

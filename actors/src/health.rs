@@ -8,7 +8,7 @@
 
 use crate::db::{DbActor, Ping};
 use crate::health_state::SharedHealth;
-use crate::system::ServiceNotifier;
+use crate::lifecycle::ServiceNotifier;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,6 +24,7 @@ pub mod ipc;
 pub mod lifecycle;
 pub mod peer_status;
 pub mod peer_tls;
+pub mod pki;
 pub mod proc_stats;
 pub mod raft;
 pub mod system;

@@ -1,5 +1,5 @@
-//! How this node judges a peer from its heartbeats: the status rules of
-//! SPEC, with hysteresis so that one lost or slow packet does not flap a
+//! How this node judges a peer from its heartbeats: the status rules below
+//! (docs/protocol.md, "Behaviour"), with hysteresis so that one lost or slow packet does not flap a
 //! status (and write an audit row) back and forth.
 //!
 //! - unknown: never answered, and not for long enough to call it gone;
@@ -149,11 +149,6 @@ impl PeerTracker {
     }
 }
 
-/// A strict majority of the nodes that count.
-pub fn has_quorum(visible: usize, total: usize) -> bool {
-    visible * 2 > total
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,15 +238,5 @@ mod tests {
             p.reported_postgres(t0 + 1100 * MS, true),
             Some(PeerStatus::Healthy)
         );
-    }
-
-    #[test]
-    fn a_majority_is_strict() {
-        assert!(has_quorum(2, 3));
-        assert!(!has_quorum(1, 3));
-        assert!(!has_quorum(2, 4));
-        assert!(has_quorum(3, 4));
-        assert!(has_quorum(1, 1));
-        assert!(!has_quorum(1, 2));
     }
 }

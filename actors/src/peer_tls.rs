@@ -24,8 +24,6 @@ pub mod identity;
 pub mod incoming;
 pub mod live;
 pub mod server_name;
-#[cfg(test)]
-pub(crate) mod test_certs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -751,8 +749,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::test_certs::TestCa;
     use super::*;
+    use crate::pki::testing::TestCa;
     use rcgen::ExtendedKeyUsagePurpose;
 
     fn paths_in(dir: &Path) -> TlsPaths {

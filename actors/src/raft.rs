@@ -1,4 +1,4 @@
-//! The daemon's side of the cluster agreement (SPEC 7).
+//! The daemon's side of the cluster agreement (docs/operations.md, "The cluster").
 //!
 //! `node` owns the member (`ClusterNode`: openraft on its own runtime, the
 //! store's identity, cluster and state requests); `transport` sends Raft

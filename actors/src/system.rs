@@ -12,7 +12,7 @@ use crate::db::{Close, DbActor, DbSettings};
 use crate::health::HealthActor;
 use crate::health_state::{DaemonState, ListenerHealth, SharedHealth};
 use crate::ipc::{IpcActor, IpcSettings};
-use crate::lifecycle::StopAccepting;
+use crate::lifecycle::{ServiceNotifier, StopAccepting};
 use actix::prelude::*;
 use serde_json::json;
 use slog::{info, warn, Logger};
@@ -31,17 +31,6 @@ pub struct ConfigChange {
 /// Re-reads the configuration (on SIGHUP): the changes, or why the new
 /// configuration was refused (the running one stays).
 pub type ReloadHook = std::sync::Arc<dyn Fn() -> Result<Vec<ConfigChange>, String> + Send + Sync>;
-
-/// Tells the service manager how the daemon is doing (systemd's sd_notify:
-/// READY, STOPPING, WATCHDOG). The daemon provides the platform one.
-pub trait ServiceNotifier: Send + Sync {
-    /// Fully started: listeners up.
-    fn ready(&self);
-    /// Graceful stop begun.
-    fn stopping(&self);
-    /// The main loop turned (called every health interval).
-    fn watchdog(&self);
-}
 
 /// Everything the actor tree needs, built by the daemon from its config.
 #[derive(Clone)]
@@ -93,11 +82,6 @@ pub struct Shutdown {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reload;
-
-/// The children's addresses, for the daemon and for tests.
-#[derive(Message)]
-#[rtype(result = "Option<Children>")]
-pub struct GetChildren;
 
 pub struct SystemActor {
     settings: SystemSettings,
@@ -320,14 +304,6 @@ impl Actor for SystemActor {
     }
 }
 
-impl Handler<GetChildren> for SystemActor {
-    type Result = Option<Children>;
-
-    fn handle(&mut self, _: GetChildren, _: &mut Context<Self>) -> Self::Result {
-        self.children.clone()
-    }
-}
-
 impl Handler<Reload> for SystemActor {
     type Result = ();
 
@@ -387,11 +363,13 @@ impl Handler<Shutdown> for SystemActor {
         let log = self.log.clone();
         let reason = msg.reason;
         let shutdown = async move {
+            // The listeners drain concurrently: one slow connection delays
+            // only its own listener's answer.
             let stops = children
                 .listeners
                 .iter()
                 .map(|listener| listener.send(StopAccepting { deadline }));
-            for stopped in futures_join_all(stops).await {
+            for stopped in futures_util::future::join_all(stops).await {
                 if let Err(e) = stopped {
                     warn!(log, "listener.stop_failed"; "error" => %e);
                 }
@@ -420,18 +398,4 @@ impl Handler<Shutdown> for SystemActor {
                 .map(|_, _, _| System::current().stop()),
         );
     }
-}
-
-/// Awaits every answer. `Addr::send` delivers its message when called, so
-/// collecting the requests first makes the listeners stop concurrently even
-/// though the answers are awaited in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let requests: Vec<_> = futures.collect();
-    let mut out = Vec::with_capacity(requests.len());
-    for request in requests {
-        out.push(request.await);
-    }
-    out
 }

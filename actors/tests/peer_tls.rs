@@ -2,9 +2,6 @@
 //! Coordinator service and the standard health service) behind
 //! `PeerIncoming` on 127.0.0.1, and clients good and bad dialling it.
 
-#[path = "../src/peer_tls/test_certs.rs"]
-mod test_certs;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +12,7 @@ use steep_repl_actors::peer_tls::{
     ConnectOptions, HandshakeFailure, HandshakeFailureReason, IncomingOptions, NodeTlsMaterial,
     PeerInfo, PeerTlsError, PeerTransport, TlsPaths,
 };
+use steep_repl_actors::pki::testing::{TestCa, TestNode};
 use steep_repl_proto::coordinator_client::CoordinatorClient;
 use steep_repl_proto::coordinator_server::{Coordinator, CoordinatorServer};
 use steep_repl_proto::{
@@ -22,7 +20,6 @@ use steep_repl_proto::{
     HealthCheckResponse, HeartbeatRequest, HeartbeatResponse, RegisterNodeRequest,
     RegisterNodeResponse,
 };
-use test_certs::{TestCa, TestNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};

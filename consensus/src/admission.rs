@@ -1,5 +1,5 @@
-//! Whether a Raft message may be accepted (SPEC 7, "Transport and
-//! identity").
+//! Whether a Raft message may be accepted (docs/protocol.md,
+//! "steep.repl.v1.Raft"; docs/security.md).
 //!
 //! Every message carries the cluster id, the sender's node_id and Raft id,
 //! and the Raft id it is meant for. It is accepted only when it belongs to

@@ -3,7 +3,7 @@
 //! `std::time::Instant` is CLOCK_MONOTONIC on Linux, which stops while the
 //! machine is suspended: a holder resumed after a suspend would count its
 //! lease as still running while the rest of the cluster saw it expire.
-//! CLOCK_BOOTTIME keeps counting through a suspend (SPEC 7).
+//! CLOCK_BOOTTIME keeps counting through a suspend.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! The check of a history of coordinator answers (SPEC 7, properties 1 and
-//! 2), shared by the in-process tests, the daemon tests and the Jepsen-style
+//! The check of a history of coordinator answers (docs/protocol.md, "Why
+//! two nodes never answer"), shared by the in-process tests, the daemon tests and the Jepsen-style
 //! run: every node is asked all along who is coordinator, each answer is
 //! kept with the instants it was asked and answered (one clock), and the
 //! whole history must show

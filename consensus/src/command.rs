@@ -2,7 +2,7 @@
 //! state map, with who asked for them, and the outcome of applying one.
 //!
 //! The requester travels inside the entry so that every node writes the same
-//! audit row when it applies it (SPEC 7, "Audit of replicated changes").
+//! audit row when it applies it (docs/operations.md, "The audit trail").
 
 use crate::coordinator::{CoordinatorCommand, CoordinatorRecord};
 use serde::{Deserialize, Serialize};

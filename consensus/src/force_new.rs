@@ -1,6 +1,6 @@
 //! `cluster force-new`: a survivor of a cluster that lost its majority for
-//! good becomes the only member of a new cluster (SPEC 7, "Creating and
-//! changing a cluster"), offline, with everything its store holds.
+//! good becomes the only member of a new cluster (docs/operations.md,
+//! "Recover after losing a majority for good"), offline, with everything its store holds.
 //!
 //! The survivor's state is its snapshot plus every entry of its log, the
 //! entries it did not know to be committed included: a write acknowledged

@@ -1,4 +1,5 @@
-//! The timing of the coordinator's lease, on CLOCK_BOOTTIME (SPEC 7).
+//! The timing of the coordinator's lease, on CLOCK_BOOTTIME
+//! (docs/protocol.md, "The coordinator lease").
 //!
 //! With `lease` L and allowed clock-rate error e:
 //! - the holder counts its role valid until the send time of its last
@@ -92,7 +93,7 @@ impl RenewalStamp {
 }
 
 /// Orders members for the role: the highest priority first, ties broken by
-/// the smallest node_id (SPEC 7, property 5).
+/// the smallest node_id.
 pub fn ranks_before(a: &Member, b: &Member) -> bool {
     (std::cmp::Reverse(a.priority), &a.node_id) < (std::cmp::Reverse(b.priority), &b.node_id)
 }

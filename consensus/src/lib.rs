@@ -1,4 +1,4 @@
-//! Cluster agreement for steep-repl (SPEC section 7), on openraft 0.9.
+//! Cluster agreement for steep-repl (docs/protocol.md, docs/operations.md), on openraft 0.9.
 //!
 //! This crate owns what the consensus engine needs and nothing of the
 //! daemon: the Raft type configuration and a member's data (`types`), the

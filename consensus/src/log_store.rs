@@ -1,5 +1,5 @@
-//! The Raft log, the vote and the committed log id in local files (SPEC 7,
-//! "Storage"): what openraft's `RaftLogStorage` and `RaftLogReader` ask of
+//! The Raft log, the vote and the committed log id in local files
+//! (`raft.dir`): what openraft's `RaftLogStorage` and `RaftLogReader` ask of
 //! a node's disk.
 //!
 //! The log is one append-only file, `log.bin`, of framed records

@@ -1,4 +1,4 @@
-//! The Raft store in one directory (SPEC 7, "Storage"): opens its identity,
+//! The Raft store in one directory (`raft.dir`): opens its identity,
 //! its log (with the vote and the committed log id) and its state machine
 //! together, and names what went wrong when it cannot.
 //!

@@ -1,6 +1,6 @@
 //! Who this store is: its Raft id (one incarnation of the node, drawn at
 //! random when the store is created) and the cluster it belongs to, kept in
-//! `identity.json` in the store directory (SPEC 7, "Identity of a member").
+//! `identity.json` in the store directory.
 //!
 //! A wiped store comes back with a new Raft id, so the cluster refuses it
 //! until it is removed and added again. The daemon reads the identity at

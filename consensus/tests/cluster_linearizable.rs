@@ -1,7 +1,6 @@
 //! The replicated state map is linearizable from every node while the
-//! network is cut, split one way only and paused (SPEC 7,
-//! "coordinator_state"; "a node that cannot reach a majority ... refuses
-//! writes with NO_QUORUM"), and what was acknowledged survives a restart of
+//! network is cut, split one way only and paused (a node
+//! that cannot reach a majority refuses writes with NO_QUORUM), and what was acknowledged survives a restart of
 //! every node.
 //!
 //! Each test runs real openraft nodes on the real file store (see

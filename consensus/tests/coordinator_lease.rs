@@ -1,5 +1,5 @@
 //! The coordinator lease on real openraft nodes and the real file store
-//! (SPEC 7, "The coordinator", properties 1-5), under cuts, held messages,
+//! (docs/protocol.md, "The coordinator lease"), under cuts, held messages,
 //! kills, unfit holders and failback.
 //!
 //! Every node's answer is polled all along the run (every few ms, each with

@@ -136,7 +136,7 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// The cluster: create it, add and remove members, show it (SPEC: Raft membership).
+    /// The cluster (Raft membership): create it, add and remove members, show it.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,

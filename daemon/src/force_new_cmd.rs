@@ -1,4 +1,5 @@
-//! `cluster force-new`: disaster recovery on a stopped node (SPEC 7). The
+//! `cluster force-new`: disaster recovery on a stopped node (docs/operations.md,
+//! "Recover after losing a majority for good"). The
 //! store is opened directly, under its directory's lock, so a running
 //! daemon (which holds it) makes the command refuse instead of racing it.
 //! The recovery itself is `steep_repl_consensus::force_new`.

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use steep_repl_actors::ipc::protocol::Response;
 
-/// How long one answer may take (SPEC promises under a second; database
+/// How long one answer may take (an answer is meant to take under a second; database
 /// methods are bounded at 10 s by the daemon itself).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 

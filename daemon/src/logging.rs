@@ -6,28 +6,145 @@
 //! Event Log and macOS os_log go through the `log` facade (`slog-stdlog`)
 //! into the maintained `eventlog` and `oslog` crates, behind `cfg` (not
 //! compiled on the Linux machines this project is built on).
+//!
+//! Our dependencies log through the `log` facade (sqlx, rustls, actix) or
+//! through `tracing` (tonic, hyper, h2, openraft), which emits `log` records
+//! while no tracing subscriber is set (its `log` feature). Everywhere the
+//! `log` facade is not already the sink, [`DependencyLog`] forwards those
+//! records into the root logger as `dependency.log` events with their
+//! `target`, at warning and above unless the configured level is debug or
+//! trace, so that their chatter does not bury ours.
 
 use slog::{o, Drain, Level, Logger};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// The log level in effect, changeable while running (SIGHUP reload).
 #[derive(Clone)]
-pub struct LevelHandle(Arc<AtomicUsize>);
+pub struct LevelHandle {
+    level: Arc<AtomicUsize>,
+    /// Whether [`DependencyLog`] forwards to this logger, so that a new
+    /// level also moves the `log` facade's maximum.
+    bridged: Arc<AtomicBool>,
+}
 
 impl LevelHandle {
     fn new(level: Level) -> Self {
-        LevelHandle(Arc::new(AtomicUsize::new(level.as_usize())))
+        LevelHandle {
+            level: Arc::new(AtomicUsize::new(level.as_usize())),
+            bridged: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn set(&self, level: Level) {
-        self.0.store(level.as_usize(), Ordering::Relaxed);
+        self.level.store(level.as_usize(), Ordering::Relaxed);
+        if self.bridged.load(Ordering::Relaxed) {
+            log::set_max_level(log_filter(dependency_level(level)));
+        }
     }
 
     pub fn get(&self) -> Level {
-        Level::from_usize(self.0.load(Ordering::Relaxed)).unwrap_or(Level::Info)
+        Level::from_usize(self.level.load(Ordering::Relaxed)).unwrap_or(Level::Info)
     }
+}
+
+/// The level of our dependencies' records for a configured level: the
+/// configured one at debug and trace, otherwise no chattier than warning.
+fn dependency_level(configured: Level) -> Level {
+    if configured.is_at_least(Level::Warning) || configured.as_usize() >= Level::Debug.as_usize() {
+        configured
+    } else {
+        Level::Warning
+    }
+}
+
+fn log_filter(level: Level) -> log::LevelFilter {
+    match level {
+        Level::Critical | Level::Error => log::LevelFilter::Error,
+        Level::Warning => log::LevelFilter::Warn,
+        Level::Info => log::LevelFilter::Info,
+        Level::Debug => log::LevelFilter::Debug,
+        Level::Trace => log::LevelFilter::Trace,
+    }
+}
+
+fn slog_level(level: log::Level) -> Level {
+    match level {
+        log::Level::Error => Level::Error,
+        log::Level::Warn => Level::Warning,
+        log::Level::Info => Level::Info,
+        log::Level::Debug => Level::Debug,
+        log::Level::Trace => Level::Trace,
+    }
+}
+
+/// The `log` facade's logger: forwards our dependencies' records (and,
+/// through tracing's `log` feature, their tracing events) to the root
+/// logger. Installed once per process; [`bridge_dependencies`] points it
+/// at the logger of the moment.
+struct DependencyLog {
+    target: RwLock<Option<(Logger, LevelHandle)>>,
+}
+
+static DEPENDENCY_LOG: DependencyLog = DependencyLog {
+    target: RwLock::new(None),
+};
+
+impl log::Log for DependencyLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        match &*self.target.read().unwrap_or_else(|e| e.into_inner()) {
+            Some((_, level)) => {
+                slog_level(metadata.level()).is_at_least(dependency_level(level.get()))
+            }
+            None => false,
+        }
+    }
+
+    fn log(&self, record: &log::Record) {
+        let target = self.target.read().unwrap_or_else(|e| e.into_inner());
+        let Some((logger, level)) = &*target else {
+            return;
+        };
+        if !slog_level(record.level()).is_at_least(dependency_level(level.get())) {
+            return;
+        }
+        let (from, message) = (record.target(), record.args());
+        // One arm a level: slog's macros take the level as a constant.
+        match record.level() {
+            log::Level::Error => {
+                slog::error!(logger, "dependency.log"; "target" => from, "message" => %message)
+            }
+            log::Level::Warn => {
+                slog::warn!(logger, "dependency.log"; "target" => from, "message" => %message)
+            }
+            log::Level::Info => {
+                slog::info!(logger, "dependency.log"; "target" => from, "message" => %message)
+            }
+            log::Level::Debug => {
+                slog::debug!(logger, "dependency.log"; "target" => from, "message" => %message)
+            }
+            log::Level::Trace => {
+                slog::trace!(logger, "dependency.log"; "target" => from, "message" => %message)
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends our dependencies' `log` records (and tracing events) to `logger`
+/// at [`dependency_level`] of `level`, following its changes.
+pub fn bridge_dependencies(logger: &Logger, level: &LevelHandle) {
+    level.bridged.store(true, Ordering::Relaxed);
+    *DEPENDENCY_LOG
+        .target
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some((logger.clone(), level.clone()));
+    // Fails only when a logger is already installed: ours, from an earlier
+    // call (it now points at the new logger), or a platform sink's.
+    let _ = log::set_logger(&DEPENDENCY_LOG);
+    log::set_max_level(log_filter(dependency_level(level.get())));
 }
 
 /// A level filter reading the [`LevelHandle`] on every record.
@@ -111,7 +228,23 @@ pub fn build(sink: Sink, level: Level, node_id: &str) -> (Logger, LogGuard, Leve
         slog::warn!(logger, "log.fallback"; "wanted" => format!("{sink:?}"), "error" => reason,
                     "using" => "stderr");
     }
+    if !through_log_facade(sink) {
+        bridge_dependencies(&logger, &handle);
+    }
     (logger, guard, handle)
+}
+
+/// Whether the sink itself writes through the `log` facade (Windows Event
+/// Log, os_log): there our dependencies' records already reach it, and a
+/// bridge back into slog would loop.
+fn through_log_facade(sink: Sink) -> bool {
+    match sink {
+        #[cfg(windows)]
+        Sink::EventLog => true,
+        #[cfg(target_os = "macos")]
+        Sink::OsLog => true,
+        _ => false,
+    }
 }
 
 fn open(
@@ -214,6 +347,97 @@ mod tests {
         level.set(Level::Warning);
         assert_eq!(level.get(), Level::Warning);
         drop(guard);
+    }
+
+    /// A drain that keeps every record's message and key-values as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Drain for Captured {
+        type Ok = ();
+        type Err = slog::Never;
+
+        fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            struct Text(String);
+            impl slog::Serializer for Text {
+                fn emit_arguments(
+                    &mut self,
+                    key: slog::Key,
+                    val: &std::fmt::Arguments,
+                ) -> slog::Result {
+                    self.0.push_str(&format!(" {key}={val}"));
+                    Ok(())
+                }
+            }
+            let mut text = Text(format!(
+                "{} {}",
+                record.level().as_short_str(),
+                record.msg()
+            ));
+            slog::KV::serialize(&record.kv(), record, &mut text).unwrap();
+            self.0.lock().unwrap().push(text.0);
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn dependencies_log_and_tracing_records_reach_slog_at_warning_unless_debug() {
+        let captured = Captured::default();
+        let logger = Logger::root(captured.clone().fuse(), o!());
+        let level = LevelHandle::new(Level::Info);
+        bridge_dependencies(&logger, &level);
+
+        log::warn!(target: "sqlx::query", "slow statement: execution time exceeded alert threshold");
+        log::info!(target: "sqlx::query", "summary");
+        tracing::warn!(target: "h2::proto", "connection error: broken pipe");
+        tracing::info!(target: "hyper::server", "accepted");
+        let lines = captured.lines();
+        assert!(
+            lines.iter().any(|l| l.starts_with("WARN dependency.log")
+                && l.contains("target=sqlx::query")
+                && l.contains("slow statement")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("target=h2::proto") && l.contains("broken pipe")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines.len(),
+            2,
+            "info records of dependencies kept back: {lines:?}"
+        );
+
+        // `--debug` (or a reload to debug) lets them through.
+        level.set(Level::Debug);
+        log::debug!(target: "sqlx::pool", "acquired");
+        tracing::debug!(target: "tonic::transport", "connecting");
+        let lines = captured.lines();
+        assert!(
+            lines.iter().any(|l| l.contains("target=sqlx::pool")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("target=tonic::transport")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn dependencies_are_quieter_than_us_except_when_debugging() {
+        assert_eq!(dependency_level(Level::Info), Level::Warning);
+        assert_eq!(dependency_level(Level::Warning), Level::Warning);
+        assert_eq!(dependency_level(Level::Error), Level::Error);
+        assert_eq!(dependency_level(Level::Debug), Level::Debug);
+        assert_eq!(dependency_level(Level::Trace), Level::Trace);
     }
 
     #[test]

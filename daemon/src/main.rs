@@ -1,6 +1,5 @@
 //! steep-repl: the node daemon and its command line.
 
-mod certs;
 mod cli;
 mod cluster_cmd;
 mod config;

@@ -399,7 +399,7 @@ fn grpc_settings(config: &Config) -> Result<Option<GrpcSettings>, (Exit, String)
 }
 
 /// A clean stop: this node stops claiming the coordinator role and, when it
-/// holds it, commits a release so that nobody waits out its lease (SPEC 7).
+/// holds it, commits a release so that nobody waits out its lease.
 fn release_coordinator(cluster: &ClusterNode, log: &slog::Logger) {
     let held = cluster.coordinator().is_self;
     match tokio::runtime::Builder::new_current_thread()
@@ -464,11 +464,12 @@ fn raft_settings(config: &Config) -> RaftSettings {
 }
 
 /// The service manager's notifier (systemd's NOTIFY_SOCKET), if any.
-fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>> {
+fn notifier() -> Option<std::sync::Arc<dyn steep_repl_actors::lifecycle::ServiceNotifier>> {
     #[cfg(target_os = "linux")]
     {
         crate::service::notify::SystemdNotifier::from_env().map(|n| {
-            std::sync::Arc::new(n) as std::sync::Arc<dyn steep_repl_actors::system::ServiceNotifier>
+            std::sync::Arc::new(n)
+                as std::sync::Arc<dyn steep_repl_actors::lifecycle::ServiceNotifier>
         })
     }
     #[cfg(not(target_os = "linux"))]

@@ -1,10 +1,10 @@
 //! `steep-repl tls init` and `tls issue`: the cluster CA and node
 //! certificates for mutual TLS between peers.
 
-use crate::certs;
 use crate::config;
 use crate::exit::Exit;
 use std::path::{Path, PathBuf};
+use steep_repl_actors::pki;
 
 /// Where certificates go by default: `tls/` beside the configuration file.
 pub fn default_dir(config: Option<&Path>) -> PathBuf {
@@ -15,7 +15,7 @@ pub fn default_dir(config: Option<&Path>) -> PathBuf {
 }
 
 pub fn init(dir: &Path, cluster_name: &str, days: u32) -> Exit {
-    match certs::init_ca(dir, cluster_name, days) {
+    match pki::init_ca(dir, cluster_name, days) {
         Ok(files) => {
             println!("cluster CA created:");
             println!(
@@ -41,7 +41,7 @@ pub fn init(dir: &Path, cluster_name: &str, days: u32) -> Exit {
 }
 
 pub fn issue(dir: &Path, node_id: &str, hosts: &[String], days: u32) -> Exit {
-    match certs::issue_node(dir, node_id, hosts, days) {
+    match pki::issue_node(dir, node_id, hosts, days) {
         Ok(files) => {
             println!(
                 "certificate for node {node_id} created (signed by {}):",

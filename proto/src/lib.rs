@@ -154,8 +154,7 @@ mod tests {
             expect(&[
                 ("postgresql_connected", 1),
                 ("postgresql_version", 2),
-                ("memory_used_bytes", 3),
-                ("cpu_percent", 4)
+                ("memory_used_bytes", 3)
             ])
         );
         assert_eq!(

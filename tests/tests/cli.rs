@@ -5,7 +5,9 @@ use serde_json::Value;
 use sqlx::Executor;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use steep_repl_tests::daemon::{run_cli, steep_repl_bin, Daemon, DaemonHome, DaemonOptions};
+use steep_repl_tests::daemon::{
+    run_cli, run_cli_env, steep_repl_bin, Daemon, DaemonHome, DaemonOptions,
+};
 use steep_repl_tests::ext::server_with_extension;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -191,6 +193,38 @@ fn an_unloadable_configuration_falls_back_to_the_default_socket_and_says_so() {
     );
     // Nothing normally runs on the default socket on a test machine.
     assert!(code == 3 || code == 0, "exit {code}: {err}");
+}
+
+/// Each message once, each on its own line: the missing file is named in
+/// the note that says which socket is tried instead, and nowhere else.
+#[test]
+fn status_without_a_config_file_names_it_once_on_its_own_line() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("missing.yaml");
+    let home_text = home.path().display().to_string();
+    let env = [
+        ("HOME", home_text.as_str()),
+        ("XDG_CONFIG_HOME", home_text.as_str()),
+    ];
+    let runs = [
+        run_cli_env(&["status"], Some(&missing), &env).unwrap(),
+        run_cli_env(&["status"], None, &env).unwrap(),
+    ];
+    for (code, out, err) in runs {
+        assert!(code == 3 || code == 0, "exit {code}: {out}{err}");
+        assert_eq!(
+            err.matches("config file not found").count(),
+            1,
+            "the missing file named more than once: {err:?}"
+        );
+        assert!(err.ends_with('\n'), "{err:?}");
+        for line in err.lines() {
+            assert!(
+                line.starts_with("steep-repl: ") || line.starts_with("  "),
+                "a message run into another: {line:?} in {err:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Operating a Raft cluster on real daemons (SPEC 7, "Creating and
-//! changing a cluster"; docs/operations.md): disaster recovery after losing
+//! Operating a Raft cluster on real daemons (docs/operations.md,
+//! "Running a cluster"): disaster recovery after losing
 //! a majority for good (`cluster force-new`), replacing a dead node under
 //! the same node_id, and upgrading the data of a 0.1.0 cluster.
 

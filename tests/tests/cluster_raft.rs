@@ -1,4 +1,4 @@
-//! Cluster agreement on real daemons (SPEC section 7): clusters created,
+//! Cluster agreement on real daemons (docs/operations.md, "The cluster"): clusters created,
 //! grown and shrunk by command; the replicated state map read and written
 //! from any member; Raft messages refused (and audited) when the sender's
 //! identity does not hold; a wiped store refused until re-added; a minority
@@ -648,7 +648,7 @@ async fn a_second_daemon_on_a_raft_directory_in_use_refuses_to_start() {
 }
 
 /// `/ready` says no while a node is not a caught-up member; `/metrics`
-/// carries the Raft and coordinator numbers (SPEC 7, "Metrics").
+/// carries the Raft and coordinator numbers (docs/operations.md, "HTTP probes and metrics").
 #[tokio::test]
 async fn ready_waits_for_membership_and_metrics_show_the_cluster() {
     use steep_repl_tests::http::{get, parse_prometheus};

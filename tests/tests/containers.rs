@@ -180,7 +180,7 @@ async fn a_partitioned_coordinator_is_replaced_by_the_majority_and_claims_none_u
     }
 }
 
-/// SPEC 7's asymmetric cut: node-2 (the coordinator) and node-3 cannot
+/// An asymmetric cut: node-2 (the coordinator) and node-3 cannot
 /// reach each other, both still reach node-1. Every node is asked who is
 /// coordinator all along and the whole history is checked.
 #[tokio::test]

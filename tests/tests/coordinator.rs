@@ -1,4 +1,4 @@
-//! The coordinator lease on real daemons (SPEC 7, "The coordinator"): a
+//! The coordinator lease on real daemons (docs/protocol.md, "The coordinator lease"): a
 //! frozen coordinator, a PostgreSQL that stops answering under it, and a
 //! node restarted with an empty store. Every node is asked who is
 //! coordinator all along each run and the whole history is checked

@@ -319,6 +319,28 @@ async fn a_second_daemon_with_the_same_configuration_is_refused_naming_the_first
     assert_eq!(first.stop().unwrap().code(), Some(0));
 }
 
+/// sqlx, actix and openraft log through `log` or `tracing`, not slog: their
+/// records reach the daemon's own log, as `dependency.log` events naming
+/// their target (test daemons run at level debug, where dependencies' debug
+/// records are shown too).
+#[tokio::test]
+async fn the_logs_of_sqlx_and_other_dependencies_reach_the_daemon_log() {
+    let (pg, _conn) = server_with_extension().await.unwrap();
+    let mut daemon = Daemon::start(&DaemonOptions::for_server("node-a", &pg)).unwrap();
+    daemon.wait_for_log("postgresql.connected", WAIT).unwrap();
+    daemon.wait_for_log("target: sqlx::query", WAIT).unwrap();
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("target: sqlx::query"))
+        .unwrap();
+    assert!(
+        line.contains("dependency.log") && line.contains("node_id: node-a"),
+        "{line}"
+    );
+    assert_eq!(daemon.stop().unwrap().code(), Some(0));
+}
+
 /// Runs `steep-repl run` with a config file holding `yaml`; expects it to
 /// stop before starting anything, and returns its stderr.
 fn refused_config(yaml: &str) -> (DaemonHome, String) {

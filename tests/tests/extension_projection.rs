@@ -1,5 +1,5 @@
 //! coordinator_state, the identity columns of nodes and the coordinator as
-//! the projection of the cluster's replicated state (SPEC section 7): applied
+//! the projection of the cluster's replicated state (docs/operations.md, "The cluster"): applied
 //! idempotently with the log index stored in the same transaction, one audit
 //! row per applied entry carrying the requester, and direct writes refused
 //! naming the command to use.

@@ -1,5 +1,6 @@
 //! The objects `CREATE EXTENSION steep_repl` creates, read back from the
-//! catalogs and compared with SPEC section 2.
+//! catalogs and compared with what docs/operations.md ("What it creates")
+//! describes.
 
 use sqlx::{Executor, Row};
 use steep_repl_tests::ext::{db_error, server_with_extension};

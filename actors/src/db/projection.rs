@@ -1,4 +1,4 @@
-//! Writes the replicated state map into PostgreSQL (the projection, SPEC 7).
+//! Writes the replicated state map into PostgreSQL (the projection).
 //!
 //! The extension's apply functions do the work, each with the log index it
 //! applies: an entry already applied is skipped, so a replay after a
@@ -69,7 +69,7 @@ const APPLY_COORDINATOR: &str =
 const APPLY_MEMBERSHIP: &str = "SELECT steep_repl.apply_membership($1, $2)";
 /// The rows of `coordinator_state` written before this node's projection
 /// followed any cluster: the state of a 0.1.0 node, which `cluster init`
-/// seeds the new cluster's map from (SPEC 7, upgrading a 0.1.0 cluster).
+/// seeds the new cluster's map from (docs/operations.md, "Upgrade a 0.1.0 cluster").
 #[derive(Message)]
 #[rtype(result = "DbResult<Vec<(String, Value)>>")]
 pub struct LegacyState;

@@ -20,9 +20,6 @@ pub const EXTENSION_STATE: &str = "SELECT \
 
 pub const PING: &str = "SELECT 1";
 
-pub const NODE_COLUMNS: &str = "node_id, node_name, host, port, priority, is_coordinator, \
-     last_seen, status, grpc_host, grpc_port, role";
-
 pub const LIST_NODES: &str = "SELECT node_id, node_name, host, port, priority, is_coordinator, \
        last_seen, status, grpc_host, grpc_port, role \
      FROM steep_repl.nodes \

@@ -113,7 +113,6 @@ pub struct ReportedStatus {
     pub postgresql_connected: bool,
     pub postgresql_version: String,
     pub memory_used_bytes: u64,
-    pub cpu_percent: f32,
 }
 
 pub fn heartbeat(request: &HeartbeatRequest) -> Result<Heartbeat, FieldError> {
@@ -134,17 +133,10 @@ fn reported_status(s: &NodeStatus) -> Result<ReportedStatus, FieldError> {
             format!("must not be negative, got {}", s.memory_used_bytes),
         )
     })?;
-    if !s.cpu_percent.is_finite() || s.cpu_percent < 0.0 {
-        return Err(FieldError::new(
-            "node_status.cpu_percent",
-            format!("must be a percentage of at least 0, got {}", s.cpu_percent),
-        ));
-    }
     Ok(ReportedStatus {
         postgresql_connected: s.postgresql_connected,
         postgresql_version: text("node_status.postgresql_version", &s.postgresql_version)?,
         memory_used_bytes,
-        cpu_percent: s.cpu_percent,
     })
 }
 
@@ -353,12 +345,6 @@ mod tests {
             node_status: Some(s),
         };
         let err = heartbeat(&beat(NodeStatus {
-            cpu_percent: f32::NAN,
-            ..Default::default()
-        }))
-        .unwrap_err();
-        assert_eq!(err.field, "node_status.cpu_percent");
-        let err = heartbeat(&beat(NodeStatus {
             memory_used_bytes: -1,
             ..Default::default()
         }))
@@ -368,7 +354,6 @@ mod tests {
             postgresql_connected: true,
             postgresql_version: "18.1".into(),
             memory_used_bytes: 1 << 30,
-            cpu_percent: 12.5,
         }))
         .unwrap();
         assert!(ok.status.unwrap().postgresql_connected);
@@ -438,14 +423,11 @@ mod fuzz {
     }
 
     fn status() -> impl Strategy<Value = NodeStatus> {
-        (any::<bool>(), text_value(), any::<i64>(), any::<f32>()).prop_map(
-            |(postgresql_connected, postgresql_version, memory_used_bytes, cpu_percent)| {
-                NodeStatus {
-                    postgresql_connected,
-                    postgresql_version,
-                    memory_used_bytes,
-                    cpu_percent,
-                }
+        (any::<bool>(), text_value(), any::<i64>()).prop_map(
+            |(postgresql_connected, postgresql_version, memory_used_bytes)| NodeStatus {
+                postgresql_connected,
+                postgresql_version,
+                memory_used_bytes,
             },
         )
     }
@@ -563,7 +545,7 @@ mod fuzz {
                 Ok(h) => {
                     prop_assert!((1..=63).contains(&h.node_id.len()));
                     if let Some(s) = h.status {
-                        prop_assert!(s.cpu_percent.is_finite() && s.cpu_percent >= 0.0);
+                        prop_assert!(i64::try_from(s.memory_used_bytes).is_ok());
                     }
                 }
                 Err(e) => names_a_field(&e, &["node_id", "node_status"])?,

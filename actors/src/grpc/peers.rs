@@ -39,11 +39,6 @@ pub struct PeerReported {
     pub postgresql_connected: bool,
 }
 
-/// The peer table, for status and tests.
-#[derive(Message)]
-#[rtype(result = "Vec<PeerHealth>")]
-pub struct GetPeers;
-
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Tick;
@@ -254,7 +249,6 @@ impl GrpcPeerActor {
             ),
             postgresql_version: s.postgresql.server_version.clone().unwrap_or_default(),
             memory_used_bytes: crate::proc_stats::rss_bytes(),
-            cpu_percent: 0.0,
         }
     }
 
@@ -636,14 +630,6 @@ fn status_text(status: &tonic::Status) -> String {
         source = cause.source();
     }
     text
-}
-
-impl Handler<GetPeers> for GrpcPeerActor {
-    type Result = MessageResult<GetPeers>;
-
-    fn handle(&mut self, _: GetPeers, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.health.load().peers.clone())
-    }
 }
 
 impl Handler<StopAccepting> for GrpcPeerActor {

@@ -213,7 +213,7 @@ impl Dispatcher {
     }
 
     /// `cluster.init`, seeding the new map from the `coordinator_state`
-    /// rows of a 0.1.0 node (an upgrade: SPEC 7). The rows are read first,
+    /// rows of a 0.1.0 node (an upgrade, docs/operations.md). The rows are read first,
     /// so a data node whose PostgreSQL is down is refused rather than
     /// starting a cluster without its old state.
     async fn cluster_init(&self) -> Result<Reply, ErrorBody> {

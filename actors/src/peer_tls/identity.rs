@@ -155,7 +155,7 @@ pub fn identity_matches(identity: &PeerIdentity, claimed_node_id: &str) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer_tls::test_certs::TestCa;
+    use crate::pki::testing::TestCa;
 
     #[test]
     fn identity_reads_cn_and_every_kind_of_san() {

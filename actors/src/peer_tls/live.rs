@@ -120,9 +120,9 @@ fn loaded(material: &NodeTlsMaterial) -> Result<Loaded, PeerTlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer_tls::test_certs::TestCa;
+    use crate::pki::testing::TestCa;
 
-    fn write(node: &crate::peer_tls::test_certs::TestNode, dir: &std::path::Path) -> TlsPaths {
+    fn write(node: &crate::pki::testing::TestNode, dir: &std::path::Path) -> TlsPaths {
         let files = node.write_to(dir, "node");
         TlsPaths {
             cert_file: files.cert,

@@ -153,7 +153,7 @@ impl ServerCertVerifier for NamingServerVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer_tls::test_certs::TestCa;
+    use crate::pki::testing::TestCa;
 
     fn verifier(ca: &TestCa) -> NamingServerVerifier {
         use rustls::pki_types::pem::PemObject;

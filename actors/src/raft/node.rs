@@ -787,7 +787,7 @@ impl ClusterNode {
         Ok(self.status())
     }
 
-    /// SPEC 7: the coordinator is not removed before it released the role.
+    /// The coordinator is never removed before it released the role.
     /// The leader asks it to hand over; a dead holder's lease runs out and
     /// the role moves on without it.
     async fn release_before_removal(&self, node_id: &str) -> Result<(), ClusterError> {

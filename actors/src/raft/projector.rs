@@ -1,5 +1,5 @@
 //! Keeps this node's PostgreSQL tables in step with the replicated state
-//! map: the projection (SPEC 7), readable by SQL, possibly stale, never a
+//! map: the projection, readable by SQL, possibly stale, never a
 //! source of truth.
 //!
 //! It follows the state machine's journal of applied entries and hands
@@ -283,7 +283,7 @@ async fn project(
 }
 
 /// The identity columns of the registry from a membership: one member per
-/// row (SPEC 7: the registry is the membership's projection).
+/// row (the registry is the membership's projection).
 fn membership_step(membership: &StoredMembership) -> Option<ProjectionStep> {
     let index = membership.log_id().map(|l| l.index)?;
     let members: Vec<Value> = membership

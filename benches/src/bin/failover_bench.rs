@@ -1,4 +1,4 @@
-//! Coordinator failover (SPEC 7, property 4): the time from `kill -9` of
+//! Coordinator failover (the 4 s goal of docs/protocol.md, "Timing"): the time from `kill -9` of
 //! the coordinator's daemon until every survivor names the new holder,
 //! with real release daemons on loopback (three nodes, each with its own
 //! PostgreSQL 18, mutual TLS, Raft logs fsync'd on local disk).

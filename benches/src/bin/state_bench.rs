@@ -1,4 +1,4 @@
-//! Replicated state writes against etcd (SPEC 6: `state.set`/`state.cas`
+//! Replicated state writes against etcd (the goal: `state.set`/`state.cas`
 //! p99 on three nodes with mTLS at most that of a three-member etcd doing
 //! the same puts in the same run).
 //!

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::secret::Secret;
+use super::values::{format_duration, is_host_name_or_ipv4};
 
 pub const DEFAULT_PRIORITY: u8 = 50;
 pub const DEFAULT_PG_HOST: &str = "localhost";
@@ -69,7 +70,7 @@ pub struct Config {
     pub advertise_host: String,
     pub postgresql: PostgresqlConfig,
     pub grpc: GrpcConfig,
-    /// The consensus log that decides the coordinator (SPEC 7).
+    /// The consensus log that decides the coordinator.
     pub raft: RaftConfig,
     pub coordinator: CoordinatorConfig,
     pub http: HttpConfig,
@@ -276,17 +277,6 @@ pub(crate) fn parse_port(text: &str) -> Option<u16> {
     }
 }
 
-/// A DNS name (letters, digits, `-`, `_`, dots) or an IPv4 address.
-pub(crate) fn is_host_name_or_ipv4(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 253
-        && !text.starts_with('.')
-        && !text.contains("..")
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
@@ -481,7 +471,7 @@ impl Origins {
 
 /// Durations print as they are written in the file (`1s`, `500ms`, `2y`).
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&super::values::format_duration(*d))
+    s.serialize_str(&format_duration(*d))
 }
 
 /// File modes print as the octal string people write (`0660`).

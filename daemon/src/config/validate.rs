@@ -130,10 +130,10 @@ pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// The replacement time of a dead coordinator the defaults keep within
-/// (SPEC 7, property 4).
+/// (docs/protocol.md, "Timing").
 const FAILOVER_GOAL: std::time::Duration = std::time::Duration::from_secs(4);
 
-/// The Raft timers and the coordinator lease, as one set (SPEC 7): an
+/// The Raft timers and the coordinator lease, as one set: an
 /// election timeout below a few heartbeats, an empty election range, or a
 /// lease that cannot be renewed three times within itself cannot work.
 /// (Single-key bounds, such as a heartbeat of at least 10ms or election

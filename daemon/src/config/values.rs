@@ -7,8 +7,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::schema::is_host_name_or_ipv4;
-
 pub(crate) const NODE_ID: &str =
     "a node id of 1-63 characters from A-Z, a-z, 0-9, '.', '_' and '-'";
 pub(crate) const NAME: &str = "a non-empty name";
@@ -311,6 +309,17 @@ pub(crate) fn command(text: &str) -> Option<String> {
         Ok(words) if !words.is_empty() => Some(text.to_string()),
         _ => None,
     }
+}
+
+/// A DNS name (letters, digits, `-`, `_`, dots) or an IPv4 address.
+pub(crate) fn is_host_name_or_ipv4(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && !text.starts_with('.')
+        && !text.contains("..")
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

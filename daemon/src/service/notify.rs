@@ -3,7 +3,7 @@
 //! A no-op when not started by systemd (no NOTIFY_SOCKET).
 
 use sd_notify::NotifyState;
-use steep_repl_actors::system::ServiceNotifier;
+use steep_repl_actors::lifecycle::ServiceNotifier;
 
 pub struct SystemdNotifier {
     watchdog: bool,

@@ -1,4 +1,4 @@
-//! A Jepsen-style test of the cluster agreement (SPEC 7) on real nodes in
+//! A Jepsen-style test of the cluster agreement on real nodes in
 //! containers: clients on every node run random reads, writes and
 //! compare-and-sets on a few keys of the replicated state while a nemesis
 //! partitions, cuts, freezes, kills, restarts and loses packets; every node

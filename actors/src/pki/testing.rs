@@ -1,18 +1,15 @@
-//! Test support: throwaway cluster CAs and node certificates made with rcgen.
-//!
-//! Used by the unit tests of `peer_tls` and, through `#[path]`, by the
-//! integration test `tests/peer_tls.rs`, so it depends on nothing but rcgen,
-//! rustls-pki-types and std. Tests may unwrap: a failure here is a broken
-//! test set-up, not an input to handle.
-
-#![allow(dead_code)]
+//! Test support (feature `test-certs`): throwaway cluster CAs and node
+//! certificates, in memory, made as [`super::init_ca`] and
+//! [`super::issue_node`] make them ([`super::ca_params`],
+//! [`super::node_params`]) but without files, validity checks or refusals,
+//! and with the odd certificate a test needs (URI SANs, other key usages).
+//! Used by the unit tests of `peer_tls` and by the integration tests. Tests
+//! may unwrap: a failure here is a broken test set-up, not an input to
+//! handle.
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
 use rustls_pki_types::CertificateDer;
 
 /// A cluster CA that can issue node certificates.
@@ -41,11 +38,7 @@ pub struct TestFiles {
 impl TestCa {
     /// A new self-signed CA whose CN is `name`.
     pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let params = super::ca_params(name);
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         TestCa {
@@ -85,18 +78,14 @@ impl TestCa {
         uris: &[&str],
         ekus: &[ExtendedKeyUsagePurpose],
     ) -> TestNode {
+        // rcgen tells IP addresses from DNS names.
         let owned: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(owned).unwrap();
+        let mut names = CertificateParams::new(owned).unwrap().subject_alt_names;
         for uri in uris {
-            params
-                .subject_alt_names
-                .push(SanType::URI((*uri).try_into().unwrap()));
+            names.push(SanType::URI((*uri).try_into().unwrap()));
         }
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cn);
+        let mut params = super::node_params(cn, names);
         params.extended_key_usages = ekus.to_vec();
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();

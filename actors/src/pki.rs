@@ -1,4 +1,6 @@
-//! Certificate generation for `steep-repl tls init` and `tls issue`.
+//! The cluster's small private PKI: certificate generation for
+//! `steep-repl tls init` and `tls issue`, and (behind the `test-certs`
+//! feature) the same issuance in memory for tests and benches.
 //!
 //! This module owns the files of a cluster's small private PKI: the cluster
 //! CA (`ca.crt`, `ca.key`) and one certificate and key per node
@@ -9,8 +11,12 @@
 //! overwrites a file: each is created with `create_new`, keys with mode
 //! 0600 from the first byte, and a partial result is removed.
 //!
-//! The CLI wires these functions to the commands; `steep_repl_actors::
-//! peer_tls` reads the files back.
+//! The CLI wires these functions to the commands; [`crate::peer_tls`] reads
+//! the files back. [`ca_params`] and [`node_params`] say once what a CA and
+//! a node certificate are; `testing` issues them without files.
+
+#[cfg(any(test, feature = "test-certs"))]
+pub mod testing;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -145,17 +151,7 @@ pub fn init_ca(dir: &Path, cluster_name: &str, validity_days: u32) -> Result<CaF
     ensure_dir(dir)?;
     refuse_existing(&[&cert_path, &key_path])?;
 
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, cluster_name);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "steep-repl");
-    // Path length 0: this CA signs node certificates, never another CA.
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut params = ca_params(cluster_name);
     params.not_before = not_before;
     params.not_after = not_after;
 
@@ -199,17 +195,7 @@ pub fn issue_node<H: AsRef<str>>(
         });
     }
 
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, node_id);
-    params.subject_alt_names = sans.iter().map(|san| san.rcgen.clone()).collect();
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
+    let mut params = node_params(node_id, sans.iter().map(|san| san.rcgen.clone()).collect());
     params.not_before = not_before;
     params.not_after = not_after;
 
@@ -226,6 +212,41 @@ pub fn issue_node<H: AsRef<str>>(
         subject_alt_names: sans.into_iter().map(|san| san.text).collect(),
         not_after,
     })
+}
+
+/// What a cluster CA is: CN = `cluster_name`, O = steep-repl, a CA of path
+/// length 0 (it signs node certificates, never another CA) whose key signs
+/// certificates and CRLs. Validity is the caller's.
+pub(crate) fn ca_params(cluster_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, cluster_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "steep-repl");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// What a node certificate is: CN = `cn`, the given SANs, not a CA, a
+/// digital-signature key used as TLS server and as TLS client between peers,
+/// with the issuer's key identifier. Validity is the caller's.
+pub(crate) fn node_params(cn: &str, sans: Vec<SanType>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params
 }
 
 /// Checks a node_id: 1 to 63 characters from `[A-Za-z0-9._-]`. It becomes
@@ -490,7 +511,7 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use steep_repl_actors::peer_tls::{identity_matches, NodeTlsMaterial, TlsPaths};
+    use crate::peer_tls::{identity_matches, NodeTlsMaterial, TlsPaths};
     use x509_parser::extensions::GeneralName;
 
     fn parse(path: &Path) -> Vec<u8> {
@@ -652,7 +673,7 @@ mod tests {
         let mut server = rustls::ServerConnection::new(a.server_config().unwrap()).unwrap();
         handshake(&mut client, &mut server);
         let seen = server.peer_certificates().unwrap();
-        let identity = steep_repl_actors::peer_tls::PeerIdentity::from_chain(seen).unwrap();
+        let identity = crate::peer_tls::PeerIdentity::from_chain(seen).unwrap();
         assert!(identity_matches(&identity, "node-b"));
         assert_eq!(server.alpn_protocol(), Some(&b"h2"[..]));
         assert_eq!(
