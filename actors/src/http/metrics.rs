@@ -170,7 +170,7 @@ impl Metrics {
 }
 
 /// A text exposition being written.
-/// The cluster member's families (SPEC 7, "Metrics").
+/// The cluster member's families (docs/operations.md, "HTTP probes and metrics").
 fn cluster_families(page: &mut Page, c: &ClusterMetrics) {
     let gauges: [(&str, &str, f64); 9] = [
         (
