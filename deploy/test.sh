@@ -60,13 +60,13 @@ else
     export STEEP_TEST_IMAGE STEEP_TEST_SYSTEMD_IMAGE
 
     # The Debian packages (tests/tests/packages.rs): this build and a newer
-    # build of it (revision 2, the upgrade), and the Debian image they are
-    # installed into.
+    # build of it (revision 2, the upgrade), for Debian's PostgreSQL 18
+    # directories, and the Debian image with PostgreSQL 18 laid out so.
     t0=$SECONDS
     STEEP_TEST_PACKAGES="$STEEP_ROOT/target/debian"
     rm -rf "$STEEP_TEST_PACKAGES"
-    "$STEEP_ROOT/deploy/package.sh" --out "$STEEP_TEST_PACKAGES" >/dev/null
-    "$STEEP_ROOT/deploy/package.sh" --revision 2 --out "$STEEP_TEST_PACKAGES" >/dev/null
+    "$STEEP_ROOT/deploy/package.sh" --debian-layout --out "$STEEP_TEST_PACKAGES" >/dev/null
+    "$STEEP_ROOT/deploy/package.sh" --debian-layout --revision 2 --out "$STEEP_TEST_PACKAGES" >/dev/null
     STEEP_TEST_PACKAGES_IMAGE=$(STEEP_EXTENSION_INSTALLED=1 "$STEEP_ROOT/deploy/image.sh" packages) || die "$hint"
     say "packages and $STEEP_TEST_PACKAGES_IMAGE: $((SECONDS - t0)) s"
     export STEEP_TEST_PACKAGES STEEP_TEST_PACKAGES_IMAGE
