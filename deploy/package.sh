@@ -58,9 +58,10 @@ ensure_apt dpkg-dev binutils
 ARCH=$(dpkg --print-architecture)
 MAINTAINER="steep-repl developers <steep-repl@users.noreply.github.com>"
 DATE=$(git -C "$STEEP_ROOT" log -1 --format=%cD 2>/dev/null || date -R)
-# Reproducible file times: the last commit's.
+# Reproducible file times: the last commit's. Not exported: ring's build
+# script watches SOURCE_DATE_EPOCH, and cargo would rebuild it and everything
+# above it (3 minutes) instead of reusing the release build.
 SOURCE_DATE_EPOCH=$(git -C "$STEEP_ROOT" log -1 --format=%ct 2>/dev/null || date +%s)
-export SOURCE_DATE_EPOCH
 cargo_version() { sed -n 's/^version = "\(.*\)"/\1/p' "$1" | head -n 1; }
 
 mkdir -p "$out"
@@ -104,7 +105,7 @@ finish() {
     find "$stage" -type d -exec chmod 755 {} +
     find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
     deb="$out/${package}_${version}_${ARCH}.deb"
-    dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null \
+    SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null \
         || die "dpkg-deb --build $package failed"
     echo "$deb"
 }
