@@ -426,14 +426,6 @@ impl Actor for AuditActor {
     }
 }
 
-impl actix::Supervised for AuditActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        warn!(self.log, "actor.restarting"; "actor" => "audit");
-        self.health
-            .update(|s| *s.restarts.entry("audit".to_string()).or_insert(0) += 1);
-    }
-}
-
 impl Handler<AuditEvent> for AuditActor {
     type Result = ();
 

@@ -52,10 +52,3 @@ impl Actor for HealthActor {
         });
     }
 }
-
-impl actix::Supervised for HealthActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.health
-            .update(|s| *s.restarts.entry("health".to_string()).or_insert(0) += 1);
-    }
-}

@@ -10,7 +10,6 @@
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -268,8 +267,6 @@ pub struct HealthSnapshot {
     pub http: ListenerHealth,
     pub audit: AuditHealth,
     pub peers: Vec<PeerHealth>,
-    /// Restarts of each supervised actor.
-    pub restarts: BTreeMap<String, u32>,
     /// The peer TLS certificates in use (`None` without mTLS), for the
     /// expiry metric.
     pub tls: Option<crate::peer_tls::CertificateInfo>,
@@ -307,7 +304,6 @@ impl HealthSnapshot {
             http: ListenerHealth::disabled(),
             audit: AuditHealth::default(),
             peers: Vec::new(),
-            restarts: BTreeMap::new(),
             tls: None,
         }
     }

@@ -4,10 +4,9 @@
 //! The SystemActor starts it when `http.enabled`, after the actors whose
 //! state it shows. The server runs on its own worker threads and reads the
 //! cached health directly (see `routes`); this actor only starts it, reports
-//! its listening state into `SharedHealth` (`s.http`) and stops it
-//! gracefully on [`StopAccepting`]. The socket is normally bound by the
-//! daemon before the actor system starts (see `bind`), so a port in use
-//! never gets this far.
+//! its state through its [`ListenerReport`] and stops it gracefully on
+//! [`StopAccepting`]. The socket is normally bound by the daemon before the
+//! actor system starts (see `bind`), so a port in use never gets this far.
 
 mod bind;
 pub mod metrics;
@@ -15,17 +14,16 @@ pub mod routes;
 
 pub use bind::{HttpError, HttpListener};
 
-use crate::health_state::{ListenerHealth, SharedHealth};
-use crate::lifecycle::StopAccepting;
+use crate::health_state::SharedHealth;
+use crate::listener::{Face, ListenerReport, ListenerStarted, StopAccepting};
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::HttpServer;
 use slog::{error, info, warn, Logger};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-// Messages: the HttpActor answers `lifecycle::StopAccepting` (stop the
+// Messages: the HttpActor answers `listener::StopAccepting` (stop the
 // server gracefully by the deadline), like every listener.
 
 /// A client must send its request head within this time after connecting
@@ -54,10 +52,9 @@ pub struct HttpSettings {
     /// does, so that a port in use stops the start). `None`: the actor binds
     /// `bind:port` itself and reports a failure into health.
     pub listener: Option<HttpListener>,
-    /// The IPC server's counters, for `/metrics` (when IPC runs).
-    pub ipc_metrics: Option<Arc<crate::ipc::metrics::IpcMetrics>>,
-    /// The gRPC server's refusals, for `/metrics` (when gRPC runs).
-    pub grpc_metrics: Option<Arc<crate::grpc::limits::LimitMetrics>>,
+    /// The daemon's one registry (IPC and gRPC register theirs in it too),
+    /// served as `/metrics`.
+    pub metrics: crate::metrics::MetricsRegistry,
     /// `http.details`: error texts in `/health`, peer addresses in
     /// `/metrics` (off: the port is reachable from the network).
     pub details: bool,
@@ -69,30 +66,10 @@ impl HttpSettings {
     }
 }
 
-/// Starts the HttpActor; the recipient is for the ordered shutdown.
-pub fn start(
-    settings: HttpSettings,
-    health: SharedHealth,
-    health_interval: Duration,
-    log: &Logger,
-) -> Recipient<StopAccepting> {
-    // Marked pending before the actor runs, so that the SystemActor waits
-    // for it before declaring the daemon running.
-    let addr = settings
-        .listener
-        .as_ref()
-        .map_or(settings.addr(), HttpListener::local_addr);
-    health.update(|s| s.http = ListenerHealth::pending(Some(addr.port()), addr.to_string(), false));
-    let live_after = health_interval * LIVE_AFTER_INTERVALS;
-    let log = log.new(slog::o!("actor" => "http"));
-    HttpActor::new(settings, health, live_after, log)
-        .start()
-        .recipient()
-}
-
 pub struct HttpActor {
     settings: HttpSettings,
     health: SharedHealth,
+    report: ListenerReport,
     live_after: Duration,
     log: Logger,
     server: Option<ServerHandle>,
@@ -101,16 +78,34 @@ pub struct HttpActor {
 }
 
 impl HttpActor {
+    /// Announces the listener as pending in health at once (the daemon is
+    /// not "running" before it serves); `parent` hears whether it started.
+    /// `/live` fails once the daemon's loop has not turned for
+    /// `LIVE_AFTER_INTERVALS` times `health_interval`.
     pub fn new(
         settings: HttpSettings,
         health: SharedHealth,
-        live_after: Duration,
+        health_interval: Duration,
+        parent: Option<Recipient<ListenerStarted>>,
         log: Logger,
     ) -> Self {
+        let addr = settings
+            .listener
+            .as_ref()
+            .map_or(settings.addr(), HttpListener::local_addr);
+        let report = ListenerReport::pending(
+            Face::Http,
+            health.clone(),
+            parent,
+            Some(addr.port()),
+            addr.to_string(),
+            false,
+        );
         HttpActor {
             settings,
             health,
-            live_after,
+            report,
+            live_after: health_interval * LIVE_AFTER_INTERVALS,
             log,
             server: None,
             stopping: false,
@@ -134,14 +129,12 @@ impl HttpActor {
                     source: std::io::Error::other("the listening socket was already taken"),
                 })?,
         };
-        let metrics = Arc::new(
-            metrics::Metrics::new()?
-                .with_ipc(self.settings.ipc_metrics.clone())
-                .with_grpc(self.settings.grpc_metrics.clone())
-                .with_peer_addresses(self.settings.details),
-        );
-        let probes = routes::Probes::new(self.health.clone(), self.live_after, metrics)
-            .with_details(self.settings.details);
+        let probes = routes::Probes::new(
+            self.health.clone(),
+            self.live_after,
+            self.settings.details,
+            self.settings.metrics.clone(),
+        )?;
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2);
@@ -176,10 +169,7 @@ impl HttpActor {
             Err(e) => format!("the HTTP server failed: {e}"),
         };
         error!(self.log, "http.stopped"; "error" => &reason);
-        self.health.update(|s| {
-            s.http.listening = false;
-            s.http.error = Some(reason.clone());
-        });
+        self.report.failed(&reason);
     }
 }
 
@@ -190,16 +180,7 @@ impl Actor for HttpActor {
         match self.serve() {
             Ok((server, addr)) => {
                 self.server = Some(server.handle());
-                self.health.update(|s| {
-                    s.http = ListenerHealth {
-                        enabled: true,
-                        listening: true,
-                        port: Some(addr.port()),
-                        address: Some(addr.to_string()),
-                        tls: false,
-                        error: None,
-                    }
-                });
+                self.report.up(Some(addr.port()), Some(addr.to_string()));
                 info!(self.log, "http.listening"; "address" => %addr);
                 ctx.spawn(
                     server
@@ -210,10 +191,7 @@ impl Actor for HttpActor {
             Err(e) => {
                 let reason = e.to_string();
                 error!(self.log, "http.failed"; "error" => &reason);
-                self.health.update(|s| {
-                    s.http.listening = false;
-                    s.http.error = Some(reason.clone());
-                });
+                self.report.failed(&reason);
             }
         }
     }
@@ -224,7 +202,7 @@ impl Handler<StopAccepting> for HttpActor {
 
     fn handle(&mut self, msg: StopAccepting, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        self.health.update(|s| s.http.listening = false);
+        self.report.down();
         let Some(server) = self.server.take() else {
             return Box::pin(async {});
         };
@@ -288,12 +266,12 @@ mod tests {
             bind: addr.ip(),
             port: addr.port(),
             listener: Some(listener),
-            ipc_metrics: None,
-            grpc_metrics: None,
+            metrics: crate::metrics::MetricsRegistry::new(),
             details: false,
         };
         let log = Logger::root(slog::Discard, slog::o!());
-        let stop = start(settings, health.clone(), Duration::from_secs(1), &log);
+        let stop =
+            HttpActor::new(settings, health.clone(), Duration::from_secs(1), None, log).start();
         wait_until(|| health.load().http.listening).await;
         assert_eq!(health.load().http.port, Some(addr.port()));
 
@@ -328,12 +306,12 @@ mod tests {
             bind: addr.ip(),
             port: addr.port(),
             listener: None,
-            ipc_metrics: None,
-            grpc_metrics: None,
+            metrics: crate::metrics::MetricsRegistry::new(),
             details: false,
         };
         let log = Logger::root(slog::Discard, slog::o!());
-        let _stop = start(settings, health.clone(), Duration::from_secs(1), &log);
+        let _stop =
+            HttpActor::new(settings, health.clone(), Duration::from_secs(1), None, log).start();
         wait_until(|| health.load().http.error.is_some()).await;
         let s = health.load();
         assert!(!s.http.listening && !s.http.ok());

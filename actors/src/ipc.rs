@@ -25,8 +25,8 @@ pub use metrics::{IpcMetrics, IpcMetricsSnapshot};
 use crate::backoff::Backoff;
 use crate::db::DbActor;
 use crate::fd_limit::{self, OpenFiles};
-use crate::health_state::{ListenerHealth, SharedHealth};
-use crate::lifecycle::StopAccepting;
+use crate::health_state::SharedHealth;
+use crate::listener::{Face, ListenerReport, ListenerStarted, StopAccepting};
 use actix::prelude::*;
 use connection::Shutdown;
 use dispatch::Dispatcher;
@@ -186,6 +186,7 @@ pub struct IpcActor {
     settings: IpcSettings,
     db: Addr<DbActor>,
     health: SharedHealth,
+    report: ListenerReport,
     log: Logger,
     running: Option<Running>,
     backoff: Backoff,
@@ -196,19 +197,23 @@ pub struct IpcActor {
 
 impl IpcActor {
     /// Announces the listener as pending in health at once, so that the
-    /// daemon is not reported "running" before the socket is bound.
+    /// daemon is not reported "running" before the socket is bound;
+    /// `parent` hears whether the first bind worked.
     pub fn new(
         settings: IpcSettings,
         db: Addr<DbActor>,
         health: SharedHealth,
+        parent: Option<Recipient<ListenerStarted>>,
         log: Logger,
     ) -> Self {
         let address = settings.path.display().to_string();
-        health.update(|s| s.ipc = ListenerHealth::pending(None, address.clone(), false));
+        let report =
+            ListenerReport::pending(Face::Ipc, health.clone(), parent, None, address, false);
         IpcActor {
             settings,
             db,
             health,
+            report,
             log,
             running: None,
             backoff: Backoff::reconnect(),
@@ -245,10 +250,7 @@ impl IpcActor {
                 if self.last_error.as_deref() != Some(reason.as_str()) {
                     error!(self.log, "ipc.listen_failed"; "path" => %path.display(), "error" => &reason);
                 }
-                self.health.update(|s| {
-                    s.ipc.listening = false;
-                    s.ipc.error = Some(reason.clone());
-                });
+                self.report.failed(&reason);
                 self.last_error = Some(reason);
                 let delay = self.backoff.next_delay();
                 self.retry = Some(ctx.notify_later(Bind, delay));
@@ -284,10 +286,7 @@ impl IpcActor {
         });
         self.backoff.reset();
         self.last_error = None;
-        self.health.update(|s| {
-            s.ipc.listening = true;
-            s.ipc.error = None;
-        });
+        self.report.up(None, None);
         info!(self.log, "ipc.listening"; "path" => %path.display(),
               "mode" => format!("{:04o}", settings.mode & 0o777),
               "group" => settings.group.as_deref().unwrap_or("-"),
@@ -380,20 +379,6 @@ impl Actor for IpcActor {
     }
 }
 
-impl actix::Supervised for IpcActor {
-    /// A restarted actor binds afresh: the old accept loop is told to stop
-    /// (removing its socket) and every piece of listener state is reset.
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        if let Some(running) = self.running.take() {
-            running.stop.send_replace(true);
-        }
-        self.retry = None;
-        self.backoff.reset();
-        self.health
-            .update(|s| *s.restarts.entry("ipc".to_string()).or_insert(0) += 1);
-    }
-}
-
 impl Handler<Bind> for IpcActor {
     type Result = ();
 
@@ -427,8 +412,8 @@ impl Handler<StopAccepting> for IpcActor {
         let Some(running) = self.running.take() else {
             return Box::pin(async {});
         };
-        let (health, log, max) = (
-            self.health.clone(),
+        let (report, log, max) = (
+            self.report.clone(),
             self.log.clone(),
             self.settings.max_connections,
         );
@@ -439,7 +424,7 @@ impl Handler<StopAccepting> for IpcActor {
             if let Err(e) = running.accept.await {
                 warn!(log, "ipc.accept_loop_failed"; "error" => %e);
             }
-            health.update(|s| s.ipc.listening = false);
+            report.down();
             let open = max - running.slots.available_permits();
             let left = msg.deadline.saturating_duration_since(Instant::now());
             // Every permit back means every connection has ended.

@@ -22,6 +22,8 @@ pub mod health_state;
 pub mod http;
 pub mod ipc;
 pub mod lifecycle;
+pub mod listener;
+pub mod metrics;
 pub mod peer_status;
 pub mod peer_tls;
 pub mod pki;

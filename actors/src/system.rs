@@ -10,13 +10,20 @@ use crate::audit::{AuditActor, AuditSettings, Flush};
 use crate::audit_event::{AuditAction, AuditEvent};
 use crate::db::{Close, DbActor, DbSettings};
 use crate::health::HealthActor;
-use crate::health_state::{DaemonState, ListenerHealth, SharedHealth};
+use crate::health_state::{DaemonState, SharedHealth};
+use crate::http::HttpActor;
 use crate::ipc::{IpcActor, IpcSettings};
-use crate::lifecycle::{ServiceNotifier, StopAccepting};
+use crate::lifecycle::ServiceNotifier;
+use crate::listener::{Face, ListenerStarted, StopAccepting};
 use actix::prelude::*;
 use serde_json::json;
 use slog::{info, warn, Logger};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+/// The daemon is declared running after this long even if a listener has
+/// not reported (health then says which one is not listening).
+const LISTENERS_WAIT: Duration = Duration::from_secs(5);
 
 /// One configuration key whose value changed on reload.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -89,8 +96,12 @@ pub struct SystemActor {
     log: Logger,
     children: Option<Children>,
     stopping: bool,
-    /// The poll that waits for the listeners at start.
-    listeners_wait: Option<SpawnHandle>,
+    /// When the children were started.
+    started: Instant,
+    /// Listeners that have not reported their first outcome yet.
+    awaiting: HashSet<Face>,
+    /// Listeners whose first outcome was a failure.
+    failed: Vec<Face>,
 }
 
 impl SystemActor {
@@ -133,11 +144,13 @@ impl SystemActor {
             log,
             children: None,
             stopping: false,
-            listeners_wait: None,
+            started: Instant::now(),
+            awaiting: HashSet::new(),
+            failed: Vec::new(),
         }
     }
 
-    fn start_children(&mut self) -> Children {
+    fn start_children(&mut self, ctx: &mut Context<Self>) -> Children {
         let (db_settings, health, log) = (
             self.settings.db.clone(),
             self.health.clone(),
@@ -153,16 +166,13 @@ impl SystemActor {
         let (audit_settings, db_for_audit) = (self.settings.audit.clone(), db.clone());
         let audit_log = log.new(slog::o!("actor" => "audit"));
         let audit_health = health.clone();
-        let audit = actix::Supervisor::start(move |_| {
-            AuditActor::new(audit_settings, db_for_audit, audit_health, audit_log)
-        });
+        let audit = AuditActor::new(audit_settings, db_for_audit, audit_health, audit_log).start();
 
         let (db_for_health, interval, health_shared) =
             (db.clone(), self.settings.health_interval, health.clone());
         let notifier = self.settings.notifier.clone();
-        let health_actor = actix::Supervisor::start(move |_| {
-            HealthActor::new(health_shared, db_for_health, interval, notifier)
-        });
+        let health_actor =
+            HealthActor::new(health_shared, db_for_health, interval, notifier).start();
         // A witness has no PostgreSQL to project into.
         if let Some(cluster) = self
             .settings
@@ -183,64 +193,67 @@ impl SystemActor {
             listeners: Vec::new(),
             certificates: None,
         };
-        self.start_listeners(&mut children);
+        self.start_listeners(&mut children, ctx);
         children
     }
 
-    /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve.
-    fn start_listeners(&mut self, children: &mut Children) {
+    /// Starts the listeners (IPC, HTTP, gRPC) after the actors they serve,
+    /// the same way: each marks itself pending in health, reports its first
+    /// outcome here (`ListenerStarted`) and drains on `StopAccepting`.
+    fn start_listeners(&mut self, children: &mut Children, ctx: &mut Context<Self>) {
+        let parent = Some(ctx.address().recipient::<ListenerStarted>());
+        let health = &self.health;
         if let Some(ipc) = self.settings.ipc.clone() {
-            let (db, health) = (children.db.clone(), self.health.clone());
             let log = self.log.new(slog::o!("actor" => "ipc"));
-            let ipc = actix::Supervisor::start(move |_| IpcActor::new(ipc, db, health, log));
+            let db = children.db.clone();
+            let ipc = IpcActor::new(ipc, db, health.clone(), parent.clone(), log).start();
+            self.awaiting.insert(Face::Ipc);
             children.listeners.push(ipc.recipient());
         }
         if let Some(http) = self.settings.http.clone() {
-            let (health, interval) = (self.health.clone(), self.settings.health_interval);
-            let http = crate::http::start(http, health, interval, &self.log);
-            children.listeners.push(http);
+            let log = self.log.new(slog::o!("actor" => "http"));
+            let interval = self.settings.health_interval;
+            let http = HttpActor::new(http, health.clone(), interval, parent.clone(), log).start();
+            self.awaiting.insert(Face::Http);
+            children.listeners.push(http.recipient());
         }
         if let Some(grpc) = self.settings.grpc.clone() {
-            let (port, tls) = (grpc.port, grpc.transport.is_tls());
-            self.health.update(|s| {
-                s.grpc = ListenerHealth::pending(Some(port), format!("port {port}"), tls)
-            });
-            let actor = crate::grpc::GrpcPeerActor::new(
+            let grpc = crate::grpc::GrpcPeerActor::new(
                 grpc,
-                self.health.clone(),
+                health.clone(),
                 children.db.clone(),
                 children.audit.clone(),
+                parent,
                 self.log.new(slog::o!("actor" => "grpc")),
             )
             .start();
-            children.certificates = Some(actor.clone().recipient());
-            children.listeners.push(actor.recipient());
+            self.awaiting.insert(Face::Grpc);
+            children.certificates = Some(grpc.clone().recipient());
+            children.listeners.push(grpc.recipient());
         }
     }
 
-    /// Marks the daemon running once every enabled listener listens (or
-    /// after a bound, so that a listener that failed to bind is reported by
-    /// health instead of keeping the daemon "starting" forever).
-    fn await_listeners(&mut self, ctx: &mut Context<Self>) {
-        let started = Instant::now();
-        let handle = ctx.run_interval(Duration::from_millis(5), move |act, ctx| {
-            let s = act.health.load_stored();
-            let all_up = s.grpc.ok() && s.ipc.ok() && s.http.ok();
-            if all_up || started.elapsed() > Duration::from_secs(5) || act.stopping {
-                if let Some(handle) = act.listeners_wait.take() {
-                    ctx.cancel_future(handle);
-                }
-                if !act.stopping && s.state == DaemonState::Starting {
-                    act.health.update(|s| s.state = DaemonState::Running);
-                    if let Some(notifier) = &act.settings.notifier {
-                        notifier.ready();
-                    }
-                    info!(act.log, "daemon.running"; "listeners_up" => all_up,
-                          "startup_ms" => started.elapsed().as_millis() as u64);
-                }
-            }
-        });
-        self.listeners_wait = Some(handle);
+    /// Marks the daemon running once every enabled listener has reported
+    /// (or after LISTENERS_WAIT), so that a listener that failed to bind is
+    /// reported by health instead of keeping the daemon "starting" forever.
+    fn declare_running(&mut self) {
+        let s = self.health.load_stored();
+        if self.stopping || s.state != DaemonState::Starting {
+            return;
+        }
+        self.health.update(|s| s.state = DaemonState::Running);
+        if let Some(notifier) = &self.settings.notifier {
+            notifier.ready();
+        }
+        let not_up: Vec<&str> = self
+            .awaiting
+            .iter()
+            .chain(&self.failed)
+            .map(|face| face.as_str())
+            .collect();
+        info!(self.log, "daemon.running"; "listeners_up" => not_up.is_empty(),
+              "listeners_not_up" => not_up.join(","),
+              "startup_ms" => self.started.elapsed().as_millis() as u64);
     }
 
     fn watch_signals(&self, ctx: &mut Context<Self>) {
@@ -291,7 +304,8 @@ impl Actor for SystemActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.watch_signals(ctx);
-        let children = self.start_children();
+        self.started = Instant::now();
+        let children = self.start_children(ctx);
         children.audit.do_send(
             AuditEvent::new(AuditAction::DaemonStarted)
                 .target("daemon", &self.settings.node_id)
@@ -300,7 +314,26 @@ impl Actor for SystemActor {
         self.audit_forced_new(&children.audit);
         self.children = Some(children);
         info!(self.log, "daemon.started"; "version" => &self.settings.version, "pid" => std::process::id());
-        self.await_listeners(ctx);
+        if self.awaiting.is_empty() {
+            self.declare_running();
+        } else {
+            ctx.run_later(LISTENERS_WAIT, |act, _| act.declare_running());
+        }
+    }
+}
+
+impl Handler<ListenerStarted> for SystemActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListenerStarted, _: &mut Context<Self>) {
+        self.awaiting.remove(&msg.face);
+        // The listener has logged why; health shows it.
+        if msg.error.is_some() {
+            self.failed.push(msg.face);
+        }
+        if self.awaiting.is_empty() {
+            self.declare_running();
+        }
     }
 }
 

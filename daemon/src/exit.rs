@@ -26,6 +26,9 @@ pub enum Exit {
     CasFailed = 8,
     /// A write may or may not have been applied (UNKNOWN_OUTCOME).
     UnknownOutcome = 9,
+    /// A bug: the daemon panicked (sysexits' EX_SOFTWARE). The log has the
+    /// panic; the service manager restarts the daemon.
+    Panicked = 70,
 }
 
 impl From<Exit> for ExitCode {
@@ -46,4 +49,5 @@ Exit codes:
   6  another steep-repl already runs with this configuration
   7  no quorum: this node cannot reach a majority of the cluster (nothing was done)
   8  compare-and-set failed: the key holds another value
-  9  unknown outcome: the write may or may not have been applied (retry with the same --request-id)";
+  9  unknown outcome: the write may or may not have been applied (retry with the same --request-id)
+  70 the daemon panicked: a bug (the log has the panic; the service manager restarts the daemon)";

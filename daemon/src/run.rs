@@ -96,6 +96,7 @@ pub fn run_until(
     };
     let (log, log_guard, level_handle) =
         logging::build(sink(config.log.target), level, &config.node_id);
+    exit_on_panic(log.clone());
     info!(log, "config.loaded"; "file" => %config.source.display(), "lock" => %lock.path().display());
     if let Some(dir) = crate::lock::shared_directory(&config.ipc.path) {
         warn!(log, "ipc.shared_directory"; "path" => %config.ipc.path.display(), "directory" => %dir.display(),
@@ -171,14 +172,24 @@ pub fn run_until(
         ipc.cluster = cluster.clone();
     }
     settings.cluster = cluster.clone();
-    settings.http = http.map(|mut http| {
-        http.ipc_metrics = settings.ipc.as_ref().map(|ipc| ipc.metrics.clone());
-        http.grpc_metrics = settings
-            .grpc
-            .as_ref()
-            .map(|grpc| grpc.limit_metrics.clone());
-        http
-    });
+    // One registry for `/metrics`: the IPC and gRPC servers' counters join
+    // the HTTP server's own and the health snapshot's families there.
+    if let Some(http) = &http {
+        let registered = [
+            settings
+                .ipc
+                .as_ref()
+                .map(|ipc| ipc.metrics.register(&http.metrics)),
+            settings
+                .grpc
+                .as_ref()
+                .map(|grpc| grpc.limit_metrics.register(&http.metrics)),
+        ];
+        for failed in registered.into_iter().flatten().filter_map(Result::err) {
+            warn!(log, "metrics.register_failed"; "error" => %failed);
+        }
+    }
+    settings.http = http;
 
     let system = actix::System::new();
     let actor_log = log.clone();
@@ -212,6 +223,21 @@ pub fn run_until(
             Exit::Error
         }
     }
+}
+
+/// A panic anywhere ends the daemon with exit code 70. Without this, actix
+/// drops the panicking actor and the rest runs on without it (no audit
+/// trail, or a listener silently gone): a whole, fresh daemon started by the
+/// service manager is the only restart that restores everything. The
+/// default hook prints the panic to stderr first (the journal keeps it).
+fn exit_on_panic(log: slog::Logger) {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        slog::crit!(log, "daemon.panicked"; "error" => %info,
+                    "action" => "exiting with code 70; the service manager restarts the daemon");
+        std::process::exit(Exit::Panicked as i32);
+    }));
 }
 
 /// SIGHUP: re-read the same file. A valid new configuration is compared
@@ -567,8 +593,7 @@ fn bind_http(config: &Config) -> Result<Option<HttpSettings>, HttpError> {
         bind,
         port,
         listener: Some(listener),
-        ipc_metrics: None,
-        grpc_metrics: None,
+        metrics: steep_repl_actors::metrics::MetricsRegistry::new(),
         details: config.http.details,
     }))
 }

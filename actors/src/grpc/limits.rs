@@ -29,8 +29,6 @@ use crate::peer_tls::PeerInfo;
 use futures_util::future::BoxFuture;
 use rate::Buckets;
 use slog::{warn, Logger};
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -119,37 +117,49 @@ impl Refusal {
     }
 }
 
-/// Refusals since start, by reason; read by `/metrics`.
-#[derive(Debug, Default)]
+/// Refusals since start, by reason; registered in the daemon's registry
+/// for `/metrics`.
+#[derive(Debug)]
 pub struct LimitMetrics {
-    refused: [AtomicU64; 3],
+    family: prometheus::IntCounterVec,
+    /// One handle per reason, in `Refusal::ALL` order.
+    refused: Vec<prometheus::IntCounter>,
+}
+
+impl Default for LimitMetrics {
+    fn default() -> Self {
+        // A constant name, help and label, which the crate accepts (the
+        // tests build it): its constructor fails only on invalid ones.
+        let family = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "steep_repl_grpc_requests_refused_total",
+                "gRPC requests refused by the server's limits, by reason \
+                 (rate_limited, overloaded, timeout)",
+            ),
+            &["reason"],
+        )
+        .expect("constant metric options are valid");
+        let refused = Refusal::ALL
+            .iter()
+            .map(|reason| family.with_label_values(&[reason.label()]))
+            .collect();
+        LimitMetrics { family, refused }
+    }
 }
 
 impl LimitMetrics {
     pub fn refused(&self, reason: Refusal) -> u64 {
-        self.refused[reason.index()].load(Ordering::Relaxed)
+        self.refused[reason.index()].get()
     }
 
     fn count(&self, reason: Refusal) {
-        self.refused[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.refused[reason.index()].inc();
     }
 
-    /// The `steep_repl_grpc_requests_refused_total` family.
-    pub fn write_prometheus(&self, out: &mut String) {
-        let name = "steep_repl_grpc_requests_refused_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} gRPC requests refused by the server's limits, by reason \
-             (rate_limited, overloaded, timeout)\n# TYPE {name} counter"
-        );
-        for reason in Refusal::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                reason.label(),
-                self.refused(reason)
-            );
-        }
+    /// Adds the `steep_repl_grpc_requests_refused_total` family to the
+    /// daemon's registry.
+    pub fn register(&self, registry: &crate::metrics::MetricsRegistry) -> prometheus::Result<()> {
+        registry.register(self.family.clone())
     }
 }
 
@@ -330,8 +340,9 @@ mod tests {
         metrics.count(Refusal::RateLimited);
         metrics.count(Refusal::RateLimited);
         metrics.count(Refusal::TimedOut);
-        let mut out = String::new();
-        metrics.write_prometheus(&mut out);
+        let registry = crate::metrics::MetricsRegistry::new();
+        metrics.register(&registry).unwrap();
+        let out = registry.render();
         assert!(out.contains("# TYPE steep_repl_grpc_requests_refused_total counter"));
         assert!(out.contains("steep_repl_grpc_requests_refused_total{reason=\"rate_limited\"} 2"));
         assert!(out.contains("steep_repl_grpc_requests_refused_total{reason=\"overloaded\"} 0"));

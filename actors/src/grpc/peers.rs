@@ -16,7 +16,7 @@ use super::GrpcSettings;
 use crate::audit::AuditActor;
 use crate::db::{DbActor, SetPeerStatus};
 use crate::health_state::{DbPhase, PeerHealth, SharedHealth};
-use crate::lifecycle::StopAccepting;
+use crate::listener::{Face, ListenerReport, ListenerStarted, StopAccepting};
 use crate::peer_status::{PeerStatus, PeerTracker, Thresholds};
 use crate::peer_tls::ConnectOptions;
 use actix::prelude::*;
@@ -102,6 +102,7 @@ enum Answer {
 pub struct GrpcPeerActor {
     settings: GrpcSettings,
     health: SharedHealth,
+    report: ListenerReport,
     db: Addr<DbActor>,
     log: Logger,
     auth_failures: Arc<AuthFailures>,
@@ -115,13 +116,26 @@ pub struct GrpcPeerActor {
 }
 
 impl GrpcPeerActor {
+    /// Announces the gRPC listener as pending in health at once (the
+    /// daemon is not "running" before it serves); `parent` hears whether
+    /// the server started.
     pub fn new(
         settings: GrpcSettings,
         health: SharedHealth,
         db: Addr<DbActor>,
         audit: Addr<AuditActor>,
+        parent: Option<Recipient<ListenerStarted>>,
         log: Logger,
     ) -> Self {
+        let port = settings.port;
+        let report = ListenerReport::pending(
+            Face::Grpc,
+            health.clone(),
+            parent,
+            Some(port),
+            format!("port {port}"),
+            settings.transport.is_tls(),
+        );
         let auth_failures = Arc::new(AuthFailures::new(audit.clone(), log.clone()));
         let certificates = CertificateWatch {
             transport: settings.transport.clone(),
@@ -135,6 +149,7 @@ impl GrpcPeerActor {
             certificates,
             settings,
             health,
+            report,
             db,
             log,
             auth_failures,
@@ -196,7 +211,9 @@ impl GrpcPeerActor {
             .ok()
             .and_then(|mut l| l.take());
         let Some(listener) = taken else {
-            warn!(self.log, "grpc.no_listener");
+            let reason = "the gRPC listening socket was already taken";
+            warn!(self.log, "grpc.no_listener"; "error" => reason);
+            self.report.failed(reason);
             return;
         };
         let parts = ServerParts {
@@ -215,14 +232,11 @@ impl GrpcPeerActor {
         match Server::start(parts) {
             Ok(server) => {
                 self.server = Some(server);
-                self.health.update(|s| {
-                    s.grpc.listening = true;
-                    s.grpc.error = None;
-                });
+                self.report.up(None, None);
             }
             Err(error) => {
                 warn!(self.log, "grpc.listen_failed"; "error" => &error);
-                self.health.update(|s| s.grpc.error = Some(error.clone()));
+                self.report.failed(&error);
             }
         }
     }
@@ -637,7 +651,7 @@ impl Handler<StopAccepting> for GrpcPeerActor {
 
     fn handle(&mut self, msg: StopAccepting, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        self.health.update(|s| s.grpc.listening = false);
+        self.report.down();
         let stopped = self.server.as_mut().map(|server| server.stop(msg.deadline));
         Box::pin(async move {
             if let Some(stopped) = stopped {

@@ -7,9 +7,11 @@
 //! status and no body: HAProxy's default check is `OPTIONS /`, which is why
 //! `/` means `/health`. Other methods get 405, unknown paths 404.
 
-use super::metrics::{self, Metrics};
+use super::bind::HttpError;
+use super::metrics::{self, RequestMetrics};
 use crate::health_report::health_report;
 use crate::health_state::{HealthSnapshot, SharedHealth};
+use crate::metrics::{HealthCollector, MetricsRegistry, CONTENT_TYPE};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{ContentType, HeaderValue, ALLOW, CACHE_CONTROL};
@@ -27,26 +29,33 @@ pub struct Probes {
     health: SharedHealth,
     /// `/live` fails once the daemon's loop has not turned for this long.
     live_after: Duration,
-    metrics: Arc<Metrics>,
+    requests: Arc<RequestMetrics>,
+    /// The daemon's one registry: the `/metrics` page.
+    metrics: MetricsRegistry,
     /// Error texts in `/health` (`http.details`).
     details: bool,
 }
 
 impl Probes {
-    pub fn new(health: SharedHealth, live_after: Duration, metrics: Arc<Metrics>) -> Self {
-        Probes {
+    /// Registers the request counters and the health snapshot's families in
+    /// `metrics`. `details` (`http.details`): the components' error texts in
+    /// `/health` and the peers' addresses in `/metrics` (user names,
+    /// database names, pg_hba lines: for a trusted network only).
+    pub fn new(
+        health: SharedHealth,
+        live_after: Duration,
+        details: bool,
+        metrics: MetricsRegistry,
+    ) -> Result<Self, HttpError> {
+        let requests = Arc::new(RequestMetrics::register(&metrics)?);
+        metrics.register(HealthCollector::new(health.clone(), live_after, details)?)?;
+        Ok(Probes {
             health,
             live_after,
+            requests,
             metrics,
-            details: false,
-        }
-    }
-
-    /// With the components' error texts in `/health` (user names, database
-    /// names, pg_hba lines: for a trusted network only).
-    pub fn with_details(mut self, details: bool) -> Self {
-        self.details = details;
-        self
+            details,
+        })
     }
 
     fn live(&self) -> Result<(), String> {
@@ -83,7 +92,7 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let metrics = probes.metrics.clone();
+    let metrics = probes.requests.clone();
     App::new()
         .app_data(web::Data::new(probes))
         // Counts every answer, 404s and 405s included, by path and code.
@@ -166,15 +175,7 @@ async fn answer(req: HttpRequest, probes: web::Data<Probes>, probe: Probe) -> Ht
             if !body_wanted {
                 return status_only(res, method);
             }
-            let cluster = probes.health.cluster_metrics();
-            let page = probes.metrics.render(
-                &snapshot,
-                now,
-                stale_after,
-                probes.live().is_ok(),
-                cluster.as_ref(),
-            );
-            return res.content_type(metrics::CONTENT_TYPE).body(page);
+            return res.content_type(CONTENT_TYPE).body(probes.metrics.render());
         }
     };
     let mut res = HttpResponse::build(status);
@@ -283,6 +284,10 @@ mod tests {
     const STALE: Duration = Duration::from_secs(3);
 
     fn probes(healthy: bool, live_after: Duration) -> Probes {
+        probes_with(healthy, live_after, false)
+    }
+
+    fn probes_with(healthy: bool, live_after: Duration, details: bool) -> Probes {
         let mut s = HealthSnapshot::starting(
             "0.1.0",
             "a",
@@ -299,7 +304,7 @@ mod tests {
         }
         let health = SharedHealth::new(s, STALE);
         health.touch_loop();
-        Probes::new(health, live_after, Arc::new(Metrics::new().unwrap()))
+        Probes::new(health, live_after, details, MetricsRegistry::new()).unwrap()
     }
 
     async fn call(
@@ -361,7 +366,7 @@ mod tests {
             "the error text is hidden by default: {hidden}"
         );
         assert!(hidden.to_string().contains("http.details"), "{hidden}");
-        let detailed = probes(false, Duration::from_secs(5)).with_details(true);
+        let detailed = probes_with(false, Duration::from_secs(5), true);
         let (status, _, body) = call(&detailed, Method::GET, "/").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
@@ -445,10 +450,7 @@ mod tests {
             call_service(&app, TestRequest::get().uri("/health").to_request()).await;
         }
         let res = call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
-        assert_eq!(
-            res.headers().get("content-type").unwrap(),
-            metrics::CONTENT_TYPE
-        );
+        assert_eq!(res.headers().get("content-type").unwrap(), CONTENT_TYPE);
         let page = String::from_utf8(read_body(res).await.to_vec()).unwrap();
         assert!(
             page.contains("steep_repl_http_requests_total{code=\"200\",path=\"/health\"} 3"),

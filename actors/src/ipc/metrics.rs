@@ -1,14 +1,18 @@
 //! IPC request counters: per method a request count, an error count and a
 //! latency histogram; per error code a count; plus connection counters.
 //!
-//! Plain atomics behind an `Arc`, shared by every connection task and read
-//! by whoever reports them (`GetStatus` on the IpcActor, and the HTTP
-//! `/metrics` endpoint, which gets the same `Arc` from the daemon). Recording
-//! costs a few relaxed atomic adds; reading takes a [`IpcMetricsSnapshot`].
+//! `prometheus` counters behind an `Arc`, shared by every connection task,
+//! with the per-method and per-code handles resolved once so that
+//! recording costs a few atomic adds. They are registered in the daemon's
+//! one registry (`crate::metrics`) for `/metrics`; `GetStatus` on the
+//! IpcActor reads them as an [`IpcMetricsSnapshot`].
 
 use super::protocol::{ErrorCode, MethodKind};
+use crate::metrics::MetricsRegistry;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus `le`). The
@@ -19,106 +23,202 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     1.0,
 ];
 
-#[derive(Default)]
+/// One method's handles.
 struct MethodCounters {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    latency_sum_ns: AtomicU64,
-    /// Non-cumulative counts per bucket; the last slot is "above every bound".
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    requests: IntCounter,
+    errors: IntCounter,
+    latency: Histogram,
 }
 
 /// The live counters. Create one per daemon and share it.
-#[derive(Default)]
 pub struct IpcMetrics {
-    methods: [MethodCounters; MethodKind::ALL.len()],
+    requests: IntCounterVec,
+    request_errors: IntCounterVec,
+    latency: HistogramVec,
+    errors: IntCounterVec,
+    methods: Vec<MethodCounters>,
     /// Lines refused before a method was known (bad JSON, no or unknown method).
-    unroutable: AtomicU64,
-    errors_by_code: [AtomicU64; ErrorCode::ALL.len()],
-    connections_open: AtomicU64,
-    connections_accepted: AtomicU64,
+    unroutable: IntCounter,
+    errors_by_code: Vec<IntCounter>,
+    connections_open: IntGauge,
+    connections_accepted: IntCounter,
     /// Clients turned away because the connection limit was reached.
-    connections_rejected: AtomicU64,
+    connections_rejected: IntCounter,
     /// Connections closed for a line over the size limit.
-    oversized_lines: AtomicU64,
+    oversized_lines: IntCounter,
     /// Connections closed after the idle timeout.
-    idle_timeouts: AtomicU64,
+    idle_timeouts: IntCounter,
+}
+
+// The names, help texts and labels below are constants the `prometheus`
+// crate accepts (the tests build them): its constructors fail only on an
+// invalid name or label.
+const VALID: &str = "constant metric options are valid";
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::with_opts(Opts::new(name, help)).expect(VALID)
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect(VALID)
+}
+
+impl Default for IpcMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl IpcMetrics {
     pub fn new() -> Self {
-        Self::default()
+        let requests = counter_vec(
+            "steep_repl_ipc_requests_total",
+            "IPC requests answered, by method",
+            "method",
+        );
+        let request_errors = counter_vec(
+            "steep_repl_ipc_request_errors_total",
+            "IPC requests answered with an error, by method",
+            "method",
+        );
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "steep_repl_ipc_request_duration_seconds",
+                "IPC request handling time, by method",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )
+        .expect(VALID);
+        let errors = counter_vec(
+            "steep_repl_ipc_errors_total",
+            "IPC error answers, by code",
+            "code",
+        );
+        let methods = MethodKind::ALL
+            .iter()
+            .map(|kind| MethodCounters {
+                requests: requests.with_label_values(&[kind.as_str()]),
+                errors: request_errors.with_label_values(&[kind.as_str()]),
+                latency: latency.with_label_values(&[kind.as_str()]),
+            })
+            .collect();
+        let errors_by_code = ErrorCode::ALL
+            .iter()
+            .map(|code| errors.with_label_values(&[code.as_str()]))
+            .collect();
+        IpcMetrics {
+            requests,
+            request_errors,
+            latency,
+            errors,
+            methods,
+            unroutable: counter(
+                "steep_repl_ipc_unroutable_requests_total",
+                "IPC request lines refused before a method was known",
+            ),
+            errors_by_code,
+            connections_open: IntGauge::new(
+                "steep_repl_ipc_connections_open",
+                "IPC connections open now",
+            )
+            .expect(VALID),
+            connections_accepted: counter(
+                "steep_repl_ipc_connections_accepted_total",
+                "IPC connections accepted",
+            ),
+            connections_rejected: counter(
+                "steep_repl_ipc_connections_rejected_total",
+                "IPC clients turned away at the connection limit",
+            ),
+            oversized_lines: counter(
+                "steep_repl_ipc_oversized_lines_total",
+                "IPC connections closed for a request line over the size limit",
+            ),
+            idle_timeouts: counter(
+                "steep_repl_ipc_idle_timeouts_total",
+                "IPC connections closed as idle",
+            ),
+        }
+    }
+
+    /// Adds every IPC family to the daemon's registry (`/metrics`).
+    pub fn register(&self, registry: &MetricsRegistry) -> prometheus::Result<()> {
+        registry.register(self.requests.clone())?;
+        registry.register(self.request_errors.clone())?;
+        registry.register(self.latency.clone())?;
+        registry.register(self.errors.clone())?;
+        registry.register(self.unroutable.clone())?;
+        registry.register(self.connections_open.clone())?;
+        registry.register(self.connections_accepted.clone())?;
+        registry.register(self.connections_rejected.clone())?;
+        registry.register(self.oversized_lines.clone())?;
+        registry.register(self.idle_timeouts.clone())
     }
 
     /// One answered request of `method` (None: refused before routing).
     pub fn record(&self, method: Option<MethodKind>, elapsed: Duration, error: Option<ErrorCode>) {
         if let Some(code) = error {
-            self.errors_by_code[code.index()].fetch_add(1, Relaxed);
+            self.errors_by_code[code.index()].inc();
         }
         let Some(method) = method else {
-            self.unroutable.fetch_add(1, Relaxed);
+            self.unroutable.inc();
             return;
         };
         let m = &self.methods[method.index()];
-        m.requests.fetch_add(1, Relaxed);
+        m.requests.inc();
         if error.is_some() {
-            m.errors.fetch_add(1, Relaxed);
+            m.errors.inc();
         }
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        m.latency_sum_ns.fetch_add(ns, Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|le| seconds <= *le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        m.buckets[slot].fetch_add(1, Relaxed);
+        m.latency.observe(elapsed.as_secs_f64());
     }
 
     pub(crate) fn connection_opened(&self) {
-        self.connections_accepted.fetch_add(1, Relaxed);
-        self.connections_open.fetch_add(1, Relaxed);
+        self.connections_accepted.inc();
+        self.connections_open.inc();
     }
 
     pub(crate) fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Relaxed);
+        self.connections_open.dec();
     }
 
     pub(crate) fn connection_rejected(&self) {
-        self.connections_rejected.fetch_add(1, Relaxed);
+        self.connections_rejected.inc();
     }
 
     pub(crate) fn oversized_line(&self) {
-        self.oversized_lines.fetch_add(1, Relaxed);
+        self.oversized_lines.inc();
     }
 
     pub(crate) fn idle_timeout(&self) {
-        self.idle_timeouts.fetch_add(1, Relaxed);
+        self.idle_timeouts.inc();
     }
 
     /// The counters at one instant (each counter read once; counters
     /// updated meanwhile may be a request apart, which no reader minds).
     pub fn snapshot(&self) -> IpcMetricsSnapshot {
+        use prometheus::core::Metric as _;
         let methods = MethodKind::ALL
             .iter()
             .map(|kind| {
                 let m = &self.methods[kind.index()];
-                let mut cumulative = 0;
-                let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
-                for (le, count) in LATENCY_BUCKETS.iter().zip(&m.buckets) {
-                    cumulative += count.load(Relaxed);
-                    buckets.push(LatencyBucket {
+                let histogram = m.latency.metric();
+                let histogram = histogram.get_histogram();
+                let latency_buckets = LATENCY_BUCKETS
+                    .iter()
+                    .zip(histogram.get_bucket())
+                    .map(|(le, bucket)| LatencyBucket {
                         le: *le,
-                        count: cumulative,
-                    });
-                }
-                let count = cumulative + m.buckets[LATENCY_BUCKETS.len()].load(Relaxed);
+                        count: bucket.cumulative_count(),
+                    })
+                    .collect();
                 MethodMetrics {
                     method: kind.as_str(),
-                    requests: m.requests.load(Relaxed),
-                    errors: m.errors.load(Relaxed),
-                    latency_seconds_sum: m.latency_sum_ns.load(Relaxed) as f64 / 1e9,
-                    latency_seconds_count: count,
-                    latency_buckets: buckets,
+                    requests: m.requests.get(),
+                    errors: m.errors.get(),
+                    latency_seconds_sum: histogram.get_sample_sum(),
+                    latency_seconds_count: histogram.get_sample_count(),
+                    latency_buckets,
                 }
             })
             .collect();
@@ -126,16 +226,16 @@ impl IpcMetrics {
             .iter()
             .map(|code| ErrorCount {
                 code: code.as_str(),
-                count: self.errors_by_code[code.index()].load(Relaxed),
+                count: self.errors_by_code[code.index()].get(),
             })
             .collect();
         IpcMetricsSnapshot {
-            connections_open: self.connections_open.load(Relaxed),
-            connections_accepted: self.connections_accepted.load(Relaxed),
-            connections_rejected: self.connections_rejected.load(Relaxed),
-            oversized_lines: self.oversized_lines.load(Relaxed),
-            idle_timeouts: self.idle_timeouts.load(Relaxed),
-            unroutable_requests: self.unroutable.load(Relaxed),
+            connections_open: u64::try_from(self.connections_open.get()).unwrap_or(0),
+            connections_accepted: self.connections_accepted.get(),
+            connections_rejected: self.connections_rejected.get(),
+            oversized_lines: self.oversized_lines.get(),
+            idle_timeouts: self.idle_timeouts.get(),
+            unroutable_requests: self.unroutable.get(),
             methods,
             errors,
         }
@@ -183,112 +283,6 @@ pub struct IpcMetricsSnapshot {
     pub methods: Vec<MethodMetrics>,
     /// One entry per error code, in `ErrorCode::ALL` order.
     pub errors: Vec<ErrorCount>,
-}
-
-/// `# HELP` and `# TYPE` lines of one family.
-fn declare(out: &mut String, name: &str, kind: &str, help: &str) {
-    use std::fmt::Write as _;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-impl IpcMetricsSnapshot {
-    /// Appends the counters in the Prometheus text format (families
-    /// `steep_repl_ipc_*`), for the HTTP `/metrics` page. Every family is
-    /// declared, with a sample per method or code, even before traffic.
-    pub fn write_prometheus(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let requests = "steep_repl_ipc_requests_total";
-        declare(out, requests, "counter", "IPC requests answered, by method");
-        for m in &self.methods {
-            let _ = writeln!(out, "{requests}{{method=\"{}\"}} {}", m.method, m.requests);
-        }
-        let errors = "steep_repl_ipc_request_errors_total";
-        declare(
-            out,
-            errors,
-            "counter",
-            "IPC requests answered with an error, by method",
-        );
-        for m in &self.methods {
-            let _ = writeln!(out, "{errors}{{method=\"{}\"}} {}", m.method, m.errors);
-        }
-        let duration = "steep_repl_ipc_request_duration_seconds";
-        declare(
-            out,
-            duration,
-            "histogram",
-            "IPC request handling time, by method",
-        );
-        for m in &self.methods {
-            let method = m.method;
-            for b in &m.latency_buckets {
-                let _ = writeln!(
-                    out,
-                    "{duration}_bucket{{method=\"{method}\",le=\"{}\"}} {}",
-                    b.le, b.count
-                );
-            }
-            let count = m.latency_seconds_count;
-            let _ = writeln!(
-                out,
-                "{duration}_bucket{{method=\"{method}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "{duration}_sum{{method=\"{method}\"}} {}",
-                m.latency_seconds_sum
-            );
-            let _ = writeln!(out, "{duration}_count{{method=\"{method}\"}} {count}");
-        }
-        let codes = "steep_repl_ipc_errors_total";
-        declare(out, codes, "counter", "IPC error answers, by code");
-        for e in &self.errors {
-            let _ = writeln!(out, "{codes}{{code=\"{}\"}} {}", e.code, e.count);
-        }
-        let singles = [
-            (
-                "connections_open",
-                "gauge",
-                "IPC connections open now",
-                self.connections_open,
-            ),
-            (
-                "connections_accepted_total",
-                "counter",
-                "IPC connections accepted",
-                self.connections_accepted,
-            ),
-            (
-                "connections_rejected_total",
-                "counter",
-                "IPC clients turned away at the connection limit",
-                self.connections_rejected,
-            ),
-            (
-                "oversized_lines_total",
-                "counter",
-                "IPC connections closed for a request line over the size limit",
-                self.oversized_lines,
-            ),
-            (
-                "idle_timeouts_total",
-                "counter",
-                "IPC connections closed as idle",
-                self.idle_timeouts,
-            ),
-            (
-                "unroutable_requests_total",
-                "counter",
-                "IPC request lines refused before a method was known",
-                self.unroutable_requests,
-            ),
-        ];
-        for (name, kind, help, value) in singles {
-            let name = format!("steep_repl_ipc_{name}");
-            declare(out, &name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
-        }
-    }
 }
 
 impl std::fmt::Debug for IpcMetrics {
@@ -355,8 +349,9 @@ mod tests {
     fn the_prometheus_page_declares_every_family_and_counts_per_method() {
         let m = IpcMetrics::new();
         m.record(Some(MethodKind::StatusGet), Duration::from_micros(30), None);
-        let mut page = String::new();
-        m.snapshot().write_prometheus(&mut page);
+        let registry = MetricsRegistry::new();
+        m.register(&registry).unwrap();
+        let page = registry.render();
         assert!(
             page.contains("steep_repl_ipc_requests_total{method=\"status.get\"} 1\n"),
             "{page}"

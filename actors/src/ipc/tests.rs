@@ -52,7 +52,7 @@ fn db(health: &SharedHealth) -> Addr<DbActor> {
 }
 
 fn start(settings: IpcSettings, health: &SharedHealth) -> Addr<IpcActor> {
-    IpcActor::new(settings, db(health), health.clone(), log()).start()
+    IpcActor::new(settings, db(health), health.clone(), None, log()).start()
 }
 
 async fn wait_listening(health: &SharedHealth) {
