@@ -241,6 +241,23 @@ impl GrpcPeerActor {
         }
     }
 
+    /// Lets every peer's tracker see the time pass (a missed heartbeat
+    /// turns a peer degraded, then unreachable); true when a status changed.
+    fn tick_trackers(&mut self) -> bool {
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        for (address, peer) in self.peers.iter_mut() {
+            if let Some(status) = peer.tracker.tick(now) {
+                changes.push((address.clone(), peer.node_id.clone(), status));
+            }
+        }
+        let changed = !changes.is_empty();
+        for (address, node_id, status) in changes {
+            self.status_changed(&address, node_id.as_deref(), status);
+        }
+        changed
+    }
+
     /// Keeps the standard health service in line with our own verdict.
     fn update_serving(&mut self) {
         let healthy = {
@@ -549,21 +566,8 @@ impl Handler<Evaluate> for GrpcPeerActor {
     type Result = ();
 
     fn handle(&mut self, _: Evaluate, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.stopping || !self.tick_trackers() {
             return;
-        }
-        let now = Instant::now();
-        let mut changes = Vec::new();
-        for (address, peer) in self.peers.iter_mut() {
-            if let Some(status) = peer.tracker.tick(now) {
-                changes.push((address.clone(), peer.node_id.clone(), status));
-            }
-        }
-        if changes.is_empty() {
-            return;
-        }
-        for (address, node_id, status) in changes {
-            self.status_changed(&address, node_id.as_deref(), status);
         }
         self.sync_registry(ctx);
         self.publish_peers();
@@ -577,16 +581,7 @@ impl Handler<Tick> for GrpcPeerActor {
         if self.stopping {
             return;
         }
-        let now = Instant::now();
-        let mut changes = Vec::new();
-        for (address, peer) in self.peers.iter_mut() {
-            if let Some(status) = peer.tracker.tick(now) {
-                changes.push((address.clone(), peer.node_id.clone(), status));
-            }
-        }
-        for (address, node_id, status) in changes {
-            self.status_changed(&address, node_id.as_deref(), status);
-        }
+        self.tick_trackers();
         self.watch_members();
         let addresses: Vec<String> = self.peers.keys().cloned().collect();
         for address in addresses {

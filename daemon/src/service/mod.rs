@@ -128,10 +128,13 @@ pub struct Definition<'a> {
     pub config: &'a Path,
     pub node_id: &'a str,
     pub ipc_path: &'a Path,
+    /// A per-user service (`systemctl --user`).
     pub user: bool,
-    /// The account of a system service (`None`: root).
+    /// The account a system service runs as; `None` runs it as root.
     pub account: Option<&'a str>,
-    /// Directories the daemon writes to.
+    /// Directories the daemon writes to (the spool's, the Raft log's, the
+    /// socket's); those outside its own state and runtime directories are
+    /// opened up with `ReadWritePaths=` in a systemd unit.
     pub writable: &'a [PathBuf],
 }
 
@@ -174,15 +177,7 @@ pub fn definition_for(platform: Platform, def: &Definition<'_>) -> String {
             def.binary.display(),
             def.config.display()
         ),
-        Platform::Systemd => systemd::unit(&systemd::UnitSpec {
-            binary: def.binary,
-            config: def.config,
-            node_id: def.node_id,
-            ipc_path: def.ipc_path,
-            user: def.user,
-            account: def.account,
-            writable: def.writable,
-        }),
+        Platform::Systemd => systemd::unit(def),
     }
 }
 

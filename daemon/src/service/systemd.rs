@@ -13,20 +13,7 @@
 use std::path::{Path, PathBuf};
 
 /// What the unit needs to know.
-pub struct UnitSpec<'a> {
-    pub binary: &'a Path,
-    pub config: &'a Path,
-    pub node_id: &'a str,
-    pub ipc_path: &'a Path,
-    /// A per-user service (`systemctl --user`).
-    pub user: bool,
-    /// The account a system service runs as; `None` runs it as root.
-    pub account: Option<&'a str>,
-    /// Directories the daemon writes to (the spool's, the Raft log's, the
-    /// socket's); those outside its own state and runtime directories are
-    /// opened up with `ReadWritePaths=`.
-    pub writable: &'a [PathBuf],
-}
+pub use super::Definition as UnitSpec;
 
 /// The runtime directory systemd creates for the system service.
 const RUNTIME_DIR: &str = "/run/steep-repl";
