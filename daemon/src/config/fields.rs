@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::secret::Secret;
 use super::types::{LogLevel, LogTarget, PeerAddr, SslMode, PEER_ADDR_EXPECTED};
-use super::values::{self, DurationRange};
+use super::values;
 
 /// `config check` prints the value bare (`1s`, not `"1s"`).
 pub(crate) const PLAIN: &str = "$steep_repl::config::plain";
@@ -106,20 +106,22 @@ text_fields! {
     peer_rate_limit -> u32 = values::PEER_RATE_LIMIT, values::peer_rate_limit;
     count -> u64 = values::COUNT, values::count;
     clock_error -> f64 = values::CLOCK_ERROR, values::clock_error;
-    mode -> u32 = values::MODE, values::mode;
+    read_mode -> u32 = values::MODE, values::mode;
 }
 
-/// Duration fields, each with its range.
+/// Duration keys, each with its range: `with` modules, printed bare.
 macro_rules! duration_fields {
     ($($name:ident = $range:expr;)*) => {$(
-        pub(crate) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-            duration(d, $range)
+        pub(crate) mod $name {
+            use super::*;
+
+            pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+                parsed(d, &$range.expected(), |t| $range.parse(t))
+            }
+
+            pub(crate) use super::ser_duration as serialize;
         }
     )*};
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D, range: DurationRange) -> Result<Duration, D::Error> {
-    parsed(d, &range.expected(), |t| range.parse(t))
 }
 
 duration_fields! {
@@ -137,12 +139,30 @@ duration_fields! {
     prune = values::PRUNE;
 }
 
+/// A `with` module for a key read by one function and printed by another.
+macro_rules! with {
+    ($($name:ident = $read:ident, $print:ident;)*) => {$(
+        pub(crate) mod $name {
+            pub(crate) use super::$print as serialize;
+            pub(crate) use super::$read as deserialize;
+        }
+    )*};
+}
+
+with! {
+    command = read_command, ser_masked;
+    file_path = read_file_path, ser_path;
+    required_file_path = read_required_file_path, ser_path;
+    dir_path = read_dir_path, ser_path;
+    mode = read_mode, ser_mode;
+}
+
 pub(crate) fn password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     // Any text is a password, so its text never reaches an error.
     optional(d, values::PASSWORD, |t| Some(Secret::new(t)))
 }
 
-pub(crate) fn command<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn read_command<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     optional(d, values::COMMAND, values::command)
 }
 
@@ -151,17 +171,19 @@ pub(crate) fn group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D
 }
 
 /// A path that may be unset. The loader has made it absolute already.
-pub(crate) fn file_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+pub(crate) fn read_file_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     optional(d, values::PATH, |t| values::name(t).map(PathBuf::from))
 }
 
 /// A path with a platform default: empty (the default's placeholder) when
 /// unset, filled in by the loader.
-pub(crate) fn required_file_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    Ok(file_path(d)?.unwrap_or_default())
+pub(crate) fn read_required_file_path<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<PathBuf, D::Error> {
+    Ok(read_file_path(d)?.unwrap_or_default())
 }
 
-pub(crate) fn dir_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+pub(crate) fn read_dir_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     let dir = optional(d, values::DIR, |t| values::name(t).map(PathBuf::from))?;
     Ok(dir.unwrap_or_default())
 }

@@ -1,11 +1,11 @@
 //! Every configuration key, declared once: the `Config` struct and its
-//! sections. A field is a key (`grpc.tls.cert_file` is `grpc.tls.cert_file`),
-//! its `deserialize_with` says how it reads from text and what an error
-//! expects, its `serialize_with` how `config check` prints it, and the
-//! section's `Default` gives its default. The key table (`keys.rs`), the
-//! environment names, `config check` and the layering (`load.rs`) are all
-//! derived from these types. A new key is a field here plus its paragraph in
-//! docs/configuration.md.
+//! sections. A field is a key (`grpc.tls.cert_file` is `grpc.tls.cert_file`);
+//! its serde attribute names a function or module of `fields.rs` that says
+//! how it reads from text, what an error expects, and (`with`) how
+//! `config check` prints it; the section's `Default` gives its default. The
+//! key table (`keys.rs`), the environment names, `config check` and the
+//! layering (`load.rs`) are all derived from these types. A new key is a
+//! field here plus its paragraph in docs/configuration.md.
 //!
 //! A few defaults depend on the machine or on other keys (the host name, the
 //! OS user, platform paths, `node_name` = `node_id`): their `Default` is
@@ -115,16 +115,13 @@ pub struct PostgresqlConfig {
     /// A command line whose first output line is the password; run only by
     /// `Config::resolve_password`. `config check` masks it: its arguments
     /// may hold a secret's path or a token.
-    #[serde(deserialize_with = "f::command", serialize_with = "f::ser_masked")]
+    #[serde(with = "f::command")]
     pub password_command: Option<String>,
     #[serde(deserialize_with = "f::sslmode")]
     pub sslmode: SslMode,
     #[serde(deserialize_with = "f::pool_size")]
     pub pool_size: u32,
-    #[serde(
-        deserialize_with = "f::connect_timeout",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::connect_timeout")]
     pub connect_timeout: Duration,
 }
 
@@ -158,20 +155,14 @@ pub struct GrpcConfig {
     #[serde(deserialize_with = "f::peers")]
     pub peers: Vec<PeerAddr>,
     pub tls: TlsConfig,
-    #[serde(deserialize_with = "f::heartbeat", serialize_with = "f::ser_duration")]
+    #[serde(with = "f::heartbeat")]
     pub heartbeat_interval: Duration,
-    #[serde(deserialize_with = "f::rtt", serialize_with = "f::ser_duration")]
+    #[serde(with = "f::rtt")]
     pub degraded_rtt: Duration,
-    #[serde(
-        deserialize_with = "f::unreachable",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::unreachable")]
     pub unreachable_after: Duration,
     /// A request not answered by then is dropped (DEADLINE_EXCEEDED).
-    #[serde(
-        deserialize_with = "f::request_timeout",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::request_timeout")]
     pub request_timeout: Duration,
     /// Requests served at once; more are refused (UNAVAILABLE).
     #[serde(deserialize_with = "f::concurrent_requests")]
@@ -203,20 +194,17 @@ impl Default for GrpcConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
-    #[serde(deserialize_with = "f::file_path", serialize_with = "f::ser_path")]
+    #[serde(with = "f::file_path")]
     pub cert_file: Option<PathBuf>,
-    #[serde(deserialize_with = "f::file_path", serialize_with = "f::ser_path")]
+    #[serde(with = "f::file_path")]
     pub key_file: Option<PathBuf>,
-    #[serde(deserialize_with = "f::file_path", serialize_with = "f::ser_path")]
+    #[serde(with = "f::file_path")]
     pub ca_file: Option<PathBuf>,
     /// Plaintext gRPC; only with an explicit `true`.
     #[serde(deserialize_with = "f::boolean")]
     pub insecure: bool,
     /// How long before a certificate expires the daemon warns.
-    #[serde(
-        deserialize_with = "f::expiry_warning",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::expiry_warning")]
     pub expiry_warning: Duration,
 }
 
@@ -238,25 +226,16 @@ impl Default for TlsConfig {
 pub struct RaftConfig {
     /// Where the log, the vote and the snapshots are kept (absolute);
     /// defaults to a platform state directory.
-    #[serde(deserialize_with = "f::dir_path", serialize_with = "f::ser_path")]
+    #[serde(with = "f::dir_path")]
     pub dir: PathBuf,
     /// How often the leader sends heartbeats (appends) to followers.
-    #[serde(
-        deserialize_with = "f::raft_heartbeat",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::raft_heartbeat")]
     pub heartbeat_interval: Duration,
     /// A follower that hears no leader for a random time in
     /// `election_timeout_min..election_timeout_max` campaigns.
-    #[serde(
-        deserialize_with = "f::election_timeout",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::election_timeout")]
     pub election_timeout_min: Duration,
-    #[serde(
-        deserialize_with = "f::election_timeout",
-        serialize_with = "f::ser_duration"
-    )]
+    #[serde(with = "f::election_timeout")]
     pub election_timeout_max: Duration,
     /// Log entries since the last snapshot that trigger a new one (>= 1).
     #[serde(deserialize_with = "f::count")]
@@ -280,7 +259,7 @@ impl Default for RaftConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// How long a granted lease lasts; the holder renews it every third of it.
-    #[serde(deserialize_with = "f::lease", serialize_with = "f::ser_duration")]
+    #[serde(with = "f::lease")]
     pub lease: Duration,
     /// Bound on clock drift between nodes over one lease, as a fraction
     /// (`0.01` for 1%); always in `0.0..0.1`, never NaN.
@@ -288,7 +267,7 @@ pub struct CoordinatorConfig {
     pub clock_error: f64,
     /// How long a preferred (higher priority) node must stay healthy before
     /// the coordinator role moves back to it.
-    #[serde(deserialize_with = "f::failback", serialize_with = "f::ser_duration")]
+    #[serde(with = "f::failback")]
     pub failback_after: Duration,
 }
 
@@ -341,13 +320,10 @@ pub struct IpcConfig {
     pub enabled: bool,
     /// Unix socket path, or a Windows named pipe (`\\.\pipe\...`); defaults
     /// to a platform path.
-    #[serde(
-        deserialize_with = "f::required_file_path",
-        serialize_with = "f::ser_path"
-    )]
+    #[serde(with = "f::required_file_path")]
     pub path: PathBuf,
     /// File mode of the socket (Unix), at most 0o777.
-    #[serde(deserialize_with = "f::mode", serialize_with = "f::ser_mode")]
+    #[serde(with = "f::mode")]
     pub mode: u32,
     /// Group to give the socket to (Unix), so its members can use the CLI.
     #[serde(deserialize_with = "f::group")]
@@ -368,16 +344,13 @@ impl Default for IpcConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    #[serde(deserialize_with = "f::retention", serialize_with = "f::ser_duration")]
+    #[serde(with = "f::retention")]
     pub retention: Duration,
-    #[serde(deserialize_with = "f::prune", serialize_with = "f::ser_duration")]
+    #[serde(with = "f::prune")]
     pub prune_interval: Duration,
     /// The durable local spool where events wait while PostgreSQL is away;
     /// defaults to a platform state directory.
-    #[serde(
-        deserialize_with = "f::required_file_path",
-        serialize_with = "f::ser_path"
-    )]
+    #[serde(with = "f::required_file_path")]
     pub spool_path: PathBuf,
     /// Bound of that spool, in events.
     #[serde(deserialize_with = "f::count")]
