@@ -1,80 +1,66 @@
-//! The table of every configuration key: its dotted name under `repl:`, the
-//! `STEEP_REPL_*` environment variable that overrides it, the libpq variables
-//! that map onto `postgresql.*`, and the "did you mean" suggestions for names
-//! that are not in the table. The file reader, the environment reader and the
-//! YAML printer all walk this one table, so a key added here is known to all.
+//! The table of every configuration key, derived from the schema: its
+//! dotted name under `repl:`, whether it holds a list or a path, the
+//! `STEEP_REPL_*` environment variable that overrides it, the libpq
+//! variables that map onto `postgresql.*`, and the "did you mean"
+//! suggestions for names that are not in the table. The file reader, the
+//! environment reader and the YAML printer all walk this one table, so a
+//! field added to `schema.rs` is known to all.
+
+use std::sync::LazyLock;
+
+use super::flatten::{self, Leaf};
+use super::schema::Config;
+
+struct Table {
+    leaves: Vec<Leaf>,
+    /// Keys that hold other keys (YAML mappings), in order of appearance.
+    sections: Vec<String>,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let leaves = flatten::leaves(&Config::default());
+    let mut sections: Vec<String> = Vec::new();
+    for leaf in &leaves {
+        let mut end = 0;
+        while let Some(dot) = leaf.key[end..].find('.') {
+            end += dot;
+            let section = &leaf.key[..end];
+            if !sections.iter().any(|s| s == section) {
+                sections.push(section.to_string());
+            }
+            end += 1;
+        }
+    }
+    Table { leaves, sections }
+});
 
 /// Every leaf key, dotted, relative to `repl:`, in the order `config check`
-/// prints them.
-pub(crate) const KEYS: &[&str] = &[
-    "node_id",
-    "node_name",
-    "priority",
-    "advertise_host",
-    "postgresql.enabled",
-    "postgresql.host",
-    "postgresql.port",
-    "postgresql.database",
-    "postgresql.user",
-    "postgresql.password",
-    "postgresql.password_command",
-    "postgresql.sslmode",
-    "postgresql.pool_size",
-    "postgresql.connect_timeout",
-    "grpc.enabled",
-    "grpc.bind",
-    "grpc.port",
-    "grpc.peers",
-    "grpc.tls.cert_file",
-    "grpc.tls.key_file",
-    "grpc.tls.ca_file",
-    "grpc.tls.insecure",
-    "grpc.tls.expiry_warning",
-    "grpc.heartbeat_interval",
-    "grpc.degraded_rtt",
-    "grpc.unreachable_after",
-    "grpc.request_timeout",
-    "grpc.max_concurrent_requests",
-    "grpc.peer_rate_limit",
-    "raft.dir",
-    "raft.heartbeat_interval",
-    "raft.election_timeout_min",
-    "raft.election_timeout_max",
-    "raft.snapshot_every",
-    "coordinator.lease",
-    "coordinator.clock_error",
-    "coordinator.failback_after",
-    "http.enabled",
-    "http.bind",
-    "http.port",
-    "http.details",
-    "ipc.enabled",
-    "ipc.path",
-    "ipc.mode",
-    "ipc.group",
-    "audit.retention",
-    "audit.prune_interval",
-    "audit.spool_path",
-    "audit.spool_max_events",
-    "log.level",
-    "log.target",
-];
+/// prints them (the schema's).
+pub(crate) fn keys() -> impl Iterator<Item = &'static str> {
+    TABLE.leaves.iter().map(|l| l.key.as_str())
+}
 
-/// Keys that hold other keys (YAML mappings).
-pub(crate) const SECTIONS: &[&str] = &[
-    "postgresql",
-    "grpc",
-    "grpc.tls",
-    "raft",
-    "coordinator",
-    "http",
-    "ipc",
-    "audit",
-    "log",
-];
+fn sections() -> impl Iterator<Item = &'static str> {
+    TABLE.sections.iter().map(String::as_str)
+}
 
-/// Keys whose values are secrets: never echoed in errors or output.
-pub(crate) const SECRET_KEYS: &[&str] = &["postgresql.password"];
+fn leaf(dotted: &str) -> Option<&'static Leaf> {
+    TABLE.leaves.iter().find(|l| l.key == dotted)
+}
+
+pub(crate) fn is_key(dotted: &str) -> bool {
+    leaf(dotted).is_some()
+}
+
+/// A key that takes a list: text for it is split at commas.
+pub(crate) fn is_list(dotted: &str) -> bool {
+    leaf(dotted).is_some_and(|l| l.list)
+}
+
+/// A key that takes a path: relative text is resolved against its source.
+pub(crate) fn is_path(dotted: &str) -> bool {
+    leaf(dotted).is_some_and(|l| l.path)
+}
 
 /// Prefix of our own environment variables.
 pub(crate) const ENV_PREFIX: &str = "STEEP_REPL_";
@@ -96,11 +82,7 @@ pub(crate) const LIBPQ_VARS: &[(&str, &str)] = &[
 ];
 
 pub(crate) fn is_section(dotted: &str) -> bool {
-    SECTIONS.contains(&dotted)
-}
-
-pub(crate) fn is_secret(dotted: &str) -> bool {
-    SECRET_KEYS.contains(&dotted)
+    sections().any(|s| s == dotted)
 }
 
 /// `grpc.tls.cert_file` -> `STEEP_REPL_GRPC__TLS__CERT_FILE`.
@@ -122,9 +104,9 @@ pub(crate) fn dotted_for_env_var(var: &str) -> Option<String> {
 /// sections alike, in table order.
 pub(crate) fn children(section: &str) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
-    for full in KEYS.iter().chain(SECTIONS.iter()) {
+    for full in keys().chain(sections()) {
         let rest = if section.is_empty() {
-            Some(*full)
+            Some(full)
         } else {
             full.strip_prefix(section).and_then(|r| r.strip_prefix('.'))
         };
@@ -162,9 +144,8 @@ pub(crate) fn suggest_key(section: &str, name: &str) -> Option<String> {
     if let Some(near) = closest(name, children(section)) {
         return Some(near.to_string());
     }
-    let elsewhere: Vec<String> = KEYS
-        .iter()
-        .chain(SECTIONS.iter())
+    let elsewhere: Vec<String> = keys()
+        .chain(sections())
         .filter(|full| full.rsplit('.').next() == Some(name))
         .map(|full| format!("repl.{full}"))
         .collect();
@@ -182,7 +163,7 @@ pub(crate) fn suggest_key(section: &str, name: &str) -> Option<String> {
 /// A suggestion for an unknown `STEEP_REPL_*` variable: the nearest known
 /// variable name (`STEEP_REPL_GRPC_PORT` -> `STEEP_REPL_GRPC__PORT`).
 pub(crate) fn suggest_env_var(var: &str) -> Option<String> {
-    let known: Vec<String> = KEYS.iter().map(|k| env_var_for(k)).collect();
+    let known: Vec<String> = keys().map(env_var_for).collect();
     let rest = var.strip_prefix(ENV_PREFIX).unwrap_or(var);
     let rests: Vec<&str> = known
         .iter()
@@ -197,9 +178,9 @@ mod tests {
 
     #[test]
     fn env_names_round_trip_for_every_key() {
-        for key in KEYS {
+        for key in keys() {
             let var = env_var_for(key);
-            assert_eq!(dotted_for_env_var(&var).as_deref(), Some(*key), "{var}");
+            assert_eq!(dotted_for_env_var(&var).as_deref(), Some(key), "{var}");
         }
         assert_eq!(
             env_var_for("grpc.tls.cert_file"),
@@ -208,8 +189,44 @@ mod tests {
     }
 
     #[test]
+    fn the_table_is_read_from_the_schema() {
+        assert_eq!(keys().next(), Some("node_id"));
+        assert_eq!(keys().last(), Some("log.target"));
+        assert_eq!(
+            sections().collect::<Vec<_>>(),
+            [
+                "postgresql",
+                "grpc",
+                "grpc.tls",
+                "raft",
+                "coordinator",
+                "http",
+                "ipc",
+                "audit",
+                "log"
+            ]
+        );
+        assert_eq!(
+            keys().filter(|k| is_list(k)).collect::<Vec<_>>(),
+            ["grpc.peers"]
+        );
+        assert_eq!(
+            keys().filter(|k| is_path(k)).collect::<Vec<_>>(),
+            [
+                "grpc.tls.cert_file",
+                "grpc.tls.key_file",
+                "grpc.tls.ca_file",
+                "raft.dir",
+                "ipc.path",
+                "audit.spool_path"
+            ]
+        );
+        assert!(!is_key("source") && !is_key("origins"));
+    }
+
+    #[test]
     fn every_key_lives_in_a_known_section() {
-        for key in KEYS {
+        for key in keys() {
             if let Some((section, _)) = key.rsplit_once('.') {
                 assert!(is_section(section), "{key}");
             }

@@ -1,37 +1,26 @@
-//! The shape of the effective configuration: the `Config` struct and its
-//! sections, the small enums (`SslMode`, `LogLevel`, `LogTarget`), `PeerAddr`,
-//! and the defaults of every key. The rest of the daemon reads only these
-//! types; how they are filled in (file, environment, defaults) is `load.rs`.
+//! Every configuration key, declared once: the `Config` struct and its
+//! sections. A field is a key (`grpc.tls.cert_file` is `grpc.tls.cert_file`);
+//! its serde attribute names a function or module of `fields.rs` that says
+//! how it reads from text, what an error expects, and (`with`) how
+//! `config check` prints it; the section's `Default` gives its default. The
+//! key table (`keys.rs`), the environment names, `config check` and the
+//! layering (`load.rs`) are all derived from these types. A new key is a
+//! field here plus its paragraph in docs/configuration.md.
+//!
+//! A few defaults depend on the machine or on other keys (the host name, the
+//! OS user, platform paths, `node_name` = `node_id`): their `Default` is
+//! empty, and `load.rs` fills them in when nothing set them.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+use super::fields as f;
 use super::secret::Secret;
-use super::values::{format_duration, is_host_name_or_ipv4};
+pub use super::types::*;
 
-pub const DEFAULT_PRIORITY: u8 = 50;
-pub const DEFAULT_PG_HOST: &str = "localhost";
-pub const DEFAULT_PG_PORT: u16 = 5432;
-pub const DEFAULT_PG_DATABASE: &str = "postgres";
-pub const DEFAULT_SSLMODE: SslMode = SslMode::Prefer;
-pub const DEFAULT_POOL_SIZE: u32 = 10;
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-pub const DEFAULT_GRPC_PORT: u16 = 5433;
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-pub const DEFAULT_DEGRADED_RTT: Duration = Duration::from_millis(500);
-pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
-pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
-pub const DEFAULT_GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_GRPC_MAX_CONCURRENT_REQUESTS: usize = 256;
-pub const DEFAULT_GRPC_PEER_RATE_LIMIT: u32 = 200;
-pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// The system service's socket, in the runtime directory systemd makes for
 /// it (`RuntimeDirectory=steep-repl`); a user's own daemon defaults to its
 /// state directory instead (`paths::default_ipc_path`).
@@ -41,32 +30,31 @@ pub const DEFAULT_IPC_PATH: &str = "/run/steep-repl/steep-repl.sock";
 pub const DEFAULT_IPC_PATH: &str = "/var/run/steep-repl/steep-repl.sock";
 #[cfg(windows)]
 pub const DEFAULT_IPC_PATH: &str = r"\\.\pipe\steep-repl";
-pub const DEFAULT_IPC_MODE: u32 = 0o660;
-/// Two years, as humantime counts them (365.25 days each).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(2 * 31_557_600);
-pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-pub const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
-pub const DEFAULT_RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
-pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1000);
-pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2000);
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(2);
-/// 1%: how far two nodes' clocks may drift apart over one lease.
-pub const DEFAULT_CLOCK_ERROR: f64 = 0.01;
-pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
+
+/// Every listener binds all IPv4 addresses unless told otherwise.
+const ANY_IPV4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// The effective configuration of one daemon: defaults, then the file's
 /// `repl:` section, then libpq variables, then `STEEP_REPL_*` variables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The file it was loaded from (absolute).
+    #[serde(skip_deserializing, serialize_with = "f::ser_not_a_key")]
     pub source: PathBuf,
     /// This node's identity in the registry and in its certificate.
+    /// Required: `load.rs` refuses a configuration that leaves it empty.
+    #[serde(deserialize_with = "f::node_id")]
     pub node_id: String,
+    /// Defaults to `node_id`.
+    #[serde(deserialize_with = "f::name")]
     pub node_name: String,
     /// Higher is preferred as coordinator, 1..=100.
+    #[serde(deserialize_with = "f::priority")]
     pub priority: u8,
-    /// The host peers use to reach this node (gRPC and PostgreSQL).
+    /// The host peers use to reach this node (gRPC and PostgreSQL); defaults
+    /// to the host name.
+    #[serde(deserialize_with = "f::host")]
     pub advertise_host: String,
     pub postgresql: PostgresqlConfig,
     pub grpc: GrpcConfig,
@@ -83,465 +71,318 @@ pub struct Config {
     pub origins: Origins,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: PathBuf::new(),
+            node_id: String::new(),
+            node_name: String::new(),
+            priority: 50,
+            advertise_host: String::new(),
+            postgresql: PostgresqlConfig::default(),
+            grpc: GrpcConfig::default(),
+            raft: RaftConfig::default(),
+            coordinator: CoordinatorConfig::default(),
+            http: HttpConfig::default(),
+            ipc: IpcConfig::default(),
+            audit: AuditConfig::default(),
+            log: LogConfig::default(),
+            origins: Origins::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresqlConfig {
     /// `false` makes this node a witness: no PostgreSQL at all, a vote in
     /// Raft, never coordinator. The other keys are then checked for form
     /// but not used.
+    #[serde(deserialize_with = "f::boolean")]
     pub enabled: bool,
     /// Host name, IP address, or a Unix socket directory (starts with `/`).
+    #[serde(deserialize_with = "f::pg_host")]
     pub host: String,
+    #[serde(deserialize_with = "f::port")]
     pub port: u16,
+    #[serde(deserialize_with = "f::name")]
     pub database: String,
+    /// Defaults to the OS user running the daemon.
+    #[serde(deserialize_with = "f::name")]
     pub user: String,
+    #[serde(deserialize_with = "f::password")]
     pub password: Option<Secret>,
     /// A command line whose first output line is the password; run only by
-    /// `Config::resolve_password`.
+    /// `Config::resolve_password`. `config check` masks it: its arguments
+    /// may hold a secret's path or a token.
+    #[serde(with = "f::command")]
     pub password_command: Option<String>,
+    #[serde(deserialize_with = "f::sslmode")]
     pub sslmode: SslMode,
+    #[serde(deserialize_with = "f::pool_size")]
     pub pool_size: u32,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::connect_timeout")]
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    Disable,
-    Allow,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    pub const ALL: [SslMode; 6] = [
-        SslMode::Disable,
-        SslMode::Allow,
-        SslMode::Prefer,
-        SslMode::Require,
-        SslMode::VerifyCa,
-        SslMode::VerifyFull,
-    ];
-
-    /// The libpq spelling (`verify-ca`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
+impl Default for PostgresqlConfig {
+    fn default() -> Self {
+        PostgresqlConfig {
+            enabled: true,
+            host: "localhost".into(),
+            port: 5432,
+            database: "postgres".into(),
+            user: String::new(),
+            password: None,
+            password_command: None,
+            sslmode: SslMode::Prefer,
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
         }
     }
-
-    pub(crate) fn parse(text: &str) -> Option<SslMode> {
-        let lower = text.trim().to_ascii_lowercase();
-        SslMode::ALL.into_iter().find(|m| m.as_str() == lower)
-    }
 }
 
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
+    #[serde(deserialize_with = "f::boolean")]
     pub enabled: bool,
+    #[serde(deserialize_with = "f::bind")]
     pub bind: IpAddr,
+    #[serde(deserialize_with = "f::port")]
     pub port: u16,
     /// Where to start peer discovery.
+    #[serde(deserialize_with = "f::peers")]
     pub peers: Vec<PeerAddr>,
     pub tls: TlsConfig,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::heartbeat")]
     pub heartbeat_interval: Duration,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::rtt")]
     pub degraded_rtt: Duration,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::unreachable")]
     pub unreachable_after: Duration,
     /// A request not answered by then is dropped (DEADLINE_EXCEEDED).
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::request_timeout")]
     pub request_timeout: Duration,
     /// Requests served at once; more are refused (UNAVAILABLE).
+    #[serde(deserialize_with = "f::concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Requests a second one peer may send; more are refused
     /// (RESOURCE_EXHAUSTED). The Raft service is not limited.
+    #[serde(deserialize_with = "f::peer_rate_limit")]
     pub peer_rate_limit: u32,
 }
 
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            enabled: true,
+            bind: ANY_IPV4,
+            port: 5433,
+            peers: Vec::new(),
+            tls: TlsConfig::default(),
+            heartbeat_interval: Duration::from_secs(1),
+            degraded_rtt: Duration::from_millis(500),
+            unreachable_after: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 256,
+            peer_rate_limit: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(with = "f::file_path")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(with = "f::file_path")]
+    pub key_file: Option<PathBuf>,
+    #[serde(with = "f::file_path")]
+    pub ca_file: Option<PathBuf>,
+    /// Plaintext gRPC; only with an explicit `true`.
+    #[serde(deserialize_with = "f::boolean")]
+    pub insecure: bool,
+    /// How long before a certificate expires the daemon warns.
+    #[serde(with = "f::expiry_warning")]
+    pub expiry_warning: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            insecure: false,
+            expiry_warning: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
 /// The Raft group every daemon is a member of (witnesses included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Where the log, the vote and the snapshots are kept (absolute).
+    /// Where the log, the vote and the snapshots are kept (absolute);
+    /// defaults to a platform state directory.
+    #[serde(with = "f::dir_path")]
     pub dir: PathBuf,
     /// How often the leader sends heartbeats (appends) to followers.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::raft_heartbeat")]
     pub heartbeat_interval: Duration,
     /// A follower that hears no leader for a random time in
     /// `election_timeout_min..election_timeout_max` campaigns.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::election_timeout")]
     pub election_timeout_min: Duration,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::election_timeout")]
     pub election_timeout_max: Duration,
     /// Log entries since the last snapshot that trigger a new one (>= 1).
+    #[serde(deserialize_with = "f::count")]
     pub snapshot_every: u64,
 }
 
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            dir: PathBuf::new(),
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            snapshot_every: 1000,
+        }
+    }
+}
+
 /// The coordinator lease, held through the Raft log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// How long a granted lease lasts; the holder renews it every third of it.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::lease")]
     pub lease: Duration,
     /// Bound on clock drift between nodes over one lease, as a fraction
     /// (`0.01` for 1%); always in `0.0..0.1`, never NaN.
+    #[serde(deserialize_with = "f::clock_error")]
     pub clock_error: f64,
     /// How long a preferred (higher priority) node must stay healthy before
     /// the coordinator role moves back to it.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::failback")]
     pub failback_after: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            lease: Duration::from_secs(2),
+            // 1%: how far two nodes' clocks may drift apart over one lease.
+            clock_error: 0.01,
+            failback_after: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The loader only builds a finite `clock_error` (it refuses anything outside
 /// `0.0..0.1`), so equality is reflexive and `Config` can stay `Eq`.
 impl Eq for CoordinatorConfig {}
 
-/// A peer daemon's gRPC address. `host` holds an IPv6 literal without its
-/// brackets; `Display` puts them back (`[fd00::2]:5433`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PeerAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-/// What a `HOST:PORT` peer address must look like.
-pub const PEER_ADDR_EXPECTED: &str = "HOST:PORT, like node2.example.com:5433 or [fd00::2]:5433";
-
-/// A `HOST:PORT` string that is not one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected {PEER_ADDR_EXPECTED}, got {0:?}")]
-pub struct PeerAddrError(pub String);
-
-impl FromStr for PeerAddr {
-    type Err = PeerAddrError;
-
-    /// `host:port`, `1.2.3.4:port` or `[v6]:port`; an unbracketed IPv6
-    /// address is refused because its last group would read as a port.
-    fn from_str(text: &str) -> Result<PeerAddr, PeerAddrError> {
-        let bad = || PeerAddrError(text.to_string());
-        let t = text.trim();
-        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-            let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
-            h.parse::<Ipv6Addr>().map_err(|_| bad())?;
-            (h, p)
-        } else {
-            let (h, p) = t.rsplit_once(':').ok_or_else(bad)?;
-            if !is_host_name_or_ipv4(h) {
-                return Err(bad());
-            }
-            (h, p)
-        };
-        let port = parse_port(port).ok_or_else(bad)?;
-        Ok(PeerAddr {
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl Serialize for PeerAddr {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// A port number 1..=65535 (0 would mean "any port" to the OS).
-pub(crate) fn parse_port(text: &str) -> Option<u16> {
-    match text.trim().parse::<u16>() {
-        Ok(0) | Err(_) => None,
-        Ok(p) => Some(p),
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TlsConfig {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    /// Plaintext gRPC; only with an explicit `true`.
-    pub insecure: bool,
-    /// How long before a certificate expires the daemon warns.
-    #[serde(serialize_with = "ser_duration")]
-    pub expiry_warning: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    #[serde(deserialize_with = "f::boolean")]
     pub enabled: bool,
+    #[serde(deserialize_with = "f::bind")]
     pub bind: IpAddr,
+    #[serde(deserialize_with = "f::port")]
     pub port: u16,
     /// Error texts in `/health` and peer addresses in `/metrics`: off by
     /// default, since the port is open to the network (the local socket
     /// shows them).
+    #[serde(deserialize_with = "f::boolean")]
     pub details: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            bind: ANY_IPV4,
+            port: 8080,
+            details: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct IpcConfig {
+    #[serde(deserialize_with = "f::boolean")]
     pub enabled: bool,
-    /// Unix socket path, or a Windows named pipe (`\\.\pipe\...`).
+    /// Unix socket path, or a Windows named pipe (`\\.\pipe\...`); defaults
+    /// to a platform path.
+    #[serde(with = "f::required_file_path")]
     pub path: PathBuf,
     /// File mode of the socket (Unix), at most 0o777.
-    #[serde(serialize_with = "ser_mode")]
+    #[serde(with = "f::mode")]
     pub mode: u32,
     /// Group to give the socket to (Unix), so its members can use the CLI.
+    #[serde(deserialize_with = "f::group")]
     pub group: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl Default for IpcConfig {
+    fn default() -> Self {
+        IpcConfig {
+            enabled: true,
+            path: PathBuf::new(),
+            mode: 0o660,
+            group: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::retention")]
     pub retention: Duration,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "f::prune")]
     pub prune_interval: Duration,
-    /// The durable local spool where events wait while PostgreSQL is away.
+    /// The durable local spool where events wait while PostgreSQL is away;
+    /// defaults to a platform state directory.
+    #[serde(with = "f::required_file_path")]
     pub spool_path: PathBuf,
     /// Bound of that spool, in events.
+    #[serde(deserialize_with = "f::count")]
     pub spool_max_events: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            // Two years, as humantime counts them (365.25 days each).
+            retention: Duration::from_secs(2 * 31_557_600),
+            prune_interval: Duration::from_secs(3600),
+            spool_path: PathBuf::new(),
+            spool_max_events: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    #[serde(deserialize_with = "f::log_level")]
     pub level: LogLevel,
+    #[serde(deserialize_with = "f::log_target")]
     pub target: LogTarget,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub const ALL: [LogLevel; 5] = [
-        LogLevel::Error,
-        LogLevel::Warn,
-        LogLevel::Info,
-        LogLevel::Debug,
-        LogLevel::Trace,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: LogLevel::Info,
+            target: LogTarget::Auto,
         }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<LogLevel> {
-        let lower = text.trim().to_ascii_lowercase();
-        LogLevel::ALL.into_iter().find(|l| l.as_str() == lower)
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where log lines go. Every variant exists on every platform so that code
-/// matching on it needs no `cfg`; loading accepts only the ones this
-/// platform has (`LogTarget::available()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogTarget {
-    /// The terminal under `run` from a shell, the system log under a service
-    /// manager.
-    Auto,
-    Terminal,
-    Journald,
-    Syslog,
-    /// Windows Event Log (accepted only on Windows).
-    #[cfg_attr(not(windows), allow(dead_code))]
-    EventLog,
-    /// macOS unified logging (accepted only on macOS).
-    #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-    OsLog,
-}
-
-impl LogTarget {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogTarget::Auto => "auto",
-            LogTarget::Terminal => "terminal",
-            LogTarget::Journald => "journald",
-            LogTarget::Syslog => "syslog",
-            LogTarget::EventLog => "eventlog",
-            LogTarget::OsLog => "oslog",
-        }
-    }
-
-    /// The targets this platform offers.
-    pub fn available() -> &'static [LogTarget] {
-        #[cfg(target_os = "linux")]
-        {
-            &[
-                LogTarget::Auto,
-                LogTarget::Terminal,
-                LogTarget::Journald,
-                LogTarget::Syslog,
-            ]
-        }
-        #[cfg(target_os = "macos")]
-        {
-            &[
-                LogTarget::Auto,
-                LogTarget::Terminal,
-                LogTarget::Syslog,
-                LogTarget::OsLog,
-            ]
-        }
-        #[cfg(windows)]
-        {
-            &[LogTarget::Auto, LogTarget::Terminal, LogTarget::EventLog]
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-        {
-            &[LogTarget::Auto, LogTarget::Terminal, LogTarget::Syslog]
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<LogTarget> {
-        let lower = text.trim().to_ascii_lowercase();
-        LogTarget::available()
-            .iter()
-            .copied()
-            .find(|t| t.as_str() == lower)
-    }
-}
-
-impl fmt::Display for LogTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where one key's effective value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ValueOrigin {
-    Default,
-    /// The config file (`Config::source`).
-    File,
-    /// An environment variable, by name (`PGHOST`, `STEEP_REPL_GRPC__PORT`).
-    Env(String),
-}
-
-/// The origin of every key that was not left at its default, by dotted key
-/// (`grpc.port`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origins(pub BTreeMap<String, ValueOrigin>);
-
-impl Origins {
-    pub fn get(&self, key: &str) -> &ValueOrigin {
-        self.0.get(key).unwrap_or(&ValueOrigin::Default)
-    }
-}
-
-/// Durations print as they are written in the file (`1s`, `500ms`, `2y`).
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_duration(*d))
-}
-
-/// File modes print as the octal string people write (`0660`).
-fn ser_mode<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{mode:04o}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peer_addresses_parse_and_print_back() {
-        for (text, host, port, shown) in [
-            ("node2:5433", "node2", 5433, "node2:5433"),
-            ("10.0.0.2:1", "10.0.0.2", 1, "10.0.0.2:1"),
-            ("[fd00::2]:5433", "fd00::2", 5433, "[fd00::2]:5433"),
-            (
-                " db-1.example.com:65535 ",
-                "db-1.example.com",
-                65535,
-                "db-1.example.com:65535",
-            ),
-        ] {
-            let p: PeerAddr = text.parse().unwrap();
-            assert_eq!((p.host.as_str(), p.port), (host, port), "{text}");
-            assert_eq!(p.to_string(), shown);
-        }
-    }
-
-    #[test]
-    fn bad_peer_addresses_are_refused() {
-        for text in [
-            "node2",
-            "node2:",
-            ":5433",
-            "node2:0",
-            "node2:70000",
-            "node2:abc",
-            "fd00::2:5433",
-            "[fd00::2]",
-            "[nothex]:5433",
-            "a b:5433",
-        ] {
-            let err = text.parse::<PeerAddr>().unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!("expected {PEER_ADDR_EXPECTED}, got {text:?}")
-            );
-        }
-    }
-
-    #[test]
-    fn enums_use_their_yaml_spelling() {
-        assert_eq!(SslMode::parse("verify-full"), Some(SslMode::VerifyFull));
-        assert_eq!(SslMode::parse("Require"), Some(SslMode::Require));
-        assert_eq!(SslMode::parse("verify_full"), None);
-        assert_eq!(LogLevel::parse("DEBUG"), Some(LogLevel::Debug));
-        assert_eq!(LogTarget::parse("terminal"), Some(LogTarget::Terminal));
-        assert_eq!(
-            serde_json::to_string(&SslMode::VerifyCa).unwrap(),
-            "\"verify-ca\""
-        );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn log_targets_of_other_platforms_are_refused_on_linux() {
-        assert_eq!(LogTarget::parse("journald"), Some(LogTarget::Journald));
-        assert_eq!(LogTarget::parse("eventlog"), None);
-        assert_eq!(LogTarget::parse("oslog"), None);
     }
 }

@@ -1,8 +1,9 @@
 //! Parsers for single values, shared by the file and the environment so a
 //! value means the same wherever it is written, and the sentence each one
 //! puts after "expected" when the text is not what it wants. A parser takes
-//! the raw text and returns `None` when it does not fit; `load.rs` turns
-//! that into an error naming the file or variable, the key, and the text.
+//! the raw text and returns `None` when it does not fit; `fields.rs` turns
+//! that into a serde error and `load.rs` into one naming the file or
+//! variable, the key, and the text.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -207,8 +208,12 @@ pub(crate) fn pg_host(text: &str) -> Option<String> {
     (!t.is_empty() && !t.contains(',')).then(|| t.to_string())
 }
 
+/// A port number 1..=65535 (0 would mean "any port" to the OS).
 pub(crate) fn port(text: &str) -> Option<u16> {
-    super::schema::parse_port(text)
+    match text.trim().parse::<u16>() {
+        Ok(0) | Err(_) => None,
+        Ok(p) => Some(p),
+    }
 }
 
 pub(crate) fn boolean(text: &str) -> Option<bool> {
