@@ -34,7 +34,7 @@ impl DaemonState {
     }
 }
 
-/// The PostgreSQL connection state machine of the DbActor.
+/// The PostgreSQL connection state machine of the database keeper (`db::DbActor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DbPhase {

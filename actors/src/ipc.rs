@@ -2,7 +2,7 @@
 //! Steep TUI. It owns the listener on a Unix socket (a named pipe on
 //! Windows); each accepted connection is a task on the actix runtime that
 //! decodes JSON lines into typed requests (`protocol`), answers status and
-//! health from the cached snapshot and everything else through the DbActor
+//! health from the cached snapshot and everything else through the `Db` handle
 //! (`dispatch`), one request after the other (`connection`).
 //!
 //! The actor reports listening / not listening and why into the shared
@@ -23,7 +23,7 @@ pub use connection::{Limits, DEFAULT_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use metrics::{IpcMetrics, IpcMetricsSnapshot};
 
 use crate::backoff::Backoff;
-use crate::db::DbActor;
+use crate::db::Db;
 use crate::fd_limit::{self, OpenFiles};
 use crate::health_state::{ListenerHealth, SharedHealth};
 use crate::lifecycle::StopAccepting;
@@ -184,7 +184,7 @@ struct Running {
 
 pub struct IpcActor {
     settings: IpcSettings,
-    db: Addr<DbActor>,
+    db: Db,
     health: SharedHealth,
     log: Logger,
     running: Option<Running>,
@@ -197,12 +197,7 @@ pub struct IpcActor {
 impl IpcActor {
     /// Announces the listener as pending in health at once, so that the
     /// daemon is not reported "running" before the socket is bound.
-    pub fn new(
-        settings: IpcSettings,
-        db: Addr<DbActor>,
-        health: SharedHealth,
-        log: Logger,
-    ) -> Self {
+    pub fn new(settings: IpcSettings, db: Db, health: SharedHealth, log: Logger) -> Self {
         let address = settings.path.display().to_string();
         health.update(|s| s.ipc = ListenerHealth::pending(None, address.clone(), false));
         IpcActor {

@@ -1,13 +1,27 @@
-//! Conversions between registry rows, health snapshots and the
-//! `steep.repl.v1` wire types.
+//! Conversions between registry rows, health snapshots, database errors
+//! and the `steep.repl.v1` wire types.
 
 use crate::db::queries::NodeRow;
+use crate::db::DbError;
 use crate::health_report::health_report;
 use crate::health_state::{HealthSnapshot, NodeView};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use steep_repl_proto::health_check_response::ServingStatus;
 use steep_repl_proto::{ComponentHealth, HealthCheckResponse, NodeInfo};
+
+/// How a failed query reaches a gRPC caller (the one mapping for every
+/// method).
+impl From<DbError> for tonic::Status {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotConnected(reason) => tonic::Status::unavailable(format!(
+                "this node's PostgreSQL is not available: {reason}"
+            )),
+            DbError::Query(reason) => tonic::Status::internal(reason),
+        }
+    }
+}
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

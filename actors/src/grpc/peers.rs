@@ -14,7 +14,7 @@ use super::certificates::{CertificateWatch, ReloadCertificates};
 use super::server::{Server, ServerParts};
 use super::GrpcSettings;
 use crate::audit::AuditActor;
-use crate::db::{DbActor, SetPeerStatus};
+use crate::db::Db;
 use crate::health_state::{DbPhase, PeerHealth, SharedHealth};
 use crate::lifecycle::StopAccepting;
 use crate::peer_status::{PeerStatus, PeerTracker, Thresholds};
@@ -102,7 +102,7 @@ enum Answer {
 pub struct GrpcPeerActor {
     settings: GrpcSettings,
     health: SharedHealth,
-    db: Addr<DbActor>,
+    db: Db,
     log: Logger,
     auth_failures: Arc<AuthFailures>,
     certificates: CertificateWatch,
@@ -118,7 +118,7 @@ impl GrpcPeerActor {
     pub fn new(
         settings: GrpcSettings,
         health: SharedHealth,
-        db: Addr<DbActor>,
+        db: Db,
         audit: Addr<AuditActor>,
         log: Logger,
     ) -> Self {
@@ -290,19 +290,15 @@ impl GrpcPeerActor {
             return;
         }
         self.own_sync_in_flight = true;
-        self.db
-            .send(SetPeerStatus {
-                node_id: self.settings.node_id.clone(),
-                status: status.as_str().to_string(),
-            })
+        let (db, node_id) = (self.db.clone(), self.settings.node_id.clone());
+        async move { db.set_peer_status(&node_id, status.as_str()).await }
             .into_actor(self)
             .map(move |result, act, _| {
                 act.own_sync_in_flight = false;
                 match result {
-                    Ok(Ok(true)) => act.own_synced = Some(status),
-                    Ok(Ok(false)) => {} // the membership is not projected yet
-                    Ok(Err(e)) => debug!(act.log, "node.own_status_not_written"; "error" => %e),
-                    Err(_) => {}
+                    Ok(true) => act.own_synced = Some(status),
+                    Ok(false) => {} // the membership is not projected yet
+                    Err(e) => debug!(act.log, "node.own_status_not_written"; "error" => %e),
                 }
             })
             .spawn(ctx);
@@ -322,11 +318,8 @@ impl GrpcPeerActor {
             owed.push((address.clone(), node_id, status));
         }
         for (address, node_id, status) in owed {
-            self.db
-                .send(SetPeerStatus {
-                    node_id,
-                    status: status.as_str().to_string(),
-                })
+            let db = self.db.clone();
+            async move { db.set_peer_status(&node_id, status.as_str()).await }
                 .into_actor(self)
                 .map(move |result, act, _| {
                     let Some(peer) = act.peers.get_mut(&address) else {
@@ -334,10 +327,9 @@ impl GrpcPeerActor {
                     };
                     peer.sync_in_flight = false;
                     match result {
-                        Ok(Ok(true)) => peer.synced = Some(status),
-                        Ok(Ok(false)) => {} // not in the registry yet: next tick
-                        Ok(Err(e)) => debug!(act.log, "peer.status_not_written"; "error" => %e),
-                        Err(_) => {}
+                        Ok(true) => peer.synced = Some(status),
+                        Ok(false) => {} // not in the registry yet: next tick
+                        Err(e) => debug!(act.log, "peer.status_not_written"; "error" => %e),
                     }
                 })
                 .spawn(ctx);

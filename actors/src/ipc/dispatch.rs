@@ -1,23 +1,22 @@
 //! Routes a decoded request to what answers it: `status.get` and
 //! `health.check` are built from the cached health snapshot (a pointer
-//! load, never the database); `nodes.*` and `audit.query` are typed messages
-//! to the DbActor, whose errors become protocol error codes. Every answer
-//! is counted in the shared [`IpcMetrics`].
+//! load, never the database); `nodes.*` and `audit.query` are queries of the
+//! `Db` handle, whose errors become protocol error codes. Every answer is
+//! counted in the shared [`IpcMetrics`].
 
 use super::connection::Answer;
 use super::metrics::IpcMetrics;
 use super::protocol::{self, encode_error, encode_result, ErrorBody, ErrorCode, Method};
-use crate::db::projection::LegacyState;
-use crate::db::queries::{AuditPage, NodeRow};
-use crate::db::{DbActor, DbError, GetNode, ListNodes, QueryAudit};
+use crate::db::queries::{AuditPage, AuditQuery, NodeRow};
+use crate::db::{Db, DbError, DbResult};
 use crate::health_report::{health_report, status_report, HealthReport, StatusReport};
 use crate::health_state::SharedHealth;
 use crate::raft::node::StateEntry;
 use crate::raft::{ClusterError, ClusterNode, ClusterStatus};
-use actix::prelude::*;
 use protocol::StateWriteParams;
 use serde::Serialize;
 use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use steep_repl_consensus::client::Consistency;
@@ -66,7 +65,7 @@ enum Reply {
 /// Shared by every connection of one listener.
 pub(crate) struct Dispatcher {
     pub(crate) health: SharedHealth,
-    pub(crate) db: Addr<DbActor>,
+    pub(crate) db: Db,
     pub(crate) metrics: Arc<IpcMetrics>,
     /// Bound on one database request, so a hung server cannot hold a client forever.
     pub(crate) db_timeout: Duration,
@@ -125,10 +124,7 @@ impl Dispatcher {
             }
             Method::NodesList { status_filter } => {
                 let rows = self
-                    .ask(ListNodes {
-                        status_filter,
-                        timeout: self.db_timeout,
-                    })
+                    .ask(self.db.list_nodes(&status_filter, self.db_timeout))
                     .await?;
                 // Taken after the rows: the live answer, not the projection's.
                 let node = self.health.load().node.clone();
@@ -140,12 +136,7 @@ impl Dispatcher {
                     .collect();
                 Ok(Reply::Nodes { nodes })
             }
-            Method::NodesGet { node_id } => match self
-                .ask(GetNode {
-                    node_id: node_id.clone(),
-                })
-                .await?
-            {
+            Method::NodesGet { node_id } => match self.ask(self.db.get_node(&node_id)).await? {
                 Some(row) => {
                     let live = self.health.load().node.clone();
                     let node =
@@ -159,7 +150,7 @@ impl Dispatcher {
             },
             Method::AuditQuery(q) => {
                 // Both were validated to fit (limit <= 1000, offset <= i64::MAX).
-                let query = QueryAudit {
+                let query = AuditQuery {
                     limit: i64::try_from(q.limit).unwrap_or(i64::MAX),
                     offset: i64::try_from(q.offset).unwrap_or(i64::MAX),
                     action_filter: q.action_filter,
@@ -170,7 +161,7 @@ impl Dispatcher {
                         .saturating_sub(Duration::from_millis(500))
                         .max(Duration::from_millis(100)),
                 };
-                Ok(Reply::Audit(self.ask(query).await?))
+                Ok(Reply::Audit(self.ask(self.db.query_audit(&query)).await?))
             }
             Method::ClusterStatus => Ok(Reply::Cluster(self.cluster()?.status())),
             Method::ClusterInit => self.cluster_init().await,
@@ -224,7 +215,7 @@ impl Dispatcher {
             // A daemon just started may still be connecting.
             let deadline = Instant::now() + SEED_PATIENCE;
             loop {
-                match self.ask(LegacyState).await {
+                match self.ask(self.db.legacy_state()).await {
                     Ok(rows) => break rows,
                     Err(e) if e.code == ErrorCode::NotConnected && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(200)).await
@@ -342,30 +333,16 @@ impl Dispatcher {
         })
     }
 
-    /// Sends `msg` to the DbActor and maps every way it can fail.
-    async fn ask<M, T>(&self, msg: M) -> Result<T, ErrorBody>
-    where
-        M: Message<Result = Result<T, DbError>> + Send + 'static,
-        T: Send + 'static,
-        DbActor: Handler<M>,
-    {
+    /// Runs a query in one of the IPC database slots, bounded by the
+    /// database timeout.
+    async fn ask<T>(&self, query: impl Future<Output = DbResult<T>>) -> Result<T, ErrorBody> {
         let request = async {
             // Never closed, so acquiring only waits.
             let _slot = self.db_slots.acquire().await;
-            self.db.send(msg).await
+            query.await
         };
         match tokio::time::timeout(self.db_timeout, request).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e @ DbError::NotConnected(_)))) => {
-                Err(ErrorBody::new(ErrorCode::NotConnected, e.to_string()))
-            }
-            Ok(Ok(Err(e @ DbError::Query(_)))) => {
-                Err(ErrorBody::new(ErrorCode::InternalError, e.to_string()))
-            }
-            Ok(Err(mailbox)) => Err(ErrorBody::new(
-                ErrorCode::InternalError,
-                format!("the database actor did not take the request: {mailbox}"),
-            )),
+            Ok(result) => result.map_err(ErrorBody::from),
             Err(_) => Err(ErrorBody::new(
                 ErrorCode::NotConnected,
                 format!(
@@ -383,6 +360,18 @@ impl From<protocol::ReadConsistency> for Consistency {
             protocol::ReadConsistency::Linearizable => Consistency::Linearizable,
             protocol::ReadConsistency::Local => Consistency::Local,
         }
+    }
+}
+
+/// How a failed query reaches an IPC client (the one mapping for every
+/// method).
+impl From<DbError> for ErrorBody {
+    fn from(e: DbError) -> Self {
+        let code = match &e {
+            DbError::NotConnected(_) => ErrorCode::NotConnected,
+            DbError::Query(_) => ErrorCode::InternalError,
+        };
+        ErrorBody::new(code, e.to_string())
     }
 }
 
