@@ -166,7 +166,7 @@ pub struct AuditHealth {
 pub struct PeerHealth {
     pub node_id: Option<String>,
     pub address: String,
-    pub status: String,
+    pub status: crate::node_status::NodeStatus,
     pub rtt_ms: Option<f64>,
     pub last_seen: Option<DateTime<Utc>>,
     pub error: Option<String>,

@@ -23,6 +23,7 @@ pub mod health_state;
 pub mod http;
 pub mod ipc;
 pub mod lifecycle;
+pub mod node_status;
 pub mod peer_status;
 pub mod peer_tls;
 pub mod pki;

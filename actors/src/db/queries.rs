@@ -5,8 +5,9 @@
 
 use super::{Db, DbResult};
 use crate::audit_event::AuditEvent;
+use crate::node_status::NodeStatus;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use std::time::Duration;
@@ -72,8 +73,8 @@ pub const TOUCH_PEER: &str = "SELECT steep_repl.record_peer_seen($1)";
 
 pub const PRUNE_AUDIT: &str = "SELECT steep_repl.prune_audit(make_interval(secs => $1))";
 
-/// A row of `steep_repl.nodes`.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+/// A row of `steep_repl.nodes` (also the IPC `nodes.*` result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct NodeRow {
     pub node_id: String,
     pub node_name: String,
@@ -82,13 +83,15 @@ pub struct NodeRow {
     pub priority: i32,
     pub is_coordinator: bool,
     pub last_seen: Option<DateTime<Utc>>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: NodeStatus,
     pub grpc_host: Option<String>,
     pub grpc_port: Option<i32>,
     /// `data` or `witness` (`None`: not a member of the Raft cluster).
     pub role: Option<String>,
     /// With `is_coordinator`: the epoch under which it holds the role.
     #[sqlx(skip)]
+    #[serde(default)]
     pub coordinator_epoch: Option<u64>,
 }
 
@@ -103,7 +106,7 @@ impl NodeRow {
 }
 
 /// A row of `steep_repl.audit_log`, as IPC clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
@@ -118,8 +121,8 @@ pub struct AuditRow {
     pub error_message: Option<String>,
 }
 
-/// One page of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One page of the audit log (the IPC `audit.query` result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditPage {
     pub entries: Vec<AuditRow>,
     /// Entries matching the filters, all pages together.
@@ -179,9 +182,10 @@ impl Db {
     /// PostgreSQL cancels the query after `timeout` (the caller's own bound).
     pub async fn list_nodes(
         &self,
-        status_filter: &[String],
+        status_filter: &[NodeStatus],
         timeout: Duration,
     ) -> DbResult<Vec<NodeRow>> {
+        let status_filter: Vec<&str> = status_filter.iter().map(|s| s.as_str()).collect();
         self.run(|pool| async move {
             let mut tx = begin_bounded(&pool, timeout).await?;
             let rows = sqlx::query_as(LIST_NODES)
@@ -275,11 +279,11 @@ impl Db {
 
     /// Writes a peer's status as seen from here; answers whether the peer
     /// is in the registry (false: nothing could be written yet).
-    pub async fn set_peer_status(&self, node_id: &str, status: &str) -> DbResult<bool> {
+    pub async fn set_peer_status(&self, node_id: &str, status: NodeStatus) -> DbResult<bool> {
         self.run(|pool| async move {
             sqlx::query_scalar(SET_PEER_STATUS)
                 .bind(node_id)
-                .bind(status)
+                .bind(status.as_str())
                 .fetch_one(&pool)
                 .await
         })

@@ -43,7 +43,7 @@ pub fn node_info(row: &NodeRow, node: &NodeView) -> NodeInfo {
         priority: row.priority,
         is_coordinator,
         last_seen: row.last_seen.map(timestamp),
-        status: row.status.clone(),
+        status: row.status.as_str().to_string(),
         grpc_host: row.grpc_host.clone().unwrap_or_default(),
         grpc_port: row.grpc_port.unwrap_or(0),
         coordinator_epoch: if is_coordinator {
@@ -96,6 +96,7 @@ pub fn health_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node_status::NodeStatus;
 
     fn row(node_id: &str, is_coordinator: bool) -> NodeRow {
         NodeRow {
@@ -106,7 +107,7 @@ mod tests {
             priority: 50,
             is_coordinator,
             last_seen: None,
-            status: "healthy".into(),
+            status: NodeStatus::Healthy,
             grpc_host: None,
             grpc_port: None,
             role: Some("data".into()),

@@ -15,6 +15,7 @@ use super::inbound;
 use super::{GrpcPeerActor, PeerReported};
 use crate::db::{Db, DbError};
 use crate::health_state::SharedHealth;
+use crate::node_status::NodeStatus;
 use crate::peer_tls::PeerInfo;
 use actix::Addr;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ impl CoordinatorService {
         })
     }
 
-    async fn nodes(&self, status_filter: Vec<String>) -> Result<Vec<NodeInfo>, Status> {
+    async fn nodes(&self, status_filter: Vec<NodeStatus>) -> Result<Vec<NodeInfo>, Status> {
         let rows = self.db.list_nodes(&status_filter, self.db_timeout).await?;
         let node = self.health.load().node.clone();
         Ok(rows.iter().map(|row| node_info(row, &node)).collect())

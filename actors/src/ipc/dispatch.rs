@@ -6,14 +6,16 @@
 
 use super::connection::Answer;
 use super::metrics::IpcMetrics;
-use super::protocol::{self, encode_error, encode_result, ErrorBody, ErrorCode, Method};
-use crate::db::queries::{AuditPage, AuditQuery, NodeRow};
+use super::protocol::{
+    self, encode_error, encode_result, AuditPage, ClusterCreated, ClusterStatus, ErrorBody,
+    ErrorCode, HealthReport, Method, NodeAnswer, NodeList, StateEntries, StateValue, StateWritten,
+    StatusReport,
+};
+use crate::db::queries::AuditQuery;
 use crate::db::{Db, DbError, DbResult};
-use crate::health_report::{health_report, status_report, HealthReport, StatusReport};
+use crate::health_report::{health_report, status_report};
 use crate::health_state::SharedHealth;
-use crate::raft::node::StateEntry;
-use crate::raft::{ClusterError, ClusterNode, ClusterStatus};
-use protocol::StateWriteParams;
+use crate::raft::{ClusterError, ClusterNode};
 use serde::Serialize;
 use serde_json::Value;
 use std::future::Future;
@@ -25,41 +27,20 @@ use steep_repl_consensus::{Command, Outcome, Requester};
 /// How long `cluster.init` waits for its new cluster to take the seed.
 const SEED_PATIENCE: Duration = Duration::from_secs(15);
 
-/// The result member of a successful answer.
+/// The result member of a successful answer (the types of the contract).
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Reply {
     Status(StatusReport),
     Health(HealthReport),
-    Nodes {
-        nodes: Vec<NodeRow>,
-    },
-    Node {
-        node: NodeRow,
-    },
+    Nodes(NodeList),
+    Node(NodeAnswer),
     Audit(AuditPage),
     Cluster(ClusterStatus),
-    ClusterCreated {
-        #[serde(flatten)]
-        status: ClusterStatus,
-        /// Keys the map was seeded with from this node's 0.1.0 table.
-        seeded_keys: usize,
-    },
-    StateValue {
-        key: String,
-        found: bool,
-        value: Value,
-    },
-    StateList {
-        entries: Vec<StateEntry>,
-    },
-    StateWritten {
-        key: String,
-        /// The Raft log index of the write.
-        applied_index: u64,
-        /// What the key held before (null: absent).
-        previous: Value,
-    },
+    ClusterCreated(ClusterCreated),
+    StateValue(StateValue),
+    StateList(StateEntries),
+    StateWritten(StateWritten),
 }
 
 /// Shared by every connection of one listener.
@@ -111,20 +92,20 @@ impl Answer for Dispatcher {
 impl Dispatcher {
     async fn call(&self, method: Method) -> Result<Reply, ErrorBody> {
         match method {
-            Method::StatusGet => Ok(Reply::Status(status_report(
+            Method::StatusGet(_) => Ok(Reply::Status(status_report(
                 &self.health.load(),
                 Instant::now(),
             ))),
-            Method::HealthCheck => {
+            Method::HealthCheck(_) => {
                 let snapshot = self.health.load();
                 Ok(Reply::Health(
                     health_report(&snapshot, Instant::now(), self.health.stale_after)
                         .with_raft(&snapshot, self.health.cluster_metrics()),
                 ))
             }
-            Method::NodesList { status_filter } => {
+            Method::NodesList(p) => {
                 let rows = self
-                    .ask(self.db.list_nodes(&status_filter, self.db_timeout))
+                    .ask(self.db.list_nodes(&p.status_filter, self.db_timeout))
                     .await?;
                 // Taken after the rows: the live answer, not the projection's.
                 let node = self.health.load().node.clone();
@@ -134,25 +115,25 @@ impl Dispatcher {
                         row.with_live_coordinator(node.coordinator_id.as_deref(), node.epoch)
                     })
                     .collect();
-                Ok(Reply::Nodes { nodes })
+                Ok(Reply::Nodes(NodeList { nodes }))
             }
-            Method::NodesGet { node_id } => match self.ask(self.db.get_node(&node_id)).await? {
+            Method::NodesGet(p) => match self.ask(self.db.get_node(&p.node_id)).await? {
                 Some(row) => {
                     let live = self.health.load().node.clone();
                     let node =
                         row.with_live_coordinator(live.coordinator_id.as_deref(), live.epoch);
-                    Ok(Reply::Node { node })
+                    Ok(Reply::Node(NodeAnswer { node }))
                 }
                 None => Err(ErrorBody::new(
                     ErrorCode::NodeNotFound,
-                    format!("no node \"{node_id}\" in the registry"),
+                    format!("no node \"{}\" in the registry", p.node_id),
                 )),
             },
             Method::AuditQuery(q) => {
                 // Both were validated to fit (limit <= 1000, offset <= i64::MAX).
                 let query = AuditQuery {
-                    limit: i64::try_from(q.limit).unwrap_or(i64::MAX),
-                    offset: i64::try_from(q.offset).unwrap_or(i64::MAX),
+                    limit: i64::try_from(q.limit()).unwrap_or(i64::MAX),
+                    offset: i64::try_from(q.offset()).unwrap_or(i64::MAX),
                     action_filter: q.action_filter,
                     since: q.since,
                     // PostgreSQL gives up just before this answer would.
@@ -163,43 +144,59 @@ impl Dispatcher {
                 };
                 Ok(Reply::Audit(self.ask(self.db.query_audit(&query)).await?))
             }
-            Method::ClusterStatus => Ok(Reply::Cluster(self.cluster()?.status())),
-            Method::ClusterInit => self.cluster_init().await,
+            Method::ClusterStatus(_) => Ok(Reply::Cluster(self.cluster()?.status())),
+            Method::ClusterInit(_) => self.cluster_init().await,
             Method::ClusterAdd(p) => Ok(Reply::Cluster(
                 self.cluster()?
-                    .add(&p.node_id, &p.grpc, p.priority, p.witness)
+                    .add(&p.node_id, &p.grpc, p.priority(), p.witness)
                     .await
                     .map_err(cluster_error)?,
             )),
-            Method::ClusterRemove { node_id } => Ok(Reply::Cluster(
+            Method::ClusterRemove(p) => Ok(Reply::Cluster(
                 self.cluster()?
-                    .remove(&node_id)
+                    .remove(&p.node_id)
                     .await
                     .map_err(cluster_error)?,
             )),
-            Method::StateGet { key, consistency } => {
+            Method::StateGet(p) => {
                 let value = self
                     .cluster()?
-                    .get(&key, consistency.into())
+                    .get(&p.key, p.consistency.into())
                     .await
                     .map_err(cluster_error)?;
-                Ok(Reply::StateValue {
-                    key,
+                Ok(Reply::StateValue(StateValue {
+                    key: p.key,
                     found: value.is_some(),
                     value: value.unwrap_or(Value::Null),
-                })
+                }))
             }
-            Method::StateList {
-                prefix,
-                consistency,
-            } => Ok(Reply::StateList {
+            Method::StateList(p) => Ok(Reply::StateList(StateEntries {
                 entries: self
                     .cluster()?
-                    .list(&prefix, consistency.into())
+                    .list(&p.prefix, p.consistency.into())
                     .await
                     .map_err(cluster_error)?,
-            }),
-            Method::StateWrite(_, p) => self.state_write(p).await,
+            })),
+            Method::StateSet(p) => {
+                let command = Command::Set {
+                    key: p.key.clone(),
+                    value: p.value,
+                };
+                self.state_write(p.key, command, p.request_id).await
+            }
+            Method::StateCas(p) => {
+                // A null expected value means "absent".
+                let command = Command::Cas {
+                    key: p.key.clone(),
+                    expected: (!p.expected.is_null()).then_some(p.expected),
+                    value: p.value,
+                };
+                self.state_write(p.key, command, p.request_id).await
+            }
+            Method::StateDelete(p) => {
+                let command = Command::Delete { key: p.key.clone() };
+                self.state_write(p.key, command, p.request_id).await
+            }
         }
     }
 
@@ -273,14 +270,14 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(Reply::ClusterCreated {
+        Ok(Reply::ClusterCreated(ClusterCreated {
             status: if seeded_keys > 0 {
                 cluster.status()
             } else {
                 status
             },
             seeded_keys,
-        })
+        }))
     }
 
     fn cluster(&self) -> Result<&ClusterNode, ErrorBody> {
@@ -292,18 +289,13 @@ impl Dispatcher {
         })
     }
 
-    async fn state_write(&self, p: StateWriteParams) -> Result<Reply, ErrorBody> {
+    async fn state_write(
+        &self,
+        key: String,
+        command: Command,
+        request_id: Option<String>,
+    ) -> Result<Reply, ErrorBody> {
         let cluster = self.cluster()?;
-        let key = p.key.clone();
-        let command = match (p.value, p.expected) {
-            (Some(value), Some(expected)) => Command::Cas {
-                key: p.key,
-                expected,
-                value,
-            },
-            (Some(value), None) => Command::Set { key: p.key, value },
-            (None, _) => Command::Delete { key: p.key },
-        };
         let node_id = cluster.settings().node_id.clone();
         let requester = Requester {
             actor: format!("ipc@{node_id}"),
@@ -311,7 +303,7 @@ impl Dispatcher {
             node_id,
         };
         let (log_id, outcome) = cluster
-            .write(command, p.request_id, requester)
+            .write(command, request_id, requester)
             .await
             .map_err(cluster_error)?;
         let previous = match outcome {
@@ -326,11 +318,11 @@ impl Dispatcher {
             // Not the outcome of a state command.
             Outcome::Nothing | Outcome::Coordinator { .. } => None,
         };
-        Ok(Reply::StateWritten {
+        Ok(Reply::StateWritten(StateWritten {
             key,
             applied_index: log_id.index,
             previous: previous.unwrap_or(Value::Null),
-        })
+        }))
     }
 
     /// Runs a query in one of the IPC database slots, bounded by the
