@@ -1,7 +1,7 @@
 //! AuditActor: the one path every daemon audit event takes.
 //!
 //! An event is appended to the durable local spool first, then written to
-//! `steep_repl.audit_log` in batches through the DbActor. While PostgreSQL is
+//! `steep_repl.audit_log` in batches through its `Db` handle. While PostgreSQL is
 //! away events wait in the spool (bounded by `spool_max_events`); after a
 //! reconnect, or after a restart of the daemon, they are written in order.
 //! Event ids make a replay idempotent. Retention pruning runs on a timer.
@@ -14,7 +14,7 @@
 pub mod spool;
 
 use crate::audit_event::AuditEvent;
-use crate::db::{DbActor, DbConnected, DbError, InsertAuditBatch, PruneAudit, SubscribeConnected};
+use crate::db::{Db, DbConnected, DbError};
 use crate::health_state::SharedHealth;
 use actix::prelude::*;
 use serde::Serialize;
@@ -22,7 +22,6 @@ use slog::{error, info, warn, Logger};
 use spool::Spool;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the AuditActor needs to know.
@@ -126,7 +125,7 @@ struct InFlight {
 
 pub struct AuditActor {
     settings: AuditSettings,
-    db: Addr<DbActor>,
+    db: Db,
     health: SharedHealth,
     log: Logger,
     spool: Option<Spool>,
@@ -145,7 +144,7 @@ pub struct AuditActor {
     last_error: Option<String>,
     /// PostgreSQL was unavailable at the last attempt (logged once per outage).
     waiting_for_db: bool,
-    /// The DbActor reported a connection at least once: before that there is
+    /// The database keeper reported a connection at least once: before that there is
     /// no point in trying (and no outage to report).
     db_seen: bool,
     last_drop_log: Option<Instant>,
@@ -157,12 +156,7 @@ pub struct AuditActor {
 }
 
 impl AuditActor {
-    pub fn new(
-        settings: AuditSettings,
-        db: Addr<DbActor>,
-        health: SharedHealth,
-        log: Logger,
-    ) -> Self {
+    pub fn new(settings: AuditSettings, db: Db, health: SharedHealth, log: Logger) -> Self {
         AuditActor {
             settings,
             db,
@@ -398,8 +392,7 @@ impl Actor for AuditActor {
             }
         }
         self.publish();
-        self.db
-            .do_send(SubscribeConnected(ctx.address().recipient()));
+        self.db.subscribe_connected(ctx.address().recipient());
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
             if act.db_seen && act.pending.len() > act.in_flight_events() {
                 ctx.notify(SendBatch);
@@ -408,17 +401,16 @@ impl Actor for AuditActor {
         });
         ctx.run_interval(self.settings.prune_interval, |act, ctx| {
             let older_than = act.settings.retention;
-            act.db
-                .send(PruneAudit { older_than })
+            let db = act.db.clone();
+            async move { db.prune_audit(older_than).await }
                 .into_actor(act)
                 .map(move |result, act, _| match result {
-                    Ok(Ok(deleted)) => {
+                    Ok(deleted) => {
                         act.prunes += 1;
                         info!(act.log, "audit.pruned"; "deleted" => deleted,
                               "retention_seconds" => older_than.as_secs());
                     }
-                    Ok(Err(DbError::NotConnected(_))) => {}
-                    Ok(Err(e)) => warn!(act.log, "audit.prune_failed"; "error" => %e),
+                    Err(DbError::NotConnected(_)) => {}
                     Err(e) => warn!(act.log, "audit.prune_failed"; "error" => %e),
                 })
                 .spawn(ctx);
@@ -501,17 +493,14 @@ impl Handler<SendBatch> for AuditActor {
                 size,
                 outcome: None,
             });
-            self.db
-                .send(InsertAuditBatch {
-                    events: Arc::new(batch),
-                })
+            let db = self.db.clone();
+            async move { db.insert_audit_batch(&batch).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let outcome = match result {
-                        Ok(Ok(_)) => BatchOutcome::Written,
-                        Ok(Err(DbError::NotConnected(reason))) => BatchOutcome::Unavailable(reason),
-                        Ok(Err(DbError::Query(reason))) => BatchOutcome::Refused(reason),
-                        Err(e) => BatchOutcome::Unavailable(e.to_string()),
+                        Ok(_) => BatchOutcome::Written,
+                        Err(DbError::NotConnected(reason)) => BatchOutcome::Unavailable(reason),
+                        Err(DbError::Query(reason)) => BatchOutcome::Refused(reason),
                     };
                     act.settle(seq, outcome, ctx);
                 })

@@ -1,12 +1,12 @@
 //! HealthActor: keeps the cached health fresh.
 //!
 //! Every refresh interval it marks the daemon's loop as turning (what
-//! `/live` reads) and asks the DbActor for a PostgreSQL ping, whose result
+//! `/live` reads) and asks the database keeper for a PostgreSQL ping, whose result
 //! lands in the shared snapshot. Probes never come here: they read the
 //! snapshot directly (see `health_state`). The same tick feeds the service
 //! manager's watchdog.
 
-use crate::db::{DbActor, Ping};
+use crate::db::Db;
 use crate::health_state::SharedHealth;
 use crate::lifecycle::ServiceNotifier;
 use actix::prelude::*;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub struct HealthActor {
     health: SharedHealth,
-    db: Addr<DbActor>,
+    db: Db,
     interval: Duration,
     notifier: Option<Arc<dyn ServiceNotifier>>,
 }
@@ -23,7 +23,7 @@ pub struct HealthActor {
 impl HealthActor {
     pub fn new(
         health: SharedHealth,
-        db: Addr<DbActor>,
+        db: Db,
         interval: Duration,
         notifier: Option<Arc<dyn ServiceNotifier>>,
     ) -> Self {
@@ -48,7 +48,7 @@ impl Actor for HealthActor {
             if let Some(notifier) = &act.notifier {
                 notifier.watchdog();
             }
-            act.db.do_send(Ping);
+            act.db.ping();
         });
     }
 }

@@ -7,12 +7,13 @@
 
 use crate::health_state::{ClusterMetrics, DbPhase, HealthSnapshot, ListenerHealth, PgVerdict};
 use chrono::SecondsFormat;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// One component in `/health`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ComponentReport {
     pub healthy: bool,
     pub status: String,
@@ -25,26 +26,30 @@ pub struct ComponentReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeReport {
     pub node_id: String,
     pub node_name: String,
-    /// This node holds a valid coordinator lease at this instant.
+    /// This node holds a valid coordinator lease at this instant. (It and
+    /// `role` may be absent from a peer's body built from its gRPC
+    /// HealthCheck, which carries neither: `steep-repl health --remote`.)
+    #[serde(default)]
     pub is_coordinator: bool,
     /// The coordinator this node names now (`null`: none known).
     pub coordinator_id: Option<String>,
     /// Its epoch; fence on it (ignore anything from a lower epoch).
     pub epoch: Option<u64>,
     /// `data`, or `witness` (votes, no PostgreSQL, never coordinator).
-    pub role: &'static str,
+    #[serde(default)]
+    pub role: Cow<'static, str>,
 }
 
 /// The `/health` body.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HealthReport {
     /// `healthy` or `unhealthy`.
-    pub status: &'static str,
-    pub components: BTreeMap<&'static str, ComponentReport>,
+    pub status: Cow<'static, str>,
+    pub components: BTreeMap<Cow<'static, str>, ComponentReport>,
     pub node: NodeReport,
     pub uptime_seconds: u64,
     pub version: String,
@@ -58,7 +63,7 @@ pub struct HealthReport {
 pub const HIDDEN_ERROR: &str = "details on the node: `steep-repl health` (or http.details: true)";
 
 /// The Raft view in a health report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RaftReport {
     /// A caught-up member of a cluster.
     pub ready: bool,
@@ -162,16 +167,16 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
         error: audit.last_error.clone(),
     };
     let mut components = BTreeMap::new();
-    components.insert("postgresql", pg_report);
-    components.insert("grpc", listener_report(&s.grpc));
-    components.insert("ipc", listener_report(&s.ipc));
-    components.insert("http", listener_report(&s.http));
-    components.insert("audit", audit_report);
+    components.insert("postgresql".into(), pg_report);
+    components.insert("grpc".into(), listener_report(&s.grpc));
+    components.insert("ipc".into(), listener_report(&s.ipc));
+    components.insert("http".into(), listener_report(&s.http));
+    components.insert("audit".into(), audit_report);
     HealthReport {
         status: if s.is_healthy(now, stale_after) {
-            "healthy"
+            "healthy".into()
         } else {
-            "unhealthy"
+            "unhealthy".into()
         },
         components,
         node: NodeReport {
@@ -180,7 +185,7 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
             is_coordinator: s.node.is_coordinator(),
             coordinator_id: s.node.coordinator_id.clone(),
             epoch: s.node.epoch,
-            role: s.node.role(),
+            role: s.node.role().into(),
         },
         uptime_seconds: s.uptime_seconds(now),
         version: s.version.clone(),
@@ -188,7 +193,7 @@ pub fn health_report(s: &HealthSnapshot, now: Instant, stale_after: Duration) ->
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PostgresStatus {
     pub connected: bool,
     pub version: Option<String>,
@@ -196,14 +201,14 @@ pub struct PostgresStatus {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GrpcStatus {
     pub listening: bool,
     pub port: Option<u16>,
     pub tls_enabled: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeStatusReport {
     pub node_id: String,
     pub node_name: String,
@@ -214,13 +219,13 @@ pub struct NodeStatusReport {
     /// Its epoch; fence on it.
     pub epoch: Option<u64>,
     /// `data` or `witness`.
-    pub role: &'static str,
+    pub role: Cow<'static, str>,
 }
 
 /// The IPC `status.get` result (field names are a contract with the TUI).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     pub pid: u32,
     pub uptime_seconds: u64,
     pub start_time: String,
@@ -233,7 +238,7 @@ pub struct StatusReport {
 /// Builds the `status.get` result from a snapshot at `now`.
 pub fn status_report(s: &HealthSnapshot, now: Instant) -> StatusReport {
     StatusReport {
-        state: s.state.as_str(),
+        state: s.state.as_str().into(),
         pid: s.pid,
         uptime_seconds: s.uptime_seconds(now),
         start_time: s.started_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -256,7 +261,7 @@ pub fn status_report(s: &HealthSnapshot, now: Instant) -> StatusReport {
             cluster_size: s.node.cluster_size,
             coordinator_id: s.node.coordinator_id.clone(),
             epoch: s.node.epoch,
-            role: s.node.role(),
+            role: s.node.role().into(),
         },
     }
 }

@@ -33,7 +33,7 @@ impl DaemonState {
     }
 }
 
-/// The PostgreSQL connection state machine of the DbActor.
+/// The PostgreSQL connection state machine of the database keeper (`db::DbActor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DbPhase {
@@ -165,7 +165,7 @@ pub struct AuditHealth {
 pub struct PeerHealth {
     pub node_id: Option<String>,
     pub address: String,
-    pub status: String,
+    pub status: crate::node_status::NodeStatus,
     pub rtt_ms: Option<f64>,
     pub last_seen: Option<DateTime<Utc>>,
     pub error: Option<String>,

@@ -2,7 +2,7 @@
 //! Steep TUI. It owns the listener on a Unix socket (a named pipe on
 //! Windows); each accepted connection is a task on the actix runtime that
 //! decodes JSON lines into typed requests (`protocol`), answers status and
-//! health from the cached snapshot and everything else through the DbActor
+//! health from the cached snapshot and everything else through the `Db` handle
 //! (`dispatch`), one request after the other (`connection`).
 //!
 //! The actor reports listening / not listening and why into the shared
@@ -23,7 +23,7 @@ pub use connection::{Limits, DEFAULT_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use metrics::{IpcMetrics, IpcMetricsSnapshot};
 
 use crate::backoff::Backoff;
-use crate::db::DbActor;
+use crate::db::Db;
 use crate::fd_limit::{self, OpenFiles};
 use crate::health_state::SharedHealth;
 use crate::listener::{Face, ListenerReport, ListenerStarted, StopAccepting};
@@ -184,7 +184,7 @@ struct Running {
 
 pub struct IpcActor {
     settings: IpcSettings,
-    db: Addr<DbActor>,
+    db: Db,
     health: SharedHealth,
     report: ListenerReport,
     log: Logger,
@@ -201,7 +201,7 @@ impl IpcActor {
     /// `parent` hears whether the first bind worked.
     pub fn new(
         settings: IpcSettings,
-        db: Addr<DbActor>,
+        db: Db,
         health: SharedHealth,
         parent: Option<Recipient<ListenerStarted>>,
         log: Logger,

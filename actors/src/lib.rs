@@ -1,7 +1,8 @@
 //! The steep-repl actor system.
 //!
-//! `SystemActor` (root, shutdown) supervises `DbActor` (the only owner of
-//! the PostgreSQL pool), `AuditActor` (durable spool + batched inserts) and
+//! `SystemActor` (root, shutdown) supervises `DbActor` (the keeper of the
+//! PostgreSQL connection, which publishes its pool to the cloneable `Db`
+//! handle every query goes through), `AuditActor` (durable spool + batched inserts) and
 //! `HealthActor` (keeps the cached health fresh); the listeners (`IpcActor`:
 //! the local socket; `HttpActor`: `/health`, `/ready`, `/live`, `/metrics`)
 //! read the cached health directly. Building blocks the actors share (peer
@@ -24,6 +25,7 @@ pub mod ipc;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod node_status;
 pub mod peer_status;
 pub mod peer_tls;
 pub mod pki;

@@ -11,35 +11,11 @@
 //!
 //! Pure logic on explicit instants; the GrpcPeerActor feeds it.
 
+pub use crate::node_status::NodeStatus;
 use std::time::{Duration, Instant};
 
 /// Answers in a row needed to enter or leave "slow".
 const STREAK: u8 = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerStatus {
-    Unknown,
-    Healthy,
-    Degraded,
-    Unreachable,
-}
-
-impl PeerStatus {
-    /// The registry spelling (steep_repl.nodes.status).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerStatus::Unknown => "unknown",
-            PeerStatus::Healthy => "healthy",
-            PeerStatus::Degraded => "degraded",
-            PeerStatus::Unreachable => "unreachable",
-        }
-    }
-
-    /// The peer answers (counts towards this node's majority).
-    pub fn answering(self) -> bool {
-        matches!(self, PeerStatus::Healthy | PeerStatus::Degraded)
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
@@ -50,7 +26,7 @@ pub struct Thresholds {
 #[derive(Debug, Clone)]
 pub struct PeerTracker {
     thresholds: Thresholds,
-    status: PeerStatus,
+    status: NodeStatus,
     since: Instant,
     last_answer: Option<Instant>,
     last_rtt: Option<Duration>,
@@ -65,7 +41,7 @@ impl PeerTracker {
     pub fn new(thresholds: Thresholds, now: Instant) -> Self {
         PeerTracker {
             thresholds,
-            status: PeerStatus::Unknown,
+            status: NodeStatus::Unknown,
             since: now,
             last_answer: None,
             last_rtt: None,
@@ -82,7 +58,7 @@ impl PeerTracker {
         self.last_answer.map(|_| !self.postgres_down)
     }
 
-    pub fn status(&self) -> PeerStatus {
+    pub fn status(&self) -> NodeStatus {
         self.status
     }
 
@@ -95,7 +71,7 @@ impl PeerTracker {
     }
 
     /// The peer answered after `rtt`. Returns the new status if it changed.
-    pub fn answered(&mut self, now: Instant, rtt: Duration) -> Option<PeerStatus> {
+    pub fn answered(&mut self, now: Instant, rtt: Duration) -> Option<NodeStatus> {
         self.last_answer = Some(now);
         self.last_rtt = Some(rtt);
         if rtt > self.thresholds.degraded_rtt {
@@ -114,31 +90,31 @@ impl PeerTracker {
     }
 
     /// The peer reported whether its PostgreSQL is connected.
-    pub fn reported_postgres(&mut self, now: Instant, connected: bool) -> Option<PeerStatus> {
+    pub fn reported_postgres(&mut self, now: Instant, connected: bool) -> Option<NodeStatus> {
         self.postgres_down = !connected;
         self.evaluate(now)
     }
 
     /// No answer (error or timeout), or just time passing.
-    pub fn tick(&mut self, now: Instant) -> Option<PeerStatus> {
+    pub fn tick(&mut self, now: Instant) -> Option<NodeStatus> {
         self.evaluate(now)
     }
 
-    fn evaluate(&mut self, now: Instant) -> Option<PeerStatus> {
+    fn evaluate(&mut self, now: Instant) -> Option<NodeStatus> {
         let silent_for = now.saturating_duration_since(self.last_answer.unwrap_or(self.since));
         let next = if silent_for > self.thresholds.unreachable_after {
-            PeerStatus::Unreachable
+            NodeStatus::Unreachable
         } else if self.last_answer.is_none() {
-            PeerStatus::Unknown
+            NodeStatus::Unknown
         } else if self.postgres_down || self.slow {
-            PeerStatus::Degraded
+            NodeStatus::Degraded
         } else {
-            PeerStatus::Healthy
+            NodeStatus::Healthy
         };
         if next == self.status {
             return None;
         }
-        if next == PeerStatus::Unreachable {
+        if next == NodeStatus::Unreachable {
             // Coming back starts a fresh judgement of its speed.
             self.slow = false;
             self.slow_streak = 0;
@@ -169,8 +145,8 @@ mod tests {
     fn a_fast_answer_makes_a_new_peer_healthy() {
         let t0 = Instant::now();
         let mut p = tracker(t0);
-        assert_eq!(p.status(), PeerStatus::Unknown);
-        assert_eq!(p.answered(t0 + 10 * MS, 2 * MS), Some(PeerStatus::Healthy));
+        assert_eq!(p.status(), NodeStatus::Unknown);
+        assert_eq!(p.answered(t0 + 10 * MS, 2 * MS), Some(NodeStatus::Healthy));
         assert_eq!(p.answered(t0 + 1010 * MS, 2 * MS), None);
     }
 
@@ -179,7 +155,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = tracker(t0);
         assert_eq!(p.tick(t0 + 2000 * MS), None);
-        assert_eq!(p.tick(t0 + 3001 * MS), Some(PeerStatus::Unreachable));
+        assert_eq!(p.tick(t0 + 3001 * MS), Some(NodeStatus::Unreachable));
     }
 
     #[test]
@@ -190,7 +166,7 @@ mod tests {
         // The heartbeat at 1 s is lost; 2 s answers again.
         assert_eq!(p.tick(t0 + 1000 * MS), None);
         assert_eq!(p.answered(t0 + 2000 * MS, MS), None);
-        assert_eq!(p.status(), PeerStatus::Healthy);
+        assert_eq!(p.status(), NodeStatus::Healthy);
     }
 
     #[test]
@@ -198,8 +174,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = tracker(t0);
         p.answered(t0, MS);
-        assert_eq!(p.tick(t0 + 3500 * MS), Some(PeerStatus::Unreachable));
-        assert_eq!(p.answered(t0 + 5000 * MS, MS), Some(PeerStatus::Healthy));
+        assert_eq!(p.tick(t0 + 3500 * MS), Some(NodeStatus::Unreachable));
+        assert_eq!(p.answered(t0 + 5000 * MS, MS), Some(NodeStatus::Healthy));
     }
 
     #[test]
@@ -214,14 +190,14 @@ mod tests {
         );
         assert_eq!(
             p.answered(t0 + 2000 * MS, 800 * MS),
-            Some(PeerStatus::Degraded)
+            Some(NodeStatus::Degraded)
         );
         assert_eq!(
             p.answered(t0 + 3000 * MS, MS),
             None,
             "one fast answer is noise"
         );
-        assert_eq!(p.answered(t0 + 4000 * MS, MS), Some(PeerStatus::Healthy));
+        assert_eq!(p.answered(t0 + 4000 * MS, MS), Some(NodeStatus::Healthy));
     }
 
     #[test]
@@ -231,12 +207,12 @@ mod tests {
         p.answered(t0, MS);
         assert_eq!(
             p.reported_postgres(t0 + 100 * MS, false),
-            Some(PeerStatus::Degraded)
+            Some(NodeStatus::Degraded)
         );
         assert_eq!(p.answered(t0 + 1000 * MS, MS), None);
         assert_eq!(
             p.reported_postgres(t0 + 1100 * MS, true),
-            Some(PeerStatus::Healthy)
+            Some(NodeStatus::Healthy)
         );
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::audit::{AuditActor, AuditSettings, Flush};
 use crate::audit_event::{AuditAction, AuditEvent};
-use crate::db::{Close, DbActor, DbSettings};
+use crate::db::{Db, DbSettings};
 use crate::health::HealthActor;
 use crate::health_state::{DaemonState, SharedHealth};
 use crate::http::HttpActor;
@@ -69,7 +69,7 @@ pub struct SystemSettings {
 /// Addresses of the running children.
 #[derive(Clone)]
 pub struct Children {
-    pub db: Addr<DbActor>,
+    pub db: Db,
     pub audit: Addr<AuditActor>,
     pub health: Addr<HealthActor>,
     /// Everything that accepts connections, stopped first at shutdown.
@@ -156,12 +156,11 @@ impl SystemActor {
             self.health.clone(),
             self.log.clone(),
         );
-        let db = DbActor::new(
+        let db = Db::start(
             db_settings,
             health.clone(),
             log.new(slog::o!("actor" => "db")),
-        )
-        .start();
+        );
 
         let (audit_settings, db_for_audit) = (self.settings.audit.clone(), db.clone());
         let audit_log = log.new(slog::o!("actor" => "audit"));
@@ -422,7 +421,7 @@ impl Handler<Shutdown> for SystemActor {
                 warn!(log, "audit.flush_incomplete";
                       "note" => "queued events stay in the spool and are written at the next start");
             }
-            let _ = children.db.send(Close).await;
+            children.db.close().await;
             info!(log, "daemon.stopped"; "audit_flushed" => flushed);
         };
         ctx.wait(

@@ -1,11 +1,10 @@
-//! The DbActor's reconnect schedule, driven through its mailbox with a
+//! The database keeper's reconnect schedule, read through its handle with a
 //! paused clock: against a port where nothing listens, attempts follow the
 //! backoff (100 ms doubling, capped at 5 s) instead of hammering the server.
 
-use actix::Actor;
 use sqlx::postgres::PgConnectOptions;
 use std::time::Duration;
-use steep_repl_actors::db::{DbActor, DbSettings, GetDbStatus};
+use steep_repl_actors::db::{Db, DbSettings};
 use steep_repl_actors::health_state::{DbPhase, HealthSnapshot, PostgresHealth, SharedHealth};
 
 fn closed_port() -> u16 {
@@ -42,7 +41,7 @@ async fn reconnect_attempts_follow_the_backoff_schedule() {
         Duration::from_secs(3),
     );
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let db = DbActor::new(settings(port), health.clone(), log).start();
+    let db = Db::start(settings(port), health.clone(), log);
 
     // Let the first attempt fail for real, then run on virtual time.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -54,9 +53,9 @@ async fn reconnect_attempts_follow_the_backoff_schedule() {
         tokio::time::resume();
         tokio::time::sleep(Duration::from_millis(5)).await;
         tokio::time::pause();
-        samples.push(db.send(GetDbStatus).await.unwrap().attempts);
+        samples.push(db.status().await.unwrap().attempts);
     }
-    let status = db.send(GetDbStatus).await.unwrap();
+    let status = db.status().await.unwrap();
     assert_eq!(status.phase, DbPhase::Connecting);
     assert!(status.last_error.unwrap().contains("connection refused"));
     // Nominal schedule from the first failure: 0.1+0.2+0.4+0.8+1.6+3.2 = 6.3 s

@@ -4,6 +4,7 @@ use crate::exit::EXIT_CODES_HELP;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use steep_repl_actors::node_status::NodeStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,7 +92,7 @@ pub enum Command {
     Nodes {
         /// Only nodes with these statuses (unknown, healthy, degraded, unreachable, offline)
         #[arg(long, value_name = "S,...", value_delimiter = ',')]
-        status: Vec<String>,
+        status: Vec<NodeStatus>,
         #[command(flatten)]
         output: Output,
     },
@@ -320,7 +321,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["steep-repl", "nodes", "--status", "healthy,degraded"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Nodes { status, .. } if status == ["healthy", "degraded"])
+            matches!(cli.command, Command::Nodes { status, .. } if status == [NodeStatus::Healthy, NodeStatus::Degraded])
         );
         let cli = Cli::try_parse_from([
             "steep-repl",

@@ -10,13 +10,17 @@
 
 use crate::exit::Exit;
 use crate::inspect::table::{pairs, Table};
-use crate::ipc_client::{self, ClientError, IpcClient};
+use crate::ipc_client::{self, decode, ClientError, IpcClient};
 use crate::terminal::printable;
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::fmt::Display;
 use std::path::Path;
+use steep_repl_actors::ipc::protocol::{
+    ClusterCreated, ClusterStatus, Method, StateEntries, StateValue, StateWritten,
+};
 
 /// Calls `method` on the local daemon and prints the answer.
-pub fn call(config: Option<&Path>, method: &str, params: Value, json: bool) -> Exit {
+pub fn call(config: Option<&Path>, method: &Method, json: bool) -> Exit {
     let target = match ipc_client::locate(config) {
         Ok(target) => target,
         Err(e) => {
@@ -24,17 +28,17 @@ pub fn call(config: Option<&Path>, method: &str, params: Value, json: bool) -> E
             return Exit::Error;
         }
     };
-    let answer = IpcClient::connect(&target.path).and_then(|mut c| c.call(method, params));
-    match answer {
-        Ok(value) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                );
-            } else {
-                print!("{}", printable(&render(method, &value)));
-            }
+    let answer = IpcClient::connect(&target.path).and_then(|mut c| c.call(method));
+    let shown = answer.and_then(|value| {
+        if json {
+            Ok(serde_json::to_string_pretty(&value).unwrap_or_default() + "\n")
+        } else {
+            render(method, &value)
+        }
+    });
+    match shown {
+        Ok(text) => {
+            print!("{}", printable(&text));
             Exit::Ok
         }
         Err(e) => {
@@ -64,65 +68,72 @@ pub fn parse_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        // Keys and ids come from other nodes and clients: never let them
-        // drive the terminal.
-        Value::String(s) => s
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect(),
-        other => other.to_string(),
-    }
+/// Keys and ids come from other nodes and clients: never let them drive
+/// the terminal.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
-fn render(method: &str, v: &Value) -> String {
-    match method {
-        "cluster.init" => match v["seeded_keys"].as_u64() {
-            Some(n) if n > 0 => format!(
-                "{}\nseeded the state map with {n} keys of this node's coordinator_state (its 0.1.0 state)\n",
-                cluster(v)
-            ),
-            _ => cluster(v),
-        },
-        "cluster.status" | "cluster.add" | "cluster.remove" => cluster(v),
-        "state.get" => {
-            if v["found"] == json!(true) {
-                format!("{}\n", v["value"])
-            } else {
-                format!("{}: absent\n", text(&v["key"]))
+/// An optional value as text; absent as `-`.
+fn text<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| clean(&v.to_string()))
+}
+
+fn render(method: &Method, v: &Value) -> Result<String, ClientError> {
+    Ok(match method {
+        Method::ClusterInit(_) => {
+            let created: ClusterCreated = decode(method, v)?;
+            match created.seeded_keys {
+                0 => cluster(&created.status),
+                n => format!(
+                    "{}\nseeded the state map with {n} keys of this node's coordinator_state (its 0.1.0 state)\n",
+                    cluster(&created.status)
+                ),
             }
         }
-        "state.list" => {
+        Method::StateGet(_) => {
+            let state: StateValue = decode(method, v)?;
+            if state.found {
+                format!("{}\n", state.value)
+            } else {
+                format!("{}: absent\n", clean(&state.key))
+            }
+        }
+        Method::StateList(_) => {
+            let list: StateEntries = decode(method, v)?;
             let mut table = Table::new(&["KEY", "VALUE"]);
-            for entry in v["entries"].as_array().into_iter().flatten() {
-                table.row(vec![text(&entry["key"]), entry["value"].to_string()]);
+            for entry in list.entries {
+                table.row(vec![clean(&entry.key), entry.value.to_string()]);
             }
             table.render()
         }
-        _ => pairs(&[
-            ("key", text(&v["key"])),
-            ("log index", text(&v["applied_index"])),
-            ("previous", v["previous"].to_string()),
-        ]),
-    }
+        Method::StateSet(_) | Method::StateCas(_) | Method::StateDelete(_) => {
+            let written: StateWritten = decode(method, v)?;
+            pairs(&[
+                ("key", clean(&written.key)),
+                ("log index", written.applied_index.to_string()),
+                ("previous", written.previous.to_string()),
+            ])
+        }
+        // cluster.status, cluster.add, cluster.remove.
+        _ => cluster(&decode(method, v)?),
+    })
 }
 
-fn cluster(v: &Value) -> String {
+fn cluster(v: &ClusterStatus) -> String {
+    let projection = &v.projection;
     let mut out = pairs(&[
-        ("cluster", text(&v["cluster_id"])),
-        (
-            "node",
-            format!("{} ({})", text(&v["node_id"]), text(&v["state"])),
-        ),
-        ("raft id", text(&v["raft_id"])),
-        ("leader", text(&v["leader"])),
-        ("term", text(&v["term"])),
+        ("cluster", text(v.cluster_id.as_deref())),
+        ("node", format!("{} ({})", clean(&v.node_id), v.state)),
+        ("raft id", clean(&v.raft_id)),
+        ("leader", text(v.leader.as_deref())),
+        ("term", v.term.to_string()),
         (
             "coordinator",
-            match v["coordinator"].as_str() {
-                Some(c) => format!("{c}, epoch {}", text(&v["epoch"])),
+            match &v.coordinator {
+                Some(c) => format!("{}, epoch {}", clean(c), text(v.epoch)),
                 None => "none known".to_string(),
             },
         ),
@@ -130,41 +141,37 @@ fn cluster(v: &Value) -> String {
             "log / commit / applied",
             format!(
                 "{} / {} / {}",
-                text(&v["last_log_index"]),
-                text(&v["commit_index"]),
-                text(&v["applied_index"])
+                text(v.last_log_index),
+                text(v.commit_index),
+                text(v.applied_index)
             ),
         ),
         (
             "postgresql",
-            match v["projection"]["error"].as_str() {
+            match &projection.error {
                 Some(e) => format!(
-                    "BEHIND at index {} since {}: {e}",
-                    text(&v["projection"]["applied_index"]),
-                    text(&v["projection"]["failing_since"])
+                    "BEHIND at index {} since {}: {}",
+                    text(projection.applied_index),
+                    text(projection.failing_since.as_deref()),
+                    clean(e)
                 ),
-                None => format!("projected to {}", text(&v["projection"]["applied_index"])),
+                None => format!("projected to {}", text(projection.applied_index)),
             },
         ),
     ]);
     let mut table = Table::new(&[
         "MEMBER", "ROLE", "VOTER", "PRIORITY", "GRPC", "RAFT ID", "LAG",
     ]);
-    for m in v["members"].as_array().into_iter().flatten() {
-        let leader = if m["leader"] == json!(true) { " *" } else { "" };
+    for m in &v.members {
+        let leader = if m.leader { " *" } else { "" };
         table.row(vec![
-            format!("{}{leader}", text(&m["node_id"])),
-            text(&m["role"]),
-            if m["voter"] == json!(true) {
-                "yes"
-            } else {
-                "learner"
-            }
-            .into(),
-            text(&m["priority"]),
-            text(&m["grpc"]),
-            text(&m["raft_id"]),
-            text(&m["lag"]),
+            format!("{}{leader}", clean(&m.node_id)),
+            m.role.to_string(),
+            if m.voter { "yes" } else { "learner" }.into(),
+            m.priority.to_string(),
+            clean(&m.grpc),
+            clean(&m.raft_id),
+            text(m.lag),
         ]);
     }
     out.push('\n');
@@ -175,6 +182,7 @@ fn cluster(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn values_are_json_when_they_parse_and_text_otherwise() {

@@ -12,21 +12,24 @@ pub mod render;
 pub(crate) mod table;
 
 use crate::exit::Exit;
-use crate::ipc_client::{self, ClientError, IpcClient, Target};
+use crate::ipc_client::{self, decode, ClientError, IpcClient, Target};
 use crate::terminal::printable;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
+use steep_repl_actors::ipc::protocol::{
+    AuditQueryParams, HealthReport, Method, NoParams, NodeStatus, NodesListParams,
+};
 
-/// Turns a result into its human view.
-type Render = Box<dyn Fn(&Value, &Target) -> String>;
+/// Turns a result into its human view (reading it as its type first).
+type Render = Box<dyn Fn(&Method, &Value, &Target) -> Result<String, ClientError>>;
 
 /// How a view is fetched and shown.
 struct View {
-    method: &'static str,
-    params: Value,
+    method: Method,
     render: Render,
     /// The exit code a successful answer means.
     verdict: fn(&Value) -> Exit,
@@ -40,9 +43,13 @@ fn ok(_: &Value) -> Exit {
 
 pub fn status(config: Option<&Path>, json: bool, watch: Option<u64>) -> Exit {
     let view = View {
-        method: "status.get",
-        params: json!({}),
-        render: Box::new(|v, target| render::status(v, &target.path.display().to_string())),
+        method: Method::StatusGet(NoParams {}),
+        render: Box::new(|m, v, target| {
+            Ok(render::status(
+                &decode(m, v)?,
+                &target.path.display().to_string(),
+            ))
+        }),
         verdict: ok,
         service_state: true,
     };
@@ -54,11 +61,10 @@ pub fn health(config: Option<&Path>, remote: Option<&str>, json: bool, watch: Op
         return crate::remote_health::health(config, remote, json);
     }
     let view = View {
-        method: "health.check",
-        params: json!({}),
-        render: Box::new(|v, _| render::health(v)),
+        method: Method::HealthCheck(NoParams {}),
+        render: Box::new(|m, v, _| Ok(render::health(&decode(m, v)?))),
         verdict: |v| {
-            if v["status"] == "healthy" {
+            if HealthReport::deserialize(v).is_ok_and(|h| h.healthy()) {
                 Exit::Ok
             } else {
                 Exit::Unhealthy
@@ -69,11 +75,17 @@ pub fn health(config: Option<&Path>, remote: Option<&str>, json: bool, watch: Op
     show(config, view, json, watch)
 }
 
-pub fn nodes(config: Option<&Path>, statuses: &[String], json: bool, watch: Option<u64>) -> Exit {
+pub fn nodes(
+    config: Option<&Path>,
+    statuses: &[NodeStatus],
+    json: bool,
+    watch: Option<u64>,
+) -> Exit {
     let view = View {
-        method: "nodes.list",
-        params: json!({ "status_filter": statuses }),
-        render: Box::new(|v, _| render::nodes(v, Utc::now())),
+        method: Method::NodesList(NodesListParams {
+            status_filter: statuses.to_vec(),
+        }),
+        render: Box::new(|m, v, _| Ok(render::nodes(&decode(m, v)?, Utc::now()))),
         verdict: ok,
         service_state: false,
     };
@@ -88,11 +100,14 @@ pub fn audit(
     actions: &[String],
     json: bool,
 ) -> Exit {
-    let since = since.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
     let view = View {
-        method: "audit.query",
-        params: json!({ "limit": limit, "offset": offset, "since": since, "action_filter": actions }),
-        render: Box::new(move |v, _| render::audit(v, offset)),
+        method: Method::AuditQuery(AuditQueryParams {
+            limit: Some(limit),
+            offset: Some(offset),
+            action_filter: actions.to_vec(),
+            since,
+        }),
+        render: Box::new(move |m, v, _| Ok(render::audit(&decode(m, v)?, offset))),
         verdict: ok,
         service_state: false,
     };
@@ -141,7 +156,7 @@ fn fetch(
     let Some(connected) = client.as_mut() else {
         return Err(ClientError::Protocol("no connection".into()));
     };
-    let result = connected.call(view.method, view.params.clone());
+    let result = connected.call(&view.method);
     // A failed connection is not reused; a refused request leaves it usable.
     if matches!(result, Err(ref e) if !matches!(e, ClientError::Remote { .. })) {
         *client = None;
@@ -158,7 +173,10 @@ fn once(target: &Target, view: &View, json: bool) -> Exit {
                     serde_json::to_string_pretty(&value).unwrap_or_default()
                 );
             } else {
-                print!("{}", printable(&(view.render)(&value, target)));
+                match (view.render)(&view.method, &value, target) {
+                    Ok(text) => print!("{}", printable(&text)),
+                    Err(e) => return fail(&e, target, view, json),
+                }
             }
             (view.verdict)(&value)
         }
@@ -250,15 +268,17 @@ fn watch_loop(target: &Target, view: &View, json: bool, every: Duration) -> Exit
             writeln!(out, "{document}")
         } else {
             let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-            let body = printable(&match &fetched {
-                Ok(value) => (view.render)(value, target),
+            let body = printable(&match fetched
+                .and_then(|value| (view.render)(&view.method, &value, target))
+            {
+                Ok(text) => text,
                 Err(e) => format!("steep-repl: {e}\n"),
             });
             // Clear the screen, cursor home, then the frame.
             write!(
                 out,
                 "\x1b[2J\x1b[H{} every {}s, Ctrl-C to quit   {now}\n\n{body}",
-                view.method,
+                view.method.kind().as_str(),
                 every.as_secs()
             )
         };

@@ -16,11 +16,12 @@
 use crate::config::{Config, DEFAULT_IPC_PATH};
 use interprocess::local_socket::prelude::*;
 use interprocess::local_socket::{GenericFilePath, Stream};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use steep_repl_actors::ipc::protocol::Response;
+use steep_repl_actors::ipc::protocol::{Method, Response};
 
 /// How long one answer may take (an answer is meant to take under a second; database
 /// methods are bounded at 10 s by the daemon itself).
@@ -125,13 +126,17 @@ impl IpcClient {
         })
     }
 
-    /// Calls `method` and returns its result, or the daemon's error.
-    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+    /// Calls `method` and returns its result as sent (what `--json`
+    /// prints), or the daemon's error. [`decode`] reads it as its type.
+    pub fn call(&mut self, method: &Method) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
+        // `method` serialises as the request's "method" and "params".
         let mut request =
-            serde_json::to_vec(&json!({"id": id, "method": method, "params": params}))
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            serde_json::to_value(method).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        request["id"] = json!(id);
+        let mut request =
+            serde_json::to_vec(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         request.push(b'\n');
         self.stream
             .get_mut()
@@ -164,6 +169,17 @@ impl IpcClient {
             )),
         }
     }
+}
+
+/// A result read as the type the contract gives it; a field missing or of
+/// another type is named in the error.
+pub fn decode<R: DeserializeOwned>(method: &Method, result: &Value) -> Result<R, ClientError> {
+    R::deserialize(result).map_err(|e| {
+        ClientError::Protocol(format!(
+            "the answer to {} does not match this steep-repl: {e}",
+            method.kind().as_str()
+        ))
+    })
 }
 
 #[cfg(unix)]

@@ -20,8 +20,11 @@ mod tls_cmd;
 use clap::Parser;
 use cli::{Cli, ClusterCommand, Command, ConfigCommand, StateCommand, TlsCommand};
 use exit::Exit;
-use serde_json::json;
 use std::process::ExitCode;
+use steep_repl_actors::ipc::protocol::{
+    ClusterAddParams, Method, NoParams, NodeIdParams, ReadConsistency, StateCasParams,
+    StateDeleteParams, StateGetParams, StateListParams, StateSetParams,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,21 +56,23 @@ fn main() -> ExitCode {
             inspect::nodes(cli.config.as_deref(), &status, output.json, output.watch)
         }
         Command::Cluster { command, json } => {
-            let (method, params) = match command {
-                ClusterCommand::Init => ("cluster.init", json!({})),
+            let method = match command {
+                ClusterCommand::Init => Method::ClusterInit(NoParams {}),
                 ClusterCommand::Add {
                     node_id,
                     grpc,
                     priority,
                     witness,
-                } => (
-                    "cluster.add",
-                    json!({"node_id": node_id, "grpc": grpc, "priority": priority, "witness": witness}),
-                ),
+                } => Method::ClusterAdd(ClusterAddParams {
+                    node_id,
+                    grpc,
+                    priority: Some(priority.into()),
+                    witness,
+                }),
                 ClusterCommand::Remove { node_id } => {
-                    ("cluster.remove", json!({"node_id": node_id}))
+                    Method::ClusterRemove(NodeIdParams { node_id })
                 }
-                ClusterCommand::Status => ("cluster.status", json!({})),
+                ClusterCommand::Status => Method::ClusterStatus(NoParams {}),
                 ClusterCommand::ForceNew {
                     dry_run,
                     yes,
@@ -83,27 +88,34 @@ fn main() -> ExitCode {
                     .into();
                 }
             };
-            cluster_cmd::call(cli.config.as_deref(), method, params, json)
+            cluster_cmd::call(cli.config.as_deref(), &method, json)
         }
         Command::State { command, json } => {
-            let consistency = |local: bool| if local { "local" } else { "linearizable" };
-            let (method, params) = match command {
-                StateCommand::Get { key, local } => (
-                    "state.get",
-                    json!({"key": key, "consistency": consistency(local)}),
-                ),
-                StateCommand::List { prefix, local } => (
-                    "state.list",
-                    json!({"prefix": prefix, "consistency": consistency(local)}),
-                ),
+            let consistency = |local: bool| {
+                if local {
+                    ReadConsistency::Local
+                } else {
+                    ReadConsistency::Linearizable
+                }
+            };
+            let method = match command {
+                StateCommand::Get { key, local } => Method::StateGet(StateGetParams {
+                    key,
+                    consistency: consistency(local),
+                }),
+                StateCommand::List { prefix, local } => Method::StateList(StateListParams {
+                    prefix,
+                    consistency: consistency(local),
+                }),
                 StateCommand::Set {
                     key,
                     value,
                     request_id,
-                } => (
-                    "state.set",
-                    json!({"key": key, "value": cluster_cmd::parse_value(&value), "request_id": request_id}),
-                ),
+                } => Method::StateSet(StateSetParams {
+                    key,
+                    value: cluster_cmd::parse_value(&value),
+                    request_id,
+                }),
                 StateCommand::Cas {
                     key,
                     expected,
@@ -115,17 +127,18 @@ fn main() -> ExitCode {
                     } else {
                         cluster_cmd::parse_value(&expected)
                     };
-                    (
-                        "state.cas",
-                        json!({"key": key, "expected": expected, "value": cluster_cmd::parse_value(&value), "request_id": request_id}),
-                    )
+                    Method::StateCas(StateCasParams {
+                        key,
+                        expected,
+                        value: cluster_cmd::parse_value(&value),
+                        request_id,
+                    })
                 }
-                StateCommand::Delete { key, request_id } => (
-                    "state.delete",
-                    json!({"key": key, "request_id": request_id}),
-                ),
+                StateCommand::Delete { key, request_id } => {
+                    Method::StateDelete(StateDeleteParams { key, request_id })
+                }
             };
-            cluster_cmd::call(cli.config.as_deref(), method, params, json)
+            cluster_cmd::call(cli.config.as_deref(), &method, json)
         }
         Command::Audit {
             limit,

@@ -9,6 +9,7 @@ use crate::terminal::printable;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::time::Duration;
+use steep_repl_actors::ipc::protocol::HealthReport;
 use steep_repl_actors::peer_tls::{ConnectOptions, PeerTransport, TlsPaths};
 use steep_repl_proto::coordinator_client::CoordinatorClient;
 use steep_repl_proto::health_check_response::ServingStatus;
@@ -122,12 +123,19 @@ pub fn health(config_path: Option<&Path>, remote: &str, json_out: bool) -> Exit 
     match answer {
         Ok(response) => {
             let body = as_health_json(&response);
+            let report: HealthReport = match serde_json::from_value(body.clone()) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("steep-repl: the answer of {address} cannot be read: {e}");
+                    return Exit::Error;
+                }
+            };
             if json_out {
                 println!("{body}");
             } else {
-                print!("{}", printable(&render::health(&body)));
+                print!("{}", printable(&render::health(&report)));
             }
-            if body["status"] == "healthy" {
+            if report.healthy() {
                 Exit::Ok
             } else {
                 Exit::Unhealthy
@@ -170,6 +178,9 @@ mod tests {
             body["components"]["postgresql"]["error"],
             "connection refused"
         );
-        assert!(render::health(&body).contains("connection refused"));
+        let report: HealthReport = serde_json::from_value(body).unwrap();
+        let text = render::health(&report);
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(text.contains("role         -"), "{text}");
     }
 }

@@ -6,7 +6,7 @@ use actix::Actor;
 use std::time::Duration;
 use steep_repl_actors::audit::{AuditActor, AuditSettings, Flush, GetAuditStatus, RecordBatch};
 use steep_repl_actors::audit_event::{AuditAction, AuditEvent};
-use steep_repl_actors::db::{DbActor, DbSettings};
+use steep_repl_actors::db::{Db, DbSettings};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
 use steep_repl_tests::ext::server_with_extension;
 use steep_repl_tests::pg::PgServer;
@@ -45,7 +45,7 @@ fn start(
         password_source: None,
         node_id: "a".into(),
     };
-    let db = DbActor::new(settings, health.clone(), log.clone()).start();
+    let db = Db::start(settings, health.clone(), log.clone());
     let mut audit_settings = AuditSettings::new(
         spool.join("audit.spool"),
         Duration::from_secs(86400 * 400),

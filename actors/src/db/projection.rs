@@ -12,8 +12,7 @@
 //! replicated state itself is durable in the Raft log before any write is
 //! acknowledged; its projection need not pay a second fsync per entry.
 
-use super::{DbActor, DbResult};
-use actix::prelude::*;
+use super::{Db, DbResult};
 use serde_json::{json, Value};
 
 /// One step of the projection, in log order.
@@ -48,32 +47,12 @@ pub enum ProjectionStep {
     Membership { index: u64, members: Value },
 }
 
-/// Applies steps for cluster `cluster_id`, in order.
-#[derive(Message)]
-#[rtype(result = "DbResult<()>")]
-pub struct ApplyProjection {
-    pub cluster_id: String,
-    pub steps: Vec<ProjectionStep>,
-}
-
-/// Where the projection stands: (cluster id, applied index).
-#[derive(Message)]
-#[rtype(result = "DbResult<(Option<String>, i64)>")]
-pub struct GetProjection;
-
 const APPLY_STATE_BATCH: &str = "SELECT steep_repl.apply_state_batch($1, $2)";
 const APPLY_SNAPSHOT: &str = "SELECT steep_repl.apply_state_snapshot($1, $2, $3, $4)";
 const ADVANCE: &str = "SELECT steep_repl.advance_projection($1, $2, $3)";
 const APPLY_COORDINATOR: &str =
     "SELECT steep_repl.apply_coordinator($1, $2, $3, $4, $5, $6, $7, $8)";
 const APPLY_MEMBERSHIP: &str = "SELECT steep_repl.apply_membership($1, $2)";
-/// The rows of `coordinator_state` written before this node's projection
-/// followed any cluster: the state of a 0.1.0 node, which `cluster init`
-/// seeds the new cluster's map from (docs/operations.md, "Upgrade a 0.1.0 cluster").
-#[derive(Message)]
-#[rtype(result = "DbResult<Vec<(String, Value)>>")]
-pub struct LegacyState;
-
 const LEGACY_STATE: &str = "SELECT s.key, s.value FROM steep_repl.coordinator_state s \
      WHERE (SELECT p.cluster_id FROM steep_repl.projection() p) IS NULL ORDER BY s.key";
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
@@ -100,16 +79,19 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl Handler<ApplyProjection> for DbActor {
-    type Result = ResponseFuture<DbResult<()>>;
-
-    fn handle(&mut self, msg: ApplyProjection, ctx: &mut Context<Self>) -> Self::Result {
-        self.run(ctx, move |pool| async move {
-            let cluster = msg.cluster_id;
+impl Db {
+    /// Applies `steps` for cluster `cluster`, in order, in one transaction.
+    pub async fn apply_projection(
+        &self,
+        cluster: &str,
+        steps: Vec<ProjectionStep>,
+    ) -> DbResult<()> {
+        self.run(|pool| async move {
+            let cluster = cluster.to_string();
             let mut tx = pool.begin().await?;
             let mut run: Vec<Value> = Vec::new();
             sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
-            for step in msg.steps {
+            for step in steps {
                 if let ProjectionStep::State {
                     index,
                     term,
@@ -187,29 +169,29 @@ impl Handler<ApplyProjection> for DbActor {
             tx.commit().await?;
             Ok(())
         })
+        .await
     }
-}
 
-impl Handler<GetProjection> for DbActor {
-    type Result = ResponseFuture<DbResult<(Option<String>, i64)>>;
-
-    fn handle(&mut self, _: GetProjection, ctx: &mut Context<Self>) -> Self::Result {
-        self.run(ctx, move |pool| async move {
+    /// Where the projection stands: (cluster id, applied index).
+    pub async fn projection(&self) -> DbResult<(Option<String>, i64)> {
+        self.run(|pool| async move {
             let row: Option<(Option<String>, i64)> =
                 sqlx::query_as(PROJECTION).fetch_optional(&pool).await?;
             Ok(row.unwrap_or((None, 0)))
         })
+        .await
     }
-}
 
-impl Handler<LegacyState> for DbActor {
-    type Result = ResponseFuture<DbResult<Vec<(String, Value)>>>;
-
-    fn handle(&mut self, _: LegacyState, ctx: &mut Context<Self>) -> Self::Result {
-        self.run(ctx, move |pool| async move {
+    /// The rows of `coordinator_state` written before this node's
+    /// projection followed any cluster: the state of a 0.1.0 node, which
+    /// `cluster init` seeds the new cluster's map from (docs/operations.md,
+    /// "Upgrade a 0.1.0 cluster").
+    pub async fn legacy_state(&self) -> DbResult<Vec<(String, Value)>> {
+        self.run(|pool| async move {
             let rows: Vec<(String, sqlx::types::Json<Value>)> =
                 sqlx::query_as(LEGACY_STATE).fetch_all(&pool).await?;
             Ok(rows.into_iter().map(|(k, v)| (k, v.0)).collect())
         })
+        .await
     }
 }

@@ -1,10 +1,16 @@
-//! The SQL the daemon runs against the `steep_repl` extension, and the rows
-//! it reads back. Kept in one place so that a test can check every statement
-//! against the extension's schema.
+//! The SQL the daemon runs against the `steep_repl` extension, the rows it
+//! reads back, and the [`Db`] method that runs each statement. Kept in one
+//! place so that a test can check every statement against the extension's
+//! schema.
 
+use super::{Db, DbResult};
+use crate::audit_event::AuditEvent;
+use crate::node_status::NodeStatus;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::postgres::PgPool;
+use std::time::Duration;
 
 /// PostgreSQL 18 is the first supported version.
 pub const MIN_SERVER_VERSION_NUM: i32 = 180_000;
@@ -67,8 +73,8 @@ pub const TOUCH_PEER: &str = "SELECT steep_repl.record_peer_seen($1)";
 
 pub const PRUNE_AUDIT: &str = "SELECT steep_repl.prune_audit(make_interval(secs => $1))";
 
-/// A row of `steep_repl.nodes`.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+/// A row of `steep_repl.nodes` (also the IPC `nodes.*` result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct NodeRow {
     pub node_id: String,
     pub node_name: String,
@@ -77,13 +83,15 @@ pub struct NodeRow {
     pub priority: i32,
     pub is_coordinator: bool,
     pub last_seen: Option<DateTime<Utc>>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: NodeStatus,
     pub grpc_host: Option<String>,
     pub grpc_port: Option<i32>,
     /// `data` or `witness` (`None`: not a member of the Raft cluster).
     pub role: Option<String>,
     /// With `is_coordinator`: the epoch under which it holds the role.
     #[sqlx(skip)]
+    #[serde(default)]
     pub coordinator_epoch: Option<u64>,
 }
 
@@ -98,7 +106,7 @@ impl NodeRow {
 }
 
 /// A row of `steep_repl.audit_log`, as IPC clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
@@ -113,8 +121,8 @@ pub struct AuditRow {
     pub error_message: Option<String>,
 }
 
-/// One page of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One page of the audit log (the IPC `audit.query` result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditPage {
     pub entries: Vec<AuditRow>,
     /// Entries matching the filters, all pages together.
@@ -140,6 +148,164 @@ pub fn action_patterns(filters: &[String]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// An `audit.query` page request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub limit: i64,
+    pub offset: i64,
+    /// Action names; `node.*` matches a prefix. Empty: all.
+    pub action_filter: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// PostgreSQL cancels the query after this long: a caller that stops
+    /// waiting must not leave it running on a pooled connection.
+    pub timeout: Duration,
+}
+
+/// A transaction whose statements PostgreSQL cancels after `timeout`
+/// (`SET LOCAL statement_timeout`, which ends with the transaction).
+async fn begin_bounded(
+    pool: &PgPool,
+    timeout: Duration,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(SET_LOCAL_STATEMENT_TIMEOUT)
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+impl Db {
+    /// All registry rows, or those whose status is in `status_filter`;
+    /// PostgreSQL cancels the query after `timeout` (the caller's own bound).
+    pub async fn list_nodes(
+        &self,
+        status_filter: &[NodeStatus],
+        timeout: Duration,
+    ) -> DbResult<Vec<NodeRow>> {
+        let status_filter: Vec<&str> = status_filter.iter().map(|s| s.as_str()).collect();
+        self.run(|pool| async move {
+            let mut tx = begin_bounded(&pool, timeout).await?;
+            let rows = sqlx::query_as(LIST_NODES)
+                .bind(status_filter)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// One registry row.
+    pub async fn get_node(&self, node_id: &str) -> DbResult<Option<NodeRow>> {
+        self.run(|pool| async move {
+            sqlx::query_as(GET_NODE)
+                .bind(node_id)
+                .fetch_optional(&pool)
+                .await
+        })
+        .await
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn query_audit(&self, q: &AuditQuery) -> DbResult<AuditPage> {
+        self.run(|pool| async move {
+            let patterns = action_patterns(&q.action_filter);
+            // Both statements in one read-only transaction whose
+            // statement_timeout (SET LOCAL) ends with it.
+            let mut tx = begin_bounded(&pool, q.timeout).await?;
+            let entries: Vec<AuditRow> = sqlx::query_as(QUERY_AUDIT)
+                .bind(&patterns)
+                .bind(q.since)
+                .bind(q.limit)
+                .bind(q.offset)
+                .fetch_all(&mut *tx)
+                .await?;
+            let total: i64 = sqlx::query_scalar(COUNT_AUDIT)
+                .bind(&patterns)
+                .bind(q.since)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            let has_more = q.offset + (entries.len() as i64) < total;
+            Ok(AuditPage {
+                entries,
+                total,
+                has_more,
+            })
+        })
+        .await
+    }
+
+    /// Writes a batch of daemon audit events; returns how many were new.
+    pub async fn insert_audit_batch(&self, events: &[AuditEvent]) -> DbResult<u64> {
+        /// One column of the batch.
+        fn column<T>(events: &[AuditEvent], f: impl Fn(&AuditEvent) -> T) -> Vec<T> {
+            events.iter().map(f).collect()
+        }
+        let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
+        self.run(|pool| async move {
+            let inserted: i64 = sqlx::query_scalar(INSERT_AUDIT_BATCH)
+                .bind(column(events, |e| e.event_id))
+                .bind(column(events, |e| e.occurred_at))
+                .bind(column(events, |e| e.action.clone()))
+                .bind(column(events, |e| e.target_type.clone()))
+                .bind(column(events, |e| e.target_id.clone()))
+                .bind(column(events, |e| json(&e.old_value)))
+                .bind(column(events, |e| json(&e.new_value)))
+                .bind(column(events, |e| e.client_ip.map(|ip| ip.to_string())))
+                .bind(column(events, |e| e.success))
+                .bind(column(events, |e| e.error_message.clone()))
+                .fetch_one(&pool)
+                .await?;
+            // A row count: never negative.
+            Ok(u64::try_from(inserted).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Deletes audit entries older than the retention; returns the count.
+    pub async fn prune_audit(&self, older_than: Duration) -> DbResult<i64> {
+        self.run(|pool| async move {
+            sqlx::query_scalar(PRUNE_AUDIT)
+                .bind(older_than.as_secs_f64())
+                .fetch_one(&pool)
+                .await
+        })
+        .await
+    }
+
+    /// Writes a peer's status as seen from here; answers whether the peer
+    /// is in the registry (false: nothing could be written yet).
+    pub async fn set_peer_status(&self, node_id: &str, status: NodeStatus) -> DbResult<bool> {
+        self.run(|pool| async move {
+            sqlx::query_scalar(SET_PEER_STATUS)
+                .bind(node_id)
+                .bind(status.as_str())
+                .fetch_one(&pool)
+                .await
+        })
+        .await
+    }
+
+    /// A peer's heartbeat arrived: bump its last_seen. Answers whether the
+    /// peer is in the registry. PostgreSQL cancels the update after
+    /// `timeout` (the gRPC request timeout): a heartbeat that waits on a
+    /// lock must not wait forever.
+    pub async fn touch_peer(&self, node_id: &str, timeout: Duration) -> DbResult<bool> {
+        self.run(|pool| async move {
+            let mut tx = begin_bounded(&pool, timeout).await?;
+            let touched: bool = sqlx::query_scalar(TOUCH_PEER)
+                .bind(node_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(touched)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,27 @@
-//! Conversions between registry rows, health snapshots and the
-//! `steep.repl.v1` wire types.
+//! Conversions between registry rows, health snapshots, database errors
+//! and the `steep.repl.v1` wire types.
 
 use crate::db::queries::NodeRow;
+use crate::db::DbError;
 use crate::health_report::health_report;
 use crate::health_state::{HealthSnapshot, NodeView};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use steep_repl_proto::health_check_response::ServingStatus;
 use steep_repl_proto::{ComponentHealth, HealthCheckResponse, NodeInfo};
+
+/// How a failed query reaches a gRPC caller (the one mapping for every
+/// method).
+impl From<DbError> for tonic::Status {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotConnected(reason) => tonic::Status::unavailable(format!(
+                "this node's PostgreSQL is not available: {reason}"
+            )),
+            DbError::Query(reason) => tonic::Status::internal(reason),
+        }
+    }
+}
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -29,7 +43,7 @@ pub fn node_info(row: &NodeRow, node: &NodeView) -> NodeInfo {
         priority: row.priority,
         is_coordinator,
         last_seen: row.last_seen.map(timestamp),
-        status: row.status.clone(),
+        status: row.status.as_str().to_string(),
         grpc_host: row.grpc_host.clone().unwrap_or_default(),
         grpc_port: row.grpc_port.unwrap_or(0),
         coordinator_epoch: if is_coordinator {
@@ -82,6 +96,7 @@ pub fn health_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node_status::NodeStatus;
 
     fn row(node_id: &str, is_coordinator: bool) -> NodeRow {
         NodeRow {
@@ -92,7 +107,7 @@ mod tests {
             priority: 50,
             is_coordinator,
             last_seen: None,
-            status: "healthy".into(),
+            status: NodeStatus::Healthy,
             grpc_host: None,
             grpc_port: None,
             role: Some("data".into()),

@@ -3,6 +3,7 @@
 //! the field that was wrong (as the `.proto` spells it) and what it must
 //! be; the service answers it with INVALID_ARGUMENT.
 
+use crate::node_status::NodeStatus as RegistryStatus;
 use steep_repl_proto::{
     GetNodesRequest, HealthCheckResponse, HeartbeatRequest, NodeStatus, RegisterNodeRequest,
 };
@@ -34,9 +35,6 @@ impl From<FieldError> for tonic::Status {
 
 /// The longest text field (names, hosts, versions) a peer may send.
 pub const MAX_TEXT: usize = 255;
-/// The node statuses of the registry (`steep_repl.nodes.status`).
-pub const STATUSES: [&str; 5] = ["unknown", "healthy", "degraded", "unreachable", "offline"];
-
 /// A node_id as the configuration allows it: 1-63 characters from A-Z,
 /// a-z, 0-9, '.', '_' and '-'.
 pub fn node_id(field: &str, value: &str) -> Result<String, FieldError> {
@@ -177,14 +175,14 @@ pub fn register_node(request: &RegisterNodeRequest) -> Result<Announcement, Fiel
 
 /// A GetNodes filter: registry statuses only, each at most once (so the
 /// list is bounded by the number of statuses).
-pub fn status_filter(request: &GetNodesRequest) -> Result<Vec<String>, FieldError> {
+pub fn status_filter(request: &GetNodesRequest) -> Result<Vec<RegistryStatus>, FieldError> {
     let filter = &request.status_filter;
-    if filter.len() > STATUSES.len() {
+    if filter.len() > RegistryStatus::ALL.len() {
         return Err(FieldError::new(
             "status_filter",
             format!(
                 "must list at most {} statuses, got {}",
-                STATUSES.len(),
+                RegistryStatus::ALL.len(),
                 filter.len()
             ),
         ));
@@ -192,17 +190,20 @@ pub fn status_filter(request: &GetNodesRequest) -> Result<Vec<String>, FieldErro
     let mut seen = Vec::with_capacity(filter.len());
     for (i, status) in filter.iter().enumerate() {
         let field = format!("status_filter[{i}]");
-        if !STATUSES.contains(&status.as_str()) {
+        let Ok(parsed) = status.parse::<RegistryStatus>() else {
             let shown: String = status.chars().take(40).collect();
             return Err(FieldError::new(
                 field,
-                format!("must be one of {}, got {shown:?}", STATUSES.join(", ")),
+                format!(
+                    "must be one of {}, got {shown:?}",
+                    RegistryStatus::ALL.map(RegistryStatus::as_str).join(", ")
+                ),
             ));
-        }
-        if seen.contains(status) {
+        };
+        if seen.contains(&parsed) {
             return Err(FieldError::new(field, format!("repeats {status:?}")));
         }
-        seen.push(status.clone());
+        seen.push(parsed);
     }
     Ok(seen)
 }
@@ -443,7 +444,7 @@ mod fuzz {
 
     fn filter() -> impl Strategy<Value = GetNodesRequest> {
         let item = prop_oneof![
-            prop::sample::select(STATUSES.to_vec()).prop_map(str::to_string),
+            prop::sample::select(RegistryStatus::ALL.to_vec()).prop_map(|s| s.as_str().to_string()),
             text_value(),
         ];
         prop::collection::vec(item, 0..12)
@@ -555,7 +556,7 @@ mod fuzz {
         #[test]
         fn any_status_filter_is_accepted_or_refused_naming_its_item(f in filter()) {
             match status_filter(&f) {
-                Ok(list) => prop_assert!(list.len() <= STATUSES.len()),
+                Ok(list) => prop_assert!(list.len() <= RegistryStatus::ALL.len()),
                 Err(e) => names_a_field(&e, &["status_filter"])?,
             }
         }

@@ -14,10 +14,11 @@ use super::certificates::{CertificateWatch, ReloadCertificates};
 use super::server::{Server, ServerParts};
 use super::GrpcSettings;
 use crate::audit::AuditActor;
-use crate::db::{DbActor, SetPeerStatus};
+use crate::db::Db;
 use crate::health_state::{DbPhase, PeerHealth, SharedHealth};
 use crate::listener::{Face, ListenerReport, ListenerStarted, StopAccepting};
-use crate::peer_status::{PeerStatus, PeerTracker, Thresholds};
+use crate::node_status::NodeStatus;
+use crate::peer_status::{PeerTracker, Thresholds};
 use crate::peer_tls::ConnectOptions;
 use actix::prelude::*;
 use chrono::Utc;
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use steep_repl_proto::coordinator_client::CoordinatorClient;
-use steep_repl_proto::{HealthCheckRequest, HeartbeatRequest, NodeStatus};
+use steep_repl_proto::{HealthCheckRequest, HeartbeatRequest};
 use tonic::transport::Channel;
 
 // --- messages --------------------------------------------------------------
@@ -75,7 +76,7 @@ struct Peer {
     /// The status the registry holds for this peer, as far as we know; the
     /// tick writes the tracker's status until they match (the peer's row
     /// may not exist yet when its status is first known).
-    synced: Option<PeerStatus>,
+    synced: Option<NodeStatus>,
     sync_in_flight: bool,
 }
 
@@ -103,7 +104,7 @@ pub struct GrpcPeerActor {
     settings: GrpcSettings,
     health: SharedHealth,
     report: ListenerReport,
-    db: Addr<DbActor>,
+    db: Db,
     log: Logger,
     auth_failures: Arc<AuthFailures>,
     certificates: CertificateWatch,
@@ -111,7 +112,7 @@ pub struct GrpcPeerActor {
     server: Option<Server>,
     stopping: bool,
     /// The status this node's own row holds, as far as we know.
-    own_synced: Option<PeerStatus>,
+    own_synced: Option<NodeStatus>,
     own_sync_in_flight: bool,
 }
 
@@ -122,7 +123,7 @@ impl GrpcPeerActor {
     pub fn new(
         settings: GrpcSettings,
         health: SharedHealth,
-        db: Addr<DbActor>,
+        db: Db,
         audit: Addr<AuditActor>,
         parent: Option<Recipient<ListenerStarted>>,
         log: Logger,
@@ -269,9 +270,9 @@ impl GrpcPeerActor {
         }
     }
 
-    fn node_status(&self) -> NodeStatus {
+    fn node_status(&self) -> steep_repl_proto::NodeStatus {
         let s = self.health.load_stored();
-        NodeStatus {
+        steep_repl_proto::NodeStatus {
             // A witness has none and needs none: not a reason to mark it
             // degraded.
             postgresql_connected: matches!(
@@ -290,7 +291,7 @@ impl GrpcPeerActor {
             .map(|p| PeerHealth {
                 node_id: p.node_id.clone(),
                 address: p.address(),
-                status: p.tracker.status().as_str().to_string(),
+                status: p.tracker.status(),
                 rtt_ms: p.tracker.last_rtt().map(|d| d.as_secs_f64() * 1000.0),
                 last_seen: p.last_seen,
                 error: p.last_error.clone(),
@@ -301,7 +302,7 @@ impl GrpcPeerActor {
         self.health.update(|s| s.peers = peers.clone());
     }
 
-    fn status_changed(&self, address: &str, node_id: Option<&str>, status: PeerStatus) {
+    fn status_changed(&self, address: &str, node_id: Option<&str>, status: NodeStatus) {
         info!(self.log, "peer.status_changed"; "peer" => address, "node_id" => node_id.unwrap_or("?"),
               "status" => status.as_str());
     }
@@ -312,7 +313,7 @@ impl GrpcPeerActor {
     /// once the membership is projected): healthy while its PostgreSQL
     /// answers, which is also when the write can land.
     fn sync_own_status(&mut self, ctx: &mut Context<Self>) {
-        let status = PeerStatus::Healthy;
+        let status = NodeStatus::Healthy;
         if self.own_synced == Some(status) || self.own_sync_in_flight {
             return;
         }
@@ -321,19 +322,15 @@ impl GrpcPeerActor {
             return;
         }
         self.own_sync_in_flight = true;
-        self.db
-            .send(SetPeerStatus {
-                node_id: self.settings.node_id.clone(),
-                status: status.as_str().to_string(),
-            })
+        let (db, node_id) = (self.db.clone(), self.settings.node_id.clone());
+        async move { db.set_peer_status(&node_id, status).await }
             .into_actor(self)
             .map(move |result, act, _| {
                 act.own_sync_in_flight = false;
                 match result {
-                    Ok(Ok(true)) => act.own_synced = Some(status),
-                    Ok(Ok(false)) => {} // the membership is not projected yet
-                    Ok(Err(e)) => debug!(act.log, "node.own_status_not_written"; "error" => %e),
-                    Err(_) => {}
+                    Ok(true) => act.own_synced = Some(status),
+                    Ok(false) => {} // the membership is not projected yet
+                    Err(e) => debug!(act.log, "node.own_status_not_written"; "error" => %e),
                 }
             })
             .spawn(ctx);
@@ -346,18 +343,15 @@ impl GrpcPeerActor {
             let Some(node_id) = peer.node_id.clone() else {
                 continue;
             };
-            if peer.synced == Some(status) || peer.sync_in_flight || status == PeerStatus::Unknown {
+            if peer.synced == Some(status) || peer.sync_in_flight || status == NodeStatus::Unknown {
                 continue;
             }
             peer.sync_in_flight = true;
             owed.push((address.clone(), node_id, status));
         }
         for (address, node_id, status) in owed {
-            self.db
-                .send(SetPeerStatus {
-                    node_id,
-                    status: status.as_str().to_string(),
-                })
+            let db = self.db.clone();
+            async move { db.set_peer_status(&node_id, status).await }
                 .into_actor(self)
                 .map(move |result, act, _| {
                     let Some(peer) = act.peers.get_mut(&address) else {
@@ -365,10 +359,9 @@ impl GrpcPeerActor {
                     };
                     peer.sync_in_flight = false;
                     match result {
-                        Ok(Ok(true)) => peer.synced = Some(status),
-                        Ok(Ok(false)) => {} // not in the registry yet: next tick
-                        Ok(Err(e)) => debug!(act.log, "peer.status_not_written"; "error" => %e),
-                        Err(_) => {}
+                        Ok(true) => peer.synced = Some(status),
+                        Ok(false) => {} // not in the registry yet: next tick
+                        Err(e) => debug!(act.log, "peer.status_not_written"; "error" => %e),
                     }
                 })
                 .spawn(ctx);

@@ -8,7 +8,7 @@ use super::auth_failures::AuthFailures;
 use super::limits::{GrpcLimits, LimitMetrics, LimitsLayer};
 use super::service::CoordinatorService;
 use super::GrpcPeerActor;
-use crate::db::DbActor;
+use crate::db::Db;
 use crate::health_state::SharedHealth;
 use crate::peer_tls::{IncomingOptions, PeerTransport};
 use crate::raft::ClusterNode;
@@ -25,7 +25,7 @@ pub struct ServerParts {
     pub port: u16,
     pub transport: PeerTransport,
     pub health: SharedHealth,
-    pub db: Addr<DbActor>,
+    pub db: Db,
     pub peers: Addr<GrpcPeerActor>,
     pub auth_failures: Arc<AuthFailures>,
     pub cluster: Option<ClusterNode>,

@@ -5,7 +5,7 @@
 //! certificate (CN or SAN must be that node_id); a mismatch is refused,
 //! logged and audited as `peer.auth_failed`. Answers come from the health
 //! snapshot (HealthCheck; the coordinator and its epoch as this node may
-//! name them at that instant) or from the registry through the DbActor.
+//! name them at that instant) or from the registry through the `Db` handle.
 //! Membership is Raft's now: RegisterNode registers nothing and names the
 //! command that does, and no answer carries node lists for discovery.
 
@@ -13,8 +13,9 @@ use super::auth_failures::AuthFailures;
 use super::convert::{health_check, node_info};
 use super::inbound;
 use super::{GrpcPeerActor, PeerReported};
-use crate::db::{DbActor, DbError, ListNodes, TouchPeer};
+use crate::db::{Db, DbError};
 use crate::health_state::SharedHealth;
+use crate::node_status::NodeStatus;
 use crate::peer_tls::PeerInfo;
 use actix::Addr;
 use std::sync::Arc;
@@ -28,25 +29,12 @@ use tonic::{Request, Response, Status};
 
 pub struct CoordinatorService {
     pub(super) health: SharedHealth,
-    pub(super) db: Addr<DbActor>,
+    pub(super) db: Db,
     pub(super) peers: Addr<GrpcPeerActor>,
     pub(super) auth_failures: Arc<AuthFailures>,
     /// PostgreSQL's bound on a request's queries: the request timeout, so
     /// that a request the server gave up on leaves nothing running.
     pub(super) db_timeout: Duration,
-}
-
-fn db_status(e: DbError) -> Status {
-    match e {
-        DbError::NotConnected(reason) => {
-            Status::unavailable(format!("this node's PostgreSQL is not available: {reason}"))
-        }
-        DbError::Query(reason) => Status::internal(reason),
-    }
-}
-
-fn mailbox(e: actix::MailboxError) -> Status {
-    Status::unavailable(format!("the daemon is stopping: {e}"))
 }
 
 impl CoordinatorService {
@@ -70,16 +58,8 @@ impl CoordinatorService {
         })
     }
 
-    async fn nodes(&self, status_filter: Vec<String>) -> Result<Vec<NodeInfo>, Status> {
-        let rows = self
-            .db
-            .send(ListNodes {
-                status_filter,
-                timeout: self.db_timeout,
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(db_status)?;
+    async fn nodes(&self, status_filter: Vec<NodeStatus>) -> Result<Vec<NodeInfo>, Status> {
+        let rows = self.db.list_nodes(&status_filter, self.db_timeout).await?;
         let node = self.health.load().node.clone();
         Ok(rows.iter().map(|row| node_info(row, &node)).collect())
     }
@@ -157,17 +137,9 @@ impl Coordinator for CoordinatorService {
         // Kept for operators reading the registry: when a peer last beat.
         // Without its PostgreSQL this node still answers (its own beats
         // report the database down so that its peers mark it degraded).
-        match self
-            .db
-            .send(TouchPeer {
-                node_id: beat.node_id.clone(),
-                timeout: self.db_timeout,
-            })
-            .await
-            .map_err(mailbox)?
-        {
+        match self.db.touch_peer(&beat.node_id, self.db_timeout).await {
             Ok(_) | Err(DbError::NotConnected(_)) => {}
-            Err(e) => return Err(db_status(e)),
+            Err(e) => return Err(e.into()),
         }
         let (coordinator_id, coordinator_epoch) = self.coordinator();
         Ok(Response::new(HeartbeatResponse {

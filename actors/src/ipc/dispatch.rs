@@ -1,23 +1,24 @@
 //! Routes a decoded request to what answers it: `status.get` and
 //! `health.check` are built from the cached health snapshot (a pointer
-//! load, never the database); `nodes.*` and `audit.query` are typed messages
-//! to the DbActor, whose errors become protocol error codes. Every answer
-//! is counted in the shared [`IpcMetrics`].
+//! load, never the database); `nodes.*` and `audit.query` are queries of the
+//! `Db` handle, whose errors become protocol error codes. Every answer is
+//! counted in the shared [`IpcMetrics`].
 
 use super::connection::Answer;
 use super::metrics::IpcMetrics;
-use super::protocol::{self, encode_error, encode_result, ErrorBody, ErrorCode, Method};
-use crate::db::projection::LegacyState;
-use crate::db::queries::{AuditPage, NodeRow};
-use crate::db::{DbActor, DbError, GetNode, ListNodes, QueryAudit};
-use crate::health_report::{health_report, status_report, HealthReport, StatusReport};
+use super::protocol::{
+    self, encode_error, encode_result, AuditPage, ClusterCreated, ClusterStatus, ErrorBody,
+    ErrorCode, HealthReport, Method, NodeAnswer, NodeList, StateEntries, StateValue, StateWritten,
+    StatusReport,
+};
+use crate::db::queries::AuditQuery;
+use crate::db::{Db, DbError, DbResult};
+use crate::health_report::{health_report, status_report};
 use crate::health_state::SharedHealth;
-use crate::raft::node::StateEntry;
-use crate::raft::{ClusterError, ClusterNode, ClusterStatus};
-use actix::prelude::*;
-use protocol::StateWriteParams;
+use crate::raft::{ClusterError, ClusterNode};
 use serde::Serialize;
 use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use steep_repl_consensus::client::Consistency;
@@ -26,47 +27,26 @@ use steep_repl_consensus::{Command, Outcome, Requester};
 /// How long `cluster.init` waits for its new cluster to take the seed.
 const SEED_PATIENCE: Duration = Duration::from_secs(15);
 
-/// The result member of a successful answer.
+/// The result member of a successful answer (the types of the contract).
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Reply {
     Status(StatusReport),
     Health(HealthReport),
-    Nodes {
-        nodes: Vec<NodeRow>,
-    },
-    Node {
-        node: NodeRow,
-    },
+    Nodes(NodeList),
+    Node(NodeAnswer),
     Audit(AuditPage),
     Cluster(ClusterStatus),
-    ClusterCreated {
-        #[serde(flatten)]
-        status: ClusterStatus,
-        /// Keys the map was seeded with from this node's 0.1.0 table.
-        seeded_keys: usize,
-    },
-    StateValue {
-        key: String,
-        found: bool,
-        value: Value,
-    },
-    StateList {
-        entries: Vec<StateEntry>,
-    },
-    StateWritten {
-        key: String,
-        /// The Raft log index of the write.
-        applied_index: u64,
-        /// What the key held before (null: absent).
-        previous: Value,
-    },
+    ClusterCreated(ClusterCreated),
+    StateValue(StateValue),
+    StateList(StateEntries),
+    StateWritten(StateWritten),
 }
 
 /// Shared by every connection of one listener.
 pub(crate) struct Dispatcher {
     pub(crate) health: SharedHealth,
-    pub(crate) db: Addr<DbActor>,
+    pub(crate) db: Db,
     pub(crate) metrics: Arc<IpcMetrics>,
     /// Bound on one database request, so a hung server cannot hold a client forever.
     pub(crate) db_timeout: Duration,
@@ -112,23 +92,20 @@ impl Answer for Dispatcher {
 impl Dispatcher {
     async fn call(&self, method: Method) -> Result<Reply, ErrorBody> {
         match method {
-            Method::StatusGet => Ok(Reply::Status(status_report(
+            Method::StatusGet(_) => Ok(Reply::Status(status_report(
                 &self.health.load(),
                 Instant::now(),
             ))),
-            Method::HealthCheck => {
+            Method::HealthCheck(_) => {
                 let snapshot = self.health.load();
                 Ok(Reply::Health(
                     health_report(&snapshot, Instant::now(), self.health.stale_after)
                         .with_raft(&snapshot, self.health.cluster_metrics()),
                 ))
             }
-            Method::NodesList { status_filter } => {
+            Method::NodesList(p) => {
                 let rows = self
-                    .ask(ListNodes {
-                        status_filter,
-                        timeout: self.db_timeout,
-                    })
+                    .ask(self.db.list_nodes(&p.status_filter, self.db_timeout))
                     .await?;
                 // Taken after the rows: the live answer, not the projection's.
                 let node = self.health.load().node.clone();
@@ -138,30 +115,25 @@ impl Dispatcher {
                         row.with_live_coordinator(node.coordinator_id.as_deref(), node.epoch)
                     })
                     .collect();
-                Ok(Reply::Nodes { nodes })
+                Ok(Reply::Nodes(NodeList { nodes }))
             }
-            Method::NodesGet { node_id } => match self
-                .ask(GetNode {
-                    node_id: node_id.clone(),
-                })
-                .await?
-            {
+            Method::NodesGet(p) => match self.ask(self.db.get_node(&p.node_id)).await? {
                 Some(row) => {
                     let live = self.health.load().node.clone();
                     let node =
                         row.with_live_coordinator(live.coordinator_id.as_deref(), live.epoch);
-                    Ok(Reply::Node { node })
+                    Ok(Reply::Node(NodeAnswer { node }))
                 }
                 None => Err(ErrorBody::new(
                     ErrorCode::NodeNotFound,
-                    format!("no node \"{node_id}\" in the registry"),
+                    format!("no node \"{}\" in the registry", p.node_id),
                 )),
             },
             Method::AuditQuery(q) => {
                 // Both were validated to fit (limit <= 1000, offset <= i64::MAX).
-                let query = QueryAudit {
-                    limit: i64::try_from(q.limit).unwrap_or(i64::MAX),
-                    offset: i64::try_from(q.offset).unwrap_or(i64::MAX),
+                let query = AuditQuery {
+                    limit: i64::try_from(q.limit()).unwrap_or(i64::MAX),
+                    offset: i64::try_from(q.offset()).unwrap_or(i64::MAX),
                     action_filter: q.action_filter,
                     since: q.since,
                     // PostgreSQL gives up just before this answer would.
@@ -170,45 +142,61 @@ impl Dispatcher {
                         .saturating_sub(Duration::from_millis(500))
                         .max(Duration::from_millis(100)),
                 };
-                Ok(Reply::Audit(self.ask(query).await?))
+                Ok(Reply::Audit(self.ask(self.db.query_audit(&query)).await?))
             }
-            Method::ClusterStatus => Ok(Reply::Cluster(self.cluster()?.status())),
-            Method::ClusterInit => self.cluster_init().await,
+            Method::ClusterStatus(_) => Ok(Reply::Cluster(self.cluster()?.status())),
+            Method::ClusterInit(_) => self.cluster_init().await,
             Method::ClusterAdd(p) => Ok(Reply::Cluster(
                 self.cluster()?
-                    .add(&p.node_id, &p.grpc, p.priority, p.witness)
+                    .add(&p.node_id, &p.grpc, p.priority(), p.witness)
                     .await
                     .map_err(cluster_error)?,
             )),
-            Method::ClusterRemove { node_id } => Ok(Reply::Cluster(
+            Method::ClusterRemove(p) => Ok(Reply::Cluster(
                 self.cluster()?
-                    .remove(&node_id)
+                    .remove(&p.node_id)
                     .await
                     .map_err(cluster_error)?,
             )),
-            Method::StateGet { key, consistency } => {
+            Method::StateGet(p) => {
                 let value = self
                     .cluster()?
-                    .get(&key, consistency.into())
+                    .get(&p.key, p.consistency.into())
                     .await
                     .map_err(cluster_error)?;
-                Ok(Reply::StateValue {
-                    key,
+                Ok(Reply::StateValue(StateValue {
+                    key: p.key,
                     found: value.is_some(),
                     value: value.unwrap_or(Value::Null),
-                })
+                }))
             }
-            Method::StateList {
-                prefix,
-                consistency,
-            } => Ok(Reply::StateList {
+            Method::StateList(p) => Ok(Reply::StateList(StateEntries {
                 entries: self
                     .cluster()?
-                    .list(&prefix, consistency.into())
+                    .list(&p.prefix, p.consistency.into())
                     .await
                     .map_err(cluster_error)?,
-            }),
-            Method::StateWrite(_, p) => self.state_write(p).await,
+            })),
+            Method::StateSet(p) => {
+                let command = Command::Set {
+                    key: p.key.clone(),
+                    value: p.value,
+                };
+                self.state_write(p.key, command, p.request_id).await
+            }
+            Method::StateCas(p) => {
+                // A null expected value means "absent".
+                let command = Command::Cas {
+                    key: p.key.clone(),
+                    expected: (!p.expected.is_null()).then_some(p.expected),
+                    value: p.value,
+                };
+                self.state_write(p.key, command, p.request_id).await
+            }
+            Method::StateDelete(p) => {
+                let command = Command::Delete { key: p.key.clone() };
+                self.state_write(p.key, command, p.request_id).await
+            }
         }
     }
 
@@ -224,7 +212,7 @@ impl Dispatcher {
             // A daemon just started may still be connecting.
             let deadline = Instant::now() + SEED_PATIENCE;
             loop {
-                match self.ask(LegacyState).await {
+                match self.ask(self.db.legacy_state()).await {
                     Ok(rows) => break rows,
                     Err(e) if e.code == ErrorCode::NotConnected && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(200)).await
@@ -282,14 +270,14 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(Reply::ClusterCreated {
+        Ok(Reply::ClusterCreated(ClusterCreated {
             status: if seeded_keys > 0 {
                 cluster.status()
             } else {
                 status
             },
             seeded_keys,
-        })
+        }))
     }
 
     fn cluster(&self) -> Result<&ClusterNode, ErrorBody> {
@@ -301,18 +289,13 @@ impl Dispatcher {
         })
     }
 
-    async fn state_write(&self, p: StateWriteParams) -> Result<Reply, ErrorBody> {
+    async fn state_write(
+        &self,
+        key: String,
+        command: Command,
+        request_id: Option<String>,
+    ) -> Result<Reply, ErrorBody> {
         let cluster = self.cluster()?;
-        let key = p.key.clone();
-        let command = match (p.value, p.expected) {
-            (Some(value), Some(expected)) => Command::Cas {
-                key: p.key,
-                expected,
-                value,
-            },
-            (Some(value), None) => Command::Set { key: p.key, value },
-            (None, _) => Command::Delete { key: p.key },
-        };
         let node_id = cluster.settings().node_id.clone();
         let requester = Requester {
             actor: format!("ipc@{node_id}"),
@@ -320,7 +303,7 @@ impl Dispatcher {
             node_id,
         };
         let (log_id, outcome) = cluster
-            .write(command, p.request_id, requester)
+            .write(command, request_id, requester)
             .await
             .map_err(cluster_error)?;
         let previous = match outcome {
@@ -335,37 +318,23 @@ impl Dispatcher {
             // Not the outcome of a state command.
             Outcome::Nothing | Outcome::Coordinator { .. } => None,
         };
-        Ok(Reply::StateWritten {
+        Ok(Reply::StateWritten(StateWritten {
             key,
             applied_index: log_id.index,
             previous: previous.unwrap_or(Value::Null),
-        })
+        }))
     }
 
-    /// Sends `msg` to the DbActor and maps every way it can fail.
-    async fn ask<M, T>(&self, msg: M) -> Result<T, ErrorBody>
-    where
-        M: Message<Result = Result<T, DbError>> + Send + 'static,
-        T: Send + 'static,
-        DbActor: Handler<M>,
-    {
+    /// Runs a query in one of the IPC database slots, bounded by the
+    /// database timeout.
+    async fn ask<T>(&self, query: impl Future<Output = DbResult<T>>) -> Result<T, ErrorBody> {
         let request = async {
             // Never closed, so acquiring only waits.
             let _slot = self.db_slots.acquire().await;
-            self.db.send(msg).await
+            query.await
         };
         match tokio::time::timeout(self.db_timeout, request).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e @ DbError::NotConnected(_)))) => {
-                Err(ErrorBody::new(ErrorCode::NotConnected, e.to_string()))
-            }
-            Ok(Ok(Err(e @ DbError::Query(_)))) => {
-                Err(ErrorBody::new(ErrorCode::InternalError, e.to_string()))
-            }
-            Ok(Err(mailbox)) => Err(ErrorBody::new(
-                ErrorCode::InternalError,
-                format!("the database actor did not take the request: {mailbox}"),
-            )),
+            Ok(result) => result.map_err(ErrorBody::from),
             Err(_) => Err(ErrorBody::new(
                 ErrorCode::NotConnected,
                 format!(
@@ -383,6 +352,18 @@ impl From<protocol::ReadConsistency> for Consistency {
             protocol::ReadConsistency::Linearizable => Consistency::Linearizable,
             protocol::ReadConsistency::Local => Consistency::Local,
         }
+    }
+}
+
+/// How a failed query reaches an IPC client (the one mapping for every
+/// method).
+impl From<DbError> for ErrorBody {
+    fn from(e: DbError) -> Self {
+        let code = match &e {
+            DbError::NotConnected(_) => ErrorCode::NotConnected,
+            DbError::Query(_) => ErrorCode::InternalError,
+        };
+        ErrorBody::new(code, e.to_string())
     }
 }
 

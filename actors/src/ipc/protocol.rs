@@ -1,7 +1,10 @@
-//! The IPC wire protocol, with no I/O: one JSON document per line in each
-//! direction. A request line is decoded into a typed [`Request`] (or a
-//! [`Rejected`] that names what was wrong), and answers are encoded into a
-//! byte buffer ending in `\n`.
+//! The IPC contract, with no I/O: what a client sends and what the daemon
+//! answers, one JSON document per line in each direction. A request line
+//! is decoded into a typed [`Request`] (or a [`Rejected`] that names what
+//! was wrong); answers are encoded into a byte buffer ending in `\n`. The
+//! CLI serialises the same [`Method`] and reads the same result types, so
+//! both sides share one definition of every method, parameter and field
+//! (docs/ipc.md describes them).
 //!
 //! Request:  `{"id": "1", "method": "nodes.get", "params": {"node_id": "a"}}`
 //! Answer:   `{"id": "1", "result": {...}, "error": null}` or
@@ -13,8 +16,9 @@
 //! a filter name never silently widens a query.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+use serde_path_to_error::Segment;
 
 /// The longest request line accepted, newline excluded (1 MiB).
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -22,8 +26,6 @@ pub const MAX_LINE: usize = 1024 * 1024;
 pub const DEFAULT_AUDIT_LIMIT: u64 = 50;
 /// The largest `audit.query` page.
 pub const MAX_AUDIT_LIMIT: u64 = 1000;
-/// The statuses a registry row can have (the extension's CHECK constraint).
-pub const NODE_STATUSES: [&str; 5] = ["unknown", "healthy", "degraded", "unreachable", "offline"];
 
 /// Why a request failed, as clients branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -169,40 +171,103 @@ impl MethodKind {
     pub fn index(self) -> usize {
         self as usize
     }
-
-    /// The parameter names the method accepts.
-    fn params(self) -> &'static [&'static str] {
-        match self {
-            MethodKind::StatusGet
-            | MethodKind::HealthCheck
-            | MethodKind::ClusterStatus
-            | MethodKind::ClusterInit => &[],
-            MethodKind::ClusterAdd => &["node_id", "grpc", "priority", "witness"],
-            MethodKind::ClusterRemove => &["node_id"],
-            MethodKind::StateGet => &["key", "consistency"],
-            MethodKind::StateList => &["prefix", "consistency"],
-            MethodKind::StateSet => &["key", "value", "request_id"],
-            MethodKind::StateCas => &["key", "expected", "value", "request_id"],
-            MethodKind::StateDelete => &["key", "request_id"],
-            MethodKind::NodesList => &["status_filter"],
-            MethodKind::NodesGet => &["node_id"],
-            MethodKind::AuditQuery => &["limit", "offset", "action_filter", "since"],
-        }
-    }
 }
 
-/// `audit.query` parameters, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Longest key of the replicated state map.
+pub const MAX_STATE_KEY: usize = 256;
+/// Longest request id.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// A method with its parameters: what a client sends (serialised as the
+/// request's `method` and `params` members) and what the daemon decodes.
+/// Each parameter struct refuses unknown fields, so a typo in a filter name
+/// never silently widens a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params")]
+pub enum Method {
+    #[serde(rename = "status.get")]
+    StatusGet(NoParams),
+    #[serde(rename = "health.check")]
+    HealthCheck(NoParams),
+    #[serde(rename = "nodes.list")]
+    NodesList(NodesListParams),
+    #[serde(rename = "nodes.get")]
+    NodesGet(NodeIdParams),
+    #[serde(rename = "audit.query")]
+    AuditQuery(AuditQueryParams),
+    #[serde(rename = "cluster.status")]
+    ClusterStatus(NoParams),
+    #[serde(rename = "cluster.init")]
+    ClusterInit(NoParams),
+    #[serde(rename = "cluster.add")]
+    ClusterAdd(ClusterAddParams),
+    #[serde(rename = "cluster.remove")]
+    ClusterRemove(NodeIdParams),
+    #[serde(rename = "state.get")]
+    StateGet(StateGetParams),
+    #[serde(rename = "state.list")]
+    StateList(StateListParams),
+    #[serde(rename = "state.set")]
+    StateSet(StateSetParams),
+    #[serde(rename = "state.cas")]
+    StateCas(StateCasParams),
+    #[serde(rename = "state.delete")]
+    StateDelete(StateDeleteParams),
+}
+
+/// The parameters of a method that takes none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// `nodes.list`: empty means every status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesListParams {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status_filter: Vec<NodeStatus>,
+}
+
+/// `nodes.get` and `cluster.remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdParams {
+    pub node_id: String,
+}
+
+/// `audit.query`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQueryParams {
-    pub limit: u64,
-    pub offset: u64,
+    /// Page size (absent: [`DEFAULT_AUDIT_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// Exact action names, or prefixes written `node.*`.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub action_filter: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "rfc3339",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub since: Option<DateTime<Utc>>,
 }
 
+impl AuditQueryParams {
+    pub fn limit(&self) -> u64 {
+        self.limit.unwrap_or(DEFAULT_AUDIT_LIMIT)
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset.unwrap_or(0)
+    }
+}
+
 /// How a `state.get`/`state.list` may be answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReadConsistency {
     /// Through the leader's read index: never stale (the default).
     #[default]
@@ -211,78 +276,278 @@ pub enum ReadConsistency {
     Local,
 }
 
-/// `cluster.add` parameters, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `cluster.add`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterAddParams {
     pub node_id: String,
     /// `host:port` of the new member's gRPC.
     pub grpc: String,
-    pub priority: u8,
+    /// 1 to 100 (absent: 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u64>,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub witness: bool,
 }
 
-/// A change to the replicated state map, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateWriteParams {
+impl ClusterAddParams {
+    pub fn priority(&self) -> u8 {
+        // Checked to be 1 to 100 when decoded.
+        self.priority.map_or(50, |p| u8::try_from(p).unwrap_or(100))
+    }
+}
+
+/// `state.get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateGetParams {
     pub key: String,
-    /// `None` for a delete.
-    pub value: Option<Value>,
-    /// `Some(expected)` for a compare-and-set (`Some(None)`: "absent").
-    pub expected: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub consistency: ReadConsistency,
+}
+
+/// `state.list`: every key starting with `prefix`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateListParams {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub prefix: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub consistency: ReadConsistency,
+}
+
+/// `state.set`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSetParams {
+    pub key: String,
+    pub value: Value,
+    /// Makes a retry of an unknown outcome apply once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
 
-/// Longest key of the replicated state map.
-pub const MAX_STATE_KEY: usize = 256;
-/// Longest request id.
-pub const MAX_REQUEST_ID: usize = 128;
+/// `state.cas`: `expected` null means "absent".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateCasParams {
+    pub key: String,
+    pub expected: Value,
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
 
-/// A method with its validated parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Method {
-    StatusGet,
-    HealthCheck,
-    NodesList {
-        status_filter: Vec<String>,
-    },
-    NodesGet {
-        node_id: String,
-    },
-    AuditQuery(AuditQueryParams),
-    ClusterStatus,
-    ClusterInit,
-    ClusterAdd(ClusterAddParams),
-    ClusterRemove {
-        node_id: String,
-    },
-    StateGet {
-        key: String,
-        consistency: ReadConsistency,
-    },
-    StateList {
-        prefix: String,
-        consistency: ReadConsistency,
-    },
-    StateWrite(MethodKind, StateWriteParams),
+/// `state.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDeleteParams {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// A parameter given as null counts as absent.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An RFC 3339 timestamp in any offset, kept in UTC.
+fn rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| Some(at.with_timezone(&Utc)))
+        .map_err(|_| {
+            de::Error::invalid_value(
+                de::Unexpected::Str(&text),
+                &"an RFC 3339 timestamp such as 2026-11-26T10:00:00Z",
+            )
+        })
 }
 
 impl Method {
     pub fn kind(&self) -> MethodKind {
         match self {
-            Method::StatusGet => MethodKind::StatusGet,
-            Method::HealthCheck => MethodKind::HealthCheck,
-            Method::NodesList { .. } => MethodKind::NodesList,
-            Method::NodesGet { .. } => MethodKind::NodesGet,
+            Method::StatusGet(_) => MethodKind::StatusGet,
+            Method::HealthCheck(_) => MethodKind::HealthCheck,
+            Method::NodesList(_) => MethodKind::NodesList,
+            Method::NodesGet(_) => MethodKind::NodesGet,
             Method::AuditQuery(_) => MethodKind::AuditQuery,
-            Method::ClusterStatus => MethodKind::ClusterStatus,
-            Method::ClusterInit => MethodKind::ClusterInit,
+            Method::ClusterStatus(_) => MethodKind::ClusterStatus,
+            Method::ClusterInit(_) => MethodKind::ClusterInit,
             Method::ClusterAdd(_) => MethodKind::ClusterAdd,
-            Method::ClusterRemove { .. } => MethodKind::ClusterRemove,
-            Method::StateGet { .. } => MethodKind::StateGet,
-            Method::StateList { .. } => MethodKind::StateList,
-            Method::StateWrite(kind, _) => *kind,
+            Method::ClusterRemove(_) => MethodKind::ClusterRemove,
+            Method::StateGet(_) => MethodKind::StateGet,
+            Method::StateList(_) => MethodKind::StateList,
+            Method::StateSet(_) => MethodKind::StateSet,
+            Method::StateCas(_) => MethodKind::StateCas,
+            Method::StateDelete(_) => MethodKind::StateDelete,
         }
     }
+
+    /// The rules beyond the types: bounds, non-empty names, key syntax.
+    fn check(&self) -> Result<(), ErrorBody> {
+        let kind = self.kind();
+        match self {
+            Method::NodesGet(p) if p.node_id.is_empty() => Err(ErrorBody::invalid(
+                "parameter \"node_id\" of nodes.get must not be empty",
+            )),
+            Method::AuditQuery(q) => check_audit_query(q),
+            Method::ClusterAdd(p) => {
+                text(kind, "node_id", &p.node_id, 128)?;
+                text(kind, "grpc", &p.grpc, 300)?;
+                match p.priority {
+                    Some(priority) if !(1..=100).contains(&priority) => {
+                        Err(ill_typed(kind, "priority", "an integer from 1 to 100"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Method::ClusterRemove(p) => text(kind, "node_id", &p.node_id, 128),
+            Method::StateGet(p) => state_key(kind, &p.key),
+            Method::StateSet(StateSetParams {
+                key, request_id, ..
+            })
+            | Method::StateCas(StateCasParams {
+                key, request_id, ..
+            })
+            | Method::StateDelete(StateDeleteParams { key, request_id }) => {
+                state_key(kind, key)?;
+                match request_id {
+                    Some(id) => text(kind, "request_id", id, MAX_REQUEST_ID),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_audit_query(q: &AuditQueryParams) -> Result<(), ErrorBody> {
+    let kind = MethodKind::AuditQuery;
+    if q.limit() > MAX_AUDIT_LIMIT {
+        return Err(ill_typed(
+            kind,
+            "limit",
+            &format!("an integer from 0 to {MAX_AUDIT_LIMIT}"),
+        ));
+    }
+    // The database takes a signed 64-bit offset.
+    if i64::try_from(q.offset()).is_err() {
+        return Err(ill_typed(
+            kind,
+            "offset",
+            &format!("an integer from 0 to {}", i64::MAX),
+        ));
+    }
+    if q.action_filter.len() > MAX_ACTION_FILTERS {
+        return Err(ErrorBody::invalid(format!(
+            "parameter \"action_filter\" of audit.query has {} entries: at most {MAX_ACTION_FILTERS} \
+             (use a prefix such as node.* to match many actions)",
+            q.action_filter.len()
+        )));
+    }
+    q.action_filter
+        .iter()
+        .try_for_each(|action| check_action_filter(action))
+}
+
+fn ill_typed(kind: MethodKind, name: &str, expected: &str) -> ErrorBody {
+    ErrorBody::invalid(format!(
+        "parameter \"{name}\" of {} must be {expected}",
+        kind.as_str()
+    ))
+}
+
+/// A non-empty string of at most `max` bytes.
+fn text(kind: MethodKind, name: &str, value: &str, max: usize) -> Result<(), ErrorBody> {
+    if value.is_empty() || value.len() > max {
+        return Err(ill_typed(
+            kind,
+            name,
+            &format!("a non-empty string of at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A key of the replicated map: a dotted name (`cluster.version`), the
+/// rule of `coordinator_state`'s CHECK, so that every key can be
+/// projected into PostgreSQL.
+fn state_key(kind: MethodKind, key: &str) -> Result<(), ErrorBody> {
+    text(kind, "key", key, MAX_STATE_KEY)?;
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if key.split('.').all(part_ok) {
+        Ok(())
+    } else {
+        Err(ill_typed(
+            kind,
+            "key",
+            "a dotted name of letters, digits, _ and - such as cluster.version",
+        ))
+    }
+}
+
+/// Words for a refused parameter, from serde's error and where it arose:
+/// every message names the parameter and the method.
+fn refusal(kind: MethodKind, e: &serde_path_to_error::Error<serde_json::Error>) -> ErrorBody {
+    let method = kind.as_str();
+    let text = e.inner().to_string();
+    // serde quotes names and values in backticks.
+    let quoted: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
+    let first = quoted.first().copied().unwrap_or("?");
+    let rest = quoted.get(1..).unwrap_or_default().join(", ");
+    let field = e
+        .path()
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Map { key } if key != "params" => Some(key.as_str()),
+            _ => None,
+        })
+        .next()
+        .unwrap_or("params");
+    let in_array = e
+        .path()
+        .iter()
+        .any(|segment| matches!(segment, Segment::Seq { .. }));
+    let message = if text.starts_with("unknown field") {
+        if text.ends_with("there are no fields") {
+            format!("unknown parameter \"{first}\": {method} takes no parameters")
+        } else {
+            format!("unknown parameter \"{first}\" of {method} (parameters: {rest})")
+        }
+    } else if text.starts_with("missing field") {
+        format!("missing parameter \"{first}\" of {method}")
+    } else if text.starts_with("unknown variant") {
+        format!("parameter \"{field}\" of {method} has unknown value \"{first}\" (values: {rest})")
+    } else if let Some((_, expected)) = text.rsplit_once(", expected ") {
+        let expected = match expected {
+            "a sequence" => "an array",
+            "a boolean" => "true or false",
+            "u64" => "a non-negative integer",
+            other => other,
+        };
+        if in_array {
+            format!(
+                "parameter \"{field}\" of {method} must be an array of which each is {expected}"
+            )
+        } else {
+            format!("parameter \"{field}\" of {method} must be {expected}")
+        }
+    } else {
+        format!("parameter \"{field}\" of {method}: {text}")
+    };
+    ErrorBody::invalid(message)
 }
 
 /// A decoded request.
@@ -370,147 +635,15 @@ pub fn decode(line: &[u8]) -> Result<Request, Rejected> {
             return Err(reject(&id, Some(kind), error));
         }
     };
-    match method_from(kind, params) {
-        Ok(method) => Ok(Request { id, method }),
+    let mut tagged = Map::new();
+    tagged.insert("method".to_string(), Value::String(name));
+    tagged.insert("params".to_string(), Value::Object(params));
+    let method: Method = serde_path_to_error::deserialize(Value::Object(tagged))
+        .map_err(|e| reject(&id, Some(kind), refusal(kind, &e)))?;
+    match method.check() {
+        Ok(()) => Ok(Request { id, method }),
         Err(error) => Err(reject(&id, Some(kind), error)),
     }
-}
-
-/// Validates the parameters of `kind`.
-fn method_from(kind: MethodKind, params: Map<String, Value>) -> Result<Method, ErrorBody> {
-    let mut params = Params { kind, map: params };
-    params.refuse_unknown()?;
-    Ok(match kind {
-        MethodKind::StatusGet => Method::StatusGet,
-        MethodKind::HealthCheck => Method::HealthCheck,
-        MethodKind::NodesList => {
-            let status_filter = params.strings("status_filter")?.unwrap_or_default();
-            if let Some(bad) = status_filter
-                .iter()
-                .find(|s| !NODE_STATUSES.contains(&s.as_str()))
-            {
-                return Err(ErrorBody::invalid(format!(
-                    "parameter \"status_filter\" of nodes.list has unknown status \"{bad}\" (statuses: {})",
-                    NODE_STATUSES.join(", ")
-                )));
-            }
-            Method::NodesList { status_filter }
-        }
-        MethodKind::NodesGet => {
-            let node_id = params
-                .string("node_id")?
-                .ok_or_else(|| params.missing("node_id"))?;
-            if node_id.is_empty() {
-                return Err(ErrorBody::invalid(
-                    "parameter \"node_id\" of nodes.get must not be empty",
-                ));
-            }
-            Method::NodesGet { node_id }
-        }
-        MethodKind::AuditQuery => {
-            let limit = params
-                .integer("limit", 0, MAX_AUDIT_LIMIT)?
-                .unwrap_or(DEFAULT_AUDIT_LIMIT);
-            // The database takes a signed 64-bit offset.
-            let offset = params.integer("offset", 0, i64::MAX as u64)?.unwrap_or(0);
-            let action_filter = params.strings("action_filter")?.unwrap_or_default();
-            if action_filter.len() > MAX_ACTION_FILTERS {
-                return Err(ErrorBody::invalid(format!(
-                    "parameter \"action_filter\" of audit.query has {} entries: at most {MAX_ACTION_FILTERS} \
-                     (use a prefix such as node.* to match many actions)",
-                    action_filter.len()
-                )));
-            }
-            for action in &action_filter {
-                check_action_filter(action)?;
-            }
-            let since = match params.string("since")? {
-                None => None,
-                Some(text) => Some(
-                    DateTime::parse_from_rfc3339(&text)
-                        .map_err(|e| {
-                            ErrorBody::invalid(format!(
-                                "parameter \"since\" of audit.query must be an RFC 3339 timestamp \
-                                 such as 2026-11-26T10:00:00Z (\"{text}\": {e})"
-                            ))
-                        })?
-                        .with_timezone(&Utc),
-                ),
-            };
-            Method::AuditQuery(AuditQueryParams {
-                limit,
-                offset,
-                action_filter,
-                since,
-            })
-        }
-        MethodKind::ClusterStatus => Method::ClusterStatus,
-        MethodKind::ClusterInit => Method::ClusterInit,
-        MethodKind::ClusterAdd => {
-            let node_id = params.required_text("node_id", 128)?;
-            let grpc = params.required_text("grpc", 300)?;
-            let priority = params.integer("priority", 1, 100)?.unwrap_or(50) as u8;
-            let witness = params.boolean("witness")?.unwrap_or(false);
-            Method::ClusterAdd(ClusterAddParams {
-                node_id,
-                grpc,
-                priority,
-                witness,
-            })
-        }
-        MethodKind::ClusterRemove => Method::ClusterRemove {
-            node_id: params.required_text("node_id", 128)?,
-        },
-        MethodKind::StateGet => Method::StateGet {
-            key: params.state_key()?,
-            consistency: params.consistency()?,
-        },
-        MethodKind::StateList => Method::StateList {
-            prefix: params.string("prefix")?.unwrap_or_default(),
-            consistency: params.consistency()?,
-        },
-        MethodKind::StateSet | MethodKind::StateCas | MethodKind::StateDelete => {
-            let key = params.state_key()?;
-            let expected = match kind {
-                // Present and null means "expected absent".
-                MethodKind::StateCas => Some(
-                    params
-                        .map
-                        .remove("expected")
-                        .map(|v| (!v.is_null()).then_some(v))
-                        .ok_or_else(|| params.missing("expected"))?,
-                ),
-                _ => None,
-            };
-            let value = match kind {
-                MethodKind::StateDelete => None,
-                _ => Some(
-                    params
-                        .map
-                        .remove("value")
-                        .ok_or_else(|| params.missing("value"))?,
-                ),
-            };
-            let request_id = match params.string("request_id")? {
-                Some(id) if id.is_empty() || id.len() > MAX_REQUEST_ID => {
-                    return Err(params.ill_typed(
-                        "request_id",
-                        &format!("a non-empty string of at most {MAX_REQUEST_ID} bytes"),
-                    ))
-                }
-                other => other,
-            };
-            Method::StateWrite(
-                kind,
-                StateWriteParams {
-                    key,
-                    value,
-                    expected,
-                    request_id,
-                },
-            )
-        }
-    })
 }
 
 /// How many action names one `audit.query` may filter on: each is a `LIKE`
@@ -535,131 +668,6 @@ fn check_action_filter(action: &str) -> Result<(), ErrorBody> {
             "parameter \"action_filter\" of audit.query has \"{action}\": expected an action name \
              such as node.registered, or a prefix such as node.* (at most {MAX_ACTION_FILTER_LEN} characters)"
         )))
-    }
-}
-
-/// The parameters of one call, taken one by one with typed errors that
-/// name the parameter and the method.
-struct Params {
-    kind: MethodKind,
-    map: Map<String, Value>,
-}
-
-impl Params {
-    fn refuse_unknown(&self) -> Result<(), ErrorBody> {
-        let accepted = self.kind.params();
-        match self.map.keys().find(|k| !accepted.contains(&k.as_str())) {
-            None => Ok(()),
-            Some(key) if accepted.is_empty() => Err(ErrorBody::invalid(format!(
-                "unknown parameter \"{key}\": {} takes no parameters",
-                self.kind.as_str()
-            ))),
-            Some(key) => Err(ErrorBody::invalid(format!(
-                "unknown parameter \"{key}\" of {} (parameters: {})",
-                self.kind.as_str(),
-                accepted.join(", ")
-            ))),
-        }
-    }
-
-    fn missing(&self, name: &str) -> ErrorBody {
-        ErrorBody::invalid(format!(
-            "missing parameter \"{name}\" of {}",
-            self.kind.as_str()
-        ))
-    }
-
-    fn ill_typed(&self, name: &str, expected: &str) -> ErrorBody {
-        ErrorBody::invalid(format!(
-            "parameter \"{name}\" of {} must be {expected}",
-            self.kind.as_str()
-        ))
-    }
-
-    /// Absent and null both mean "not given".
-    fn take(&mut self, name: &str) -> Option<Value> {
-        self.map.remove(name).filter(|v| !v.is_null())
-    }
-
-    fn string(&mut self, name: &str) -> Result<Option<String>, ErrorBody> {
-        match self.take(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(self.ill_typed(name, "a string")),
-        }
-    }
-
-    /// A required, non-empty string of at most `max` bytes.
-    fn required_text(&mut self, name: &str, max: usize) -> Result<String, ErrorBody> {
-        let text = self.string(name)?.ok_or_else(|| self.missing(name))?;
-        if text.is_empty() || text.len() > max {
-            return Err(self.ill_typed(name, &format!("a non-empty string of at most {max} bytes")));
-        }
-        Ok(text)
-    }
-
-    /// A key of the replicated map: a dotted name (`cluster.version`), the
-    /// rule of `coordinator_state`'s CHECK, so that every key can be
-    /// projected into PostgreSQL.
-    fn state_key(&mut self) -> Result<String, ErrorBody> {
-        let key = self.required_text("key", MAX_STATE_KEY)?;
-        let part_ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
-        if key.split('.').all(part_ok) {
-            Ok(key)
-        } else {
-            Err(self.ill_typed(
-                "key",
-                "a dotted name of letters, digits, _ and - such as cluster.version",
-            ))
-        }
-    }
-
-    fn boolean(&mut self, name: &str) -> Result<Option<bool>, ErrorBody> {
-        match self.take(name) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            Some(_) => Err(self.ill_typed(name, "true or false")),
-        }
-    }
-
-    fn consistency(&mut self) -> Result<ReadConsistency, ErrorBody> {
-        match self.string("consistency")?.as_deref() {
-            None | Some("linearizable") => Ok(ReadConsistency::Linearizable),
-            Some("local") => Ok(ReadConsistency::Local),
-            Some(_) => Err(self.ill_typed("consistency", "\"linearizable\" or \"local\"")),
-        }
-    }
-
-    fn strings(&mut self, name: &str) -> Result<Option<Vec<String>>, ErrorBody> {
-        let Some(value) = self.take(name) else {
-            return Ok(None);
-        };
-        let Value::Array(items) = value else {
-            return Err(self.ill_typed(name, "an array of strings"));
-        };
-        items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(s) => Ok(s),
-                _ => Err(self.ill_typed(name, "an array of strings")),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    fn integer(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ErrorBody> {
-        match self.take(name) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-                _ => Err(self.ill_typed(name, &format!("an integer from {min} to {max}"))),
-            },
-            Some(_) => Err(self.ill_typed(name, &format!("an integer from {min} to {max}"))),
-        }
     }
 }
 
@@ -721,6 +729,65 @@ pub struct WireError {
     pub message: String,
 }
 
+// --- results ---------------------------------------------------------------
+//
+// What each method answers, as the daemon serialises it and the CLI reads
+// it back: a renamed field is a compile error on one side or a decode error
+// naming it on the other, never a silent "-".
+
+pub use crate::db::queries::{AuditPage, AuditRow, NodeRow};
+pub use crate::health_report::{
+    ComponentReport, GrpcStatus, HealthReport, NodeReport, NodeStatusReport, PostgresStatus,
+    RaftReport, StatusReport,
+};
+pub use crate::node_status::NodeStatus;
+pub use crate::raft::node::{ClusterStatus, MemberStatus, StateEntry};
+
+/// `nodes.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    pub nodes: Vec<NodeRow>,
+}
+
+/// `nodes.get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    pub node: NodeRow,
+}
+
+/// `cluster.init`: the new cluster, and how many keys of this node's 0.1.0
+/// `coordinator_state` seeded its map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterCreated {
+    #[serde(flatten)]
+    pub status: ClusterStatus,
+    pub seeded_keys: usize,
+}
+
+/// `state.get`: `value` is null when the key is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateValue {
+    pub key: String,
+    pub found: bool,
+    pub value: Value,
+}
+
+/// `state.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateEntries {
+    pub entries: Vec<StateEntry>,
+}
+
+/// `state.set`, `state.cas`, `state.delete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateWritten {
+    pub key: String,
+    /// The Raft log index of the write.
+    pub applied_index: u64,
+    /// What the key held before (null: absent).
+    pub previous: Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,23 +806,29 @@ mod tests {
 
     #[test]
     fn state_writes_decode_with_absent_as_an_explicit_null() {
-        let Method::StateWrite(kind, cas) = ok(
+        let Method::StateCas(cas) = ok(
             r#"{"id":1,"method":"state.cas","params":{"key":"k","expected":null,"value":{"a":1},"request_id":"r1"}}"#,
         )
         .method
         else {
-            panic!("not a write")
+            panic!("not a compare-and-set")
         };
-        assert_eq!(kind, MethodKind::StateCas);
-        assert_eq!(cas.expected, Some(None));
-        assert_eq!(cas.value, Some(json!({"a": 1})));
+        assert_eq!(cas.expected, Value::Null);
+        assert_eq!(cas.value, json!({"a": 1}));
         assert_eq!(cas.request_id.as_deref(), Some("r1"));
-        let Method::StateWrite(_, delete) =
-            ok(r#"{"id":2,"method":"state.delete","params":{"key":"k"}}"#).method
+        let Method::StateSet(set) =
+            ok(r#"{"id":2,"method":"state.set","params":{"key":"k","value":null}}"#).method
         else {
-            panic!("not a write")
+            panic!("not a set")
         };
-        assert_eq!((delete.value, delete.expected), (None, None));
+        assert_eq!((set.value, set.request_id), (Value::Null, None));
+        assert_eq!(
+            ok(r#"{"id":2,"method":"state.delete","params":{"key":"k"}}"#).method,
+            Method::StateDelete(StateDeleteParams {
+                key: "k".into(),
+                request_id: None
+            })
+        );
     }
 
     #[test]
@@ -789,10 +862,10 @@ mod tests {
         assert_eq!(
             ok(r#"{"id":1,"method":"state.get","params":{"key":"k","consistency":"local"}}"#)
                 .method,
-            Method::StateGet {
+            Method::StateGet(StateGetParams {
                 key: "k".into(),
                 consistency: ReadConsistency::Local
-            }
+            })
         );
     }
 
@@ -800,26 +873,26 @@ mod tests {
     fn every_method_decodes_with_its_parameters() {
         assert_eq!(
             ok(r#"{"id":"1","method":"status.get"}"#).method,
-            Method::StatusGet
+            Method::StatusGet(NoParams {})
         );
         assert_eq!(
             ok(r#"{"id":2,"method":"health.check","params":{}}"#).method,
-            Method::HealthCheck
+            Method::HealthCheck(NoParams {})
         );
         assert_eq!(
             ok(
                 r#"{"id":3,"method":"nodes.list","params":{"status_filter":["healthy","offline"]}}"#
             )
             .method,
-            Method::NodesList {
-                status_filter: vec!["healthy".into(), "offline".into()]
-            }
+            Method::NodesList(NodesListParams {
+                status_filter: vec![NodeStatus::Healthy, NodeStatus::Offline]
+            })
         );
         assert_eq!(
             ok(r#"{"id":4,"method":"nodes.get","params":{"node_id":"a"}}"#).method,
-            Method::NodesGet {
+            Method::NodesGet(NodeIdParams {
                 node_id: "a".into()
-            }
+            })
         );
         let audit = ok(
             r#"{"id":5,"method":"audit.query","params":{"limit":10,"offset":20,
@@ -828,8 +901,8 @@ mod tests {
         assert_eq!(
             audit.method,
             Method::AuditQuery(AuditQueryParams {
-                limit: 10,
-                offset: 20,
+                limit: Some(10),
+                offset: Some(20),
                 action_filter: vec!["node.*".into(), "daemon.started".into()],
                 since: Some("2026-11-26T10:00:00Z".parse().unwrap()),
             })
@@ -843,7 +916,7 @@ mod tests {
             panic!("not an audit query");
         };
         assert_eq!(
-            (q.limit, q.offset, q.action_filter.len(), q.since),
+            (q.limit(), q.offset(), q.action_filter.len(), q.since),
             (50, 0, 0, None)
         );
         let Method::AuditQuery(q) =
@@ -851,12 +924,12 @@ mod tests {
         else {
             panic!("not an audit query");
         };
-        assert_eq!((q.limit, q.since), (50, None));
+        assert_eq!((q.limit(), q.since), (50, None));
         assert_eq!(
             ok(r#"{"id":1,"method":"nodes.list"}"#).method,
-            Method::NodesList {
+            Method::NodesList(NodesListParams {
                 status_filter: vec![]
-            }
+            })
         );
     }
 
@@ -1007,6 +1080,41 @@ mod tests {
         assert!(r.error.message.contains("RFC 3339"), "{}", r.error.message);
         let r = rejected(r#"{"id":1,"method":"nodes.list","params":{"status_filter":["sick"]}}"#);
         assert!(r.error.message.contains("\"sick\"") && r.error.message.contains("unreachable"));
+    }
+
+    #[test]
+    fn what_a_client_serialises_the_daemon_decodes_to_the_same_method() {
+        let methods = [
+            Method::StatusGet(NoParams {}),
+            Method::NodesList(NodesListParams {
+                status_filter: vec![NodeStatus::Degraded],
+            }),
+            Method::AuditQuery(AuditQueryParams {
+                limit: Some(5),
+                offset: None,
+                action_filter: vec!["node.*".into()],
+                since: Some("2026-11-26T10:00:00.5Z".parse().unwrap()),
+            }),
+            Method::ClusterAdd(ClusterAddParams {
+                node_id: "n2".into(),
+                grpc: "h:1".into(),
+                priority: Some(60),
+                witness: true,
+            }),
+            Method::StateCas(StateCasParams {
+                key: "a.b".into(),
+                expected: Value::Null,
+                value: json!([1]),
+                request_id: Some("r".into()),
+            }),
+        ];
+        for method in methods {
+            let mut line = serde_json::to_value(&method).unwrap();
+            assert_eq!(line["method"], method.kind().as_str());
+            line["id"] = json!(3);
+            let decoded = ok(&line.to_string());
+            assert_eq!((decoded.id, decoded.method), (json!(3), method));
+        }
     }
 
     #[test]

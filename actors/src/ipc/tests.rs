@@ -3,7 +3,7 @@
 //! tests in `tests/` cover a real server).
 
 use super::*;
-use crate::db::DbSettings;
+use crate::db::{Db, DbSettings};
 use crate::health_state::{HealthSnapshot, PostgresHealth};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -30,7 +30,7 @@ fn health() -> SharedHealth {
     )
 }
 
-fn db(health: &SharedHealth) -> Addr<DbActor> {
+fn db(health: &SharedHealth) -> Db {
     let port = closed_port();
     let settings = DbSettings {
         enabled: true,
@@ -48,7 +48,7 @@ fn db(health: &SharedHealth) -> Addr<DbActor> {
         password_source: None,
         node_id: "a".into(),
     };
-    DbActor::new(settings, health.clone(), log()).start()
+    Db::start(settings, health.clone(), log())
 }
 
 fn start(settings: IpcSettings, health: &SharedHealth) -> Addr<IpcActor> {

@@ -6,6 +6,7 @@
 
 use super::family::{bit, Declared, Kind, Samples, Spec};
 use crate::health_state::{ClusterMetrics, HealthSnapshot, PeerHealth, PgVerdict, SharedHealth};
+use crate::node_status::NodeStatus;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use std::time::{Duration, Instant};
@@ -222,7 +223,7 @@ fn snapshot_samples(
     for (i, peer) in s.peers.iter().enumerate() {
         let labels = peer_labels(peer, i, addresses);
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-        let up = matches!(peer.status.as_str(), "healthy" | "degraded");
+        let up = matches!(peer.status, NodeStatus::Healthy | NodeStatus::Degraded);
         page.set("steep_repl_peer_up", &labels, bit(up));
         if let Some(rtt_ms) = peer.rtt_ms {
             page.set("steep_repl_peer_rtt_seconds", &labels, rtt_ms / 1000.0);

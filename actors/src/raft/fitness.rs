@@ -27,8 +27,8 @@ impl Fitness for HealthFitness {
             .iter()
             .find(|p| p.node_id.as_deref() == Some(member.node_id.as_str()))
             .is_some_and(|p| {
-                let answering = p.status == "healthy" || p.status == "degraded";
-                answering && (member.role == Role::Witness || p.postgresql_up == Some(true))
+                p.status.answering()
+                    && (member.role == Role::Witness || p.postgresql_up == Some(true))
             })
     }
 }

@@ -9,7 +9,7 @@
 use super::projection_status::{ProjectionReport, ProjectionStatus};
 use super::transport::{split_address, GrpcRaftTransport, Sender};
 use crate::peer_tls::PeerTransport;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,7 +104,7 @@ impl From<ClientError> for ClusterError {
 }
 
 /// One member as `cluster.status` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MemberStatus {
     pub node_id: String,
     /// The Raft id in hex (an incarnation of the node's store).
@@ -120,13 +120,13 @@ pub struct MemberStatus {
 }
 
 /// `cluster.status`: this node's view of the cluster.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterStatus {
     pub cluster_id: Option<String>,
     pub node_id: String,
     pub raft_id: String,
     /// leader, follower, candidate, learner, or none (not in a cluster).
-    pub state: &'static str,
+    pub state: std::borrow::Cow<'static, str>,
     pub witness: bool,
     pub term: u64,
     pub leader: Option<String>,
@@ -151,7 +151,7 @@ pub struct ClusterStatus {
 }
 
 /// A value in the replicated map.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StateEntry {
     pub key: String,
     pub value: Value,
@@ -553,7 +553,7 @@ impl ClusterNode {
             cluster_id: identity.cluster_id.clone(),
             node_id: self.inner.settings.node_id.clone(),
             raft_id: hex(identity.raft_id),
-            state,
+            state: state.into(),
             witness: self.inner.settings.witness,
             term: metrics.current_term,
             leader,

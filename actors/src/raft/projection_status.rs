@@ -2,11 +2,11 @@
 //! by the projector, shown by `cluster.status` and `/metrics`, so that a
 //! projection that cannot apply an entry is seen without reading logs.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The projection at one instant.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionReport {
     /// The log index the tables hold (`None` before the first write).
     pub applied_index: Option<u64>,

@@ -3,7 +3,7 @@
 //! source of truth.
 //!
 //! It follows the state machine's journal of applied entries and hands
-//! them to the DbActor in order; the extension skips what it already has,
+//! them to PostgreSQL (through the `Db` handle) in order; the extension skips what it already has,
 //! so a replay writes nothing twice. When the journal cannot say what came
 //! after the stored index (a snapshot from the leader, a restart from a
 //! snapshot, a projection from another cluster), it writes the whole map
@@ -18,9 +18,8 @@
 
 use super::node::ClusterNode;
 use super::transport::split_address;
-use crate::db::projection::{ApplyProjection, GetProjection, ProjectionStep};
-use crate::db::{DbActor, DbError};
-use actix::Addr;
+use crate::db::projection::ProjectionStep;
+use crate::db::{Db, DbError};
 use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
 use std::time::Duration;
@@ -43,11 +42,11 @@ const PAGE: usize = 4096;
 const BATCH: usize = 256;
 
 /// Starts the projection on the current (actix) runtime.
-pub fn start(node: ClusterNode, db: Addr<DbActor>, log: Logger) {
+pub fn start(node: ClusterNode, db: Db, log: Logger) {
     actix::spawn(run(node, db, log));
 }
 
-async fn run(node: ClusterNode, db: Addr<DbActor>, log: Logger) {
+async fn run(node: ClusterNode, db: Db, log: Logger) {
     let mut applied = node.shared().subscribe();
     // What the projection holds, once read from the database.
     let mut stored: Option<(Option<String>, u64)> = None;
@@ -142,13 +141,12 @@ fn index_of(log_id: Option<LogId>) -> (u64, u64) {
 /// Writes everything applied after what the projection holds.
 async fn project(
     node: &ClusterNode,
-    db: &Addr<DbActor>,
+    db: &Db,
     cluster_id: &str,
     stored: &mut Option<(Option<String>, u64)>,
 ) -> Result<bool, DbError> {
-    let mailbox = |e: actix::MailboxError| DbError::NotConnected(e.to_string());
     if stored.is_none() {
-        let (cluster, index) = db.send(GetProjection).await.map_err(mailbox)??;
+        let (cluster, index) = db.projection().await?;
         *stored = Some((cluster, u64::try_from(index).unwrap_or(0)));
     }
     let Some((stored_cluster, stored_index)) = stored.clone() else {
@@ -260,12 +258,7 @@ async fn project(
     };
     let mut target = stored_index;
     for chunk in steps.chunks(BATCH) {
-        db.send(ApplyProjection {
-            cluster_id: cluster_id.to_string(),
-            steps: chunk.to_vec(),
-        })
-        .await
-        .map_err(mailbox)??;
+        db.apply_projection(cluster_id, chunk.to_vec()).await?;
         target = chunk
             .iter()
             .map(|s| match s {

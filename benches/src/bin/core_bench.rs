@@ -11,7 +11,7 @@
 //!    started; time from its port opening to the daemon's `health.check`
 //!    reporting PostgreSQL healthy again;
 //! 4. audit throughput through the AuditActor (spool + batched INSERT via
-//!    the DbActor), against a reference measured in the same run: the same
+//!    the `Db` handle), against a reference measured in the same run: the same
 //!    rows written by a bare sqlx loop with the same batched statement and
 //!    no spool.
 //!
@@ -28,7 +28,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use steep_repl_actors::audit::{AuditActor, AuditSettings, Flush, GetAuditStatus, RecordBatch};
 use steep_repl_actors::audit_event::{AuditAction, AuditEvent};
-use steep_repl_actors::db::{DbActor, DbSettings};
+use steep_repl_actors::db::{Db, DbSettings};
 use steep_repl_actors::health_state::{HealthSnapshot, PostgresHealth, SharedHealth};
 use steep_repl_benches::ipc_load;
 use steep_repl_tests::cluster::{grpc_yaml, Certificates};
@@ -299,7 +299,7 @@ fn db_settings(pg: &PgServer) -> DbSettings {
     }
 }
 
-/// Events per second through AuditActor -> DbActor -> PostgreSQL, and the
+/// Events per second through AuditActor -> Db handle -> PostgreSQL, and the
 /// number of spool fsyncs that took.
 async fn audit_actor_rate(pg: &PgServer, spool_dir: &Path) -> Result<(f64, u64)> {
     pg.create_daemon_login()?;
@@ -313,7 +313,7 @@ async fn audit_actor_rate(pg: &PgServer, spool_dir: &Path) -> Result<(f64, u64)>
         Duration::from_secs(3),
     );
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let db = DbActor::new(db_settings(pg), health.clone(), log.clone()).start();
+    let db = Db::start(db_settings(pg), health.clone(), log.clone());
     let settings = AuditSettings::new(
         spool_dir.join("audit.spool"),
         Duration::from_secs(86400 * 365),

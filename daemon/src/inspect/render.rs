@@ -1,24 +1,23 @@
 //! Human views of the IPC results (`--json` prints the results as they
-//! are). They read the JSON leniently: a field a newer or older daemon does
-//! not send shows as `-` rather than failing the command.
+//! are). They read the typed results of the IPC contract
+//! (`steep_repl_actors::ipc::protocol`): a field the daemon does not send
+//! is a decode error naming it, never a silent `-`; `-` stands only for a
+//! value the daemon reports as absent.
 
 use super::table::{pairs, Table};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::Value;
+use steep_repl_actors::ipc::protocol::{AuditPage, HealthReport, NodeList, StatusReport};
 
-/// A scalar as text; null or absent as `-`.
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) if s.is_empty() => "-".to_string(),
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
-        other => other.to_string(),
+/// An optional value as text; absent or empty as `-`.
+fn text<T: ToString>(v: Option<T>) -> String {
+    match v.map(|v| v.to_string()) {
+        Some(s) if !s.is_empty() => s,
+        _ => "-".to_string(),
     }
 }
 
-fn yes_no(v: &Value) -> &'static str {
-    if v.as_bool().unwrap_or(false) {
+fn yes_no(v: bool) -> &'static str {
+    if v {
         "yes"
     } else {
         "no"
@@ -41,15 +40,11 @@ pub fn duration(seconds: u64) -> String {
     }
 }
 
-/// An RFC 3339 timestamp to whole seconds in UTC, with how long ago.
-fn when(v: &Value, now: DateTime<Utc>) -> String {
-    let Some(at) = v
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-    else {
-        return text(v);
+/// A timestamp to whole seconds in UTC, with how long ago.
+fn when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(at) = at else {
+        return "-".to_string();
     };
-    let at = at.with_timezone(&Utc);
     let ago = now.signed_duration_since(at).num_seconds().max(0) as u64;
     format!(
         "{} ({} ago)",
@@ -58,82 +53,68 @@ fn when(v: &Value, now: DateTime<Utc>) -> String {
     )
 }
 
-fn timestamp(v: &Value) -> String {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| {
-            t.with_timezone(&Utc)
-                .to_rfc3339_opts(SecondsFormat::Secs, true)
-        })
-        .unwrap_or_else(|| text(v))
+fn seconds(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// An RFC 3339 text to whole seconds in UTC (as sent when it does not parse).
+fn timestamp(text: &str) -> String {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| seconds(t.with_timezone(&Utc)))
+        .unwrap_or_else(|_| text.to_string())
 }
 
 /// `status.get`, plus the socket it was read from.
-pub fn status(s: &Value, socket: &str) -> String {
-    let pg = &s["postgresql"];
-    let postgresql = if pg["connected"].as_bool().unwrap_or(false) {
+pub fn status(s: &StatusReport, socket: &str) -> String {
+    let pg = &s.postgresql;
+    let postgresql = if pg.connected {
         format!(
             "connected, PostgreSQL {} at {}:{}",
-            text(&pg["version"]),
-            text(&pg["host"]),
-            text(&pg["port"])
+            text(pg.version.as_deref()),
+            pg.host,
+            pg.port
         )
     } else {
-        format!(
-            "not connected ({}:{})",
-            text(&pg["host"]),
-            text(&pg["port"])
-        )
+        format!("not connected ({}:{})", pg.host, pg.port)
     };
-    let grpc = &s["grpc"];
-    let grpc = match (
-        grpc["listening"].as_bool().unwrap_or(false),
-        grpc["port"].as_u64(),
-    ) {
-        (_, None) => "disabled".to_string(),
-        (listening, Some(port)) => format!(
+    let grpc = match s.grpc.port {
+        None => "disabled".to_string(),
+        Some(port) => format!(
             "{} on port {port}, TLS {}",
-            if listening {
+            if s.grpc.listening {
                 "listening"
             } else {
                 "not listening"
             },
-            if grpc["tls_enabled"].as_bool().unwrap_or(false) {
-                "on"
-            } else {
-                "off"
-            }
+            if s.grpc.tls_enabled { "on" } else { "off" }
         ),
     };
-    let node = &s["node"];
+    let node = &s.node;
     pairs(&[
-        ("state", text(&s["state"])),
-        ("pid", text(&s["pid"])),
+        ("state", s.state.to_string()),
+        ("pid", s.pid.to_string()),
         (
             "uptime",
             format!(
                 "{} (since {})",
-                duration(s["uptime_seconds"].as_u64().unwrap_or(0)),
-                timestamp(&s["start_time"])
+                duration(s.uptime_seconds),
+                timestamp(&s.start_time)
             ),
         ),
-        ("version", text(&s["version"])),
-        (
-            "node",
-            format!("{} ({})", text(&node["node_id"]), text(&node["node_name"])),
-        ),
-        ("role", text(&node["role"])),
+        ("version", s.version.clone()),
+        ("node", format!("{} ({})", node.node_id, node.node_name)),
+        ("role", node.role.to_string()),
         (
             "coordinator",
             format!(
                 "{}{}, cluster of {}",
-                coordinator(&node["coordinator_id"], &node["epoch"]),
-                if node["is_coordinator"] == Value::Bool(true) {
+                coordinator(node.coordinator_id.as_deref(), node.epoch),
+                if node.is_coordinator {
                     " (this node)"
                 } else {
                     ""
                 },
-                text(&node["cluster_size"])
+                node.cluster_size
             ),
         ),
         ("postgresql", postgresql),
@@ -143,20 +124,16 @@ pub fn status(s: &Value, socket: &str) -> String {
 }
 
 /// "n2, epoch 7", or "none known".
-fn coordinator(holder: &Value, epoch: &Value) -> String {
-    match holder.as_str() {
+fn coordinator(holder: Option<&str>, epoch: Option<u64>) -> String {
+    match holder {
         Some(h) => format!("{h}, epoch {}", text(epoch)),
         None => "none known".to_string(),
     }
 }
 
 /// `nodes.list`.
-pub fn nodes(result: &Value, now: DateTime<Utc>) -> String {
-    let nodes = result["nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if nodes.is_empty() {
+pub fn nodes(result: &NodeList, now: DateTime<Utc>) -> String {
+    if result.nodes.is_empty() {
         return "no nodes\n".to_string();
     }
     let mut table = Table::new(&[
@@ -168,60 +145,56 @@ pub fn nodes(result: &Value, now: DateTime<Utc>) -> String {
         "STATUS",
         "LAST_SEEN",
     ]);
-    for n in nodes {
+    for n in &result.nodes {
         table.row(vec![
-            text(&n["node_id"]),
-            text(&n["node_name"]),
-            format!("{}:{}", text(&n["host"]), text(&n["port"])),
-            text(&n["priority"]),
-            if n["is_coordinator"].as_bool().unwrap_or(false) {
-                format!("yes (epoch {})", text(&n["coordinator_epoch"]))
+            text(Some(&n.node_id)),
+            text(Some(&n.node_name)),
+            format!("{}:{}", text(Some(&n.host)), n.port),
+            n.priority.to_string(),
+            if n.is_coordinator {
+                format!("yes (epoch {})", text(n.coordinator_epoch))
             } else {
                 String::new()
             },
-            text(&n["status"]),
-            when(&n["last_seen"], now),
+            n.status.to_string(),
+            when(n.last_seen, now),
         ]);
     }
     table.render()
 }
 
 /// `audit.query`, with where the page sits in the whole.
-pub fn audit(result: &Value, offset: u64) -> String {
-    let entries = result["entries"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let total = result["total"].as_u64().unwrap_or(0);
-    if entries.is_empty() {
+pub fn audit(result: &AuditPage, offset: u64) -> String {
+    let total = result.total;
+    if result.entries.is_empty() {
         return format!("no audit entries (of {total} matching)\n");
     }
     let mut table = Table::new(&["ID", "TIME", "ACTION", "ACTOR", "TARGET", "RESULT"]);
-    for e in entries {
-        let target = match (e["target_type"].as_str(), e["target_id"].as_str()) {
+    for e in &result.entries {
+        let target = match (e.target_type.as_deref(), e.target_id.as_deref()) {
             (Some(kind), Some(id)) => format!("{kind} {id}"),
             (Some(kind), None) => kind.to_string(),
             (None, Some(id)) => id.to_string(),
             (None, None) => "-".to_string(),
         };
-        let result = if e["success"].as_bool().unwrap_or(true) {
+        let result = if e.success {
             "ok".to_string()
         } else {
-            format!("failed: {}", text(&e["error_message"]))
+            format!("failed: {}", text(e.error_message.as_deref()))
         };
         table.row(vec![
-            text(&e["id"]),
-            timestamp(&e["occurred_at"]),
-            text(&e["action"]),
-            text(&e["actor"]),
+            e.id.to_string(),
+            seconds(e.occurred_at),
+            text(Some(&e.action)),
+            text(Some(&e.actor)),
             target,
             result,
         ]);
     }
     let mut out = table.render();
-    let last = offset + entries.len() as u64;
+    let last = offset + result.entries.len() as u64;
     out.push_str(&format!("entries {}-{last} of {total}", offset + 1));
-    if result["has_more"].as_bool().unwrap_or(false) {
+    if result.has_more {
         out.push_str(&format!(" (more with --offset {last})"));
     }
     out.push('\n');
@@ -229,72 +202,61 @@ pub fn audit(result: &Value, offset: u64) -> String {
 }
 
 /// `health.check`.
-pub fn health(h: &Value) -> String {
-    let node = &h["node"];
+pub fn health(h: &HealthReport) -> String {
+    let node = &h.node;
     let mut out = pairs(&[
-        ("status", text(&h["status"])),
-        (
-            "node",
-            format!("{} ({})", text(&node["node_id"]), text(&node["node_name"])),
-        ),
-        ("role", text(&node["role"])),
+        ("status", h.status.to_string()),
+        ("node", format!("{} ({})", node.node_id, node.node_name)),
+        ("role", text(Some(&node.role))),
         (
             "coordinator",
-            coordinator(&node["coordinator_id"], &node["epoch"]),
+            coordinator(node.coordinator_id.as_deref(), node.epoch),
         ),
-        (
-            "uptime",
-            duration(h["uptime_seconds"].as_u64().unwrap_or(0)),
-        ),
-        ("version", text(&h["version"])),
+        ("uptime", duration(h.uptime_seconds)),
+        ("version", h.version.clone()),
     ]);
     out.push('\n');
     let mut table = Table::new(&["COMPONENT", "HEALTHY", "STATUS", "DETAIL"]);
-    if let Some(components) = h["components"].as_object() {
-        for (name, c) in components {
-            let mut detail = Vec::new();
-            if !c["version"].is_null() {
-                detail.push(format!("version {}", text(&c["version"])));
-            }
-            if !c["port"].is_null() {
-                detail.push(format!("port {}", text(&c["port"])));
-            }
-            if let Some(ms) = c["latency_ms"].as_f64() {
-                detail.push(format!("{ms:.2} ms"));
-            }
-            if !c["error"].is_null() {
-                detail.push(text(&c["error"]));
-            }
-            table.row(vec![
-                name.clone(),
-                yes_no(&c["healthy"]).to_string(),
-                text(&c["status"]),
-                detail.join(", "),
-            ]);
+    for (name, c) in &h.components {
+        let mut detail = Vec::new();
+        if let Some(version) = &c.version {
+            detail.push(format!("version {version}"));
         }
+        if let Some(port) = c.port {
+            detail.push(format!("port {port}"));
+        }
+        if let Some(ms) = c.latency_ms {
+            detail.push(format!("{ms:.2} ms"));
+        }
+        if let Some(error) = &c.error {
+            detail.push(text(Some(error)));
+        }
+        table.row(vec![
+            name.to_string(),
+            yes_no(c.healthy).to_string(),
+            text(Some(&c.status)),
+            detail.join(", "),
+        ]);
     }
     out.push_str(&table.render());
-    let raft = &h["raft"];
-    if raft.is_object() {
+    if let Some(raft) = &h.raft {
         out.push('\n');
         out.push_str(&pairs(&[
             (
                 "raft",
-                match raft["reason"].as_str() {
-                    Some(why) => format!("NOT READY: {}", text(&Value::String(why.into()))),
-                    None if raft["is_leader"] == Value::Bool(true) => "leader".to_string(),
+                match raft.reason.as_deref() {
+                    Some(why) => format!("NOT READY: {}", text(Some(why))),
+                    None if raft.is_leader => "leader".to_string(),
                     None => "follower".to_string(),
                 },
             ),
-            ("leader", text(&raft["leader"])),
-            ("term", text(&raft["term"])),
+            ("leader", text(raft.leader.as_deref())),
+            ("term", raft.term.to_string()),
             (
                 "log / commit / applied",
                 format!(
                     "{} / {} / {}",
-                    text(&raft["last_log_index"]),
-                    text(&raft["commit_index"]),
-                    text(&raft["applied_index"])
+                    raft.last_log_index, raft.commit_index, raft.applied_index
                 ),
             ),
         ]));
@@ -324,7 +286,7 @@ mod tests {
             {"node_id": "b", "node_name": "Node B", "host": "db2", "port": 5433, "priority": 40,
              "is_coordinator": false, "last_seen": null, "status": "unknown"}
         ]});
-        let text = nodes(&result, now);
+        let text = nodes(&serde_json::from_value(result).unwrap(), now);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("NODE_ID  NAME    HOST"), "{text}");
         assert!(
@@ -343,7 +305,7 @@ mod tests {
             {"id": 9, "occurred_at": "2026-11-26T10:00:00.5Z", "action": "node.registered",
              "actor": "steep-repl@a", "target_type": "node", "target_id": "a", "success": true}
         ], "total": 3, "has_more": true});
-        let text = audit(&result, 1);
+        let text = audit(&serde_json::from_value(result).unwrap(), 1);
         assert!(
             text.contains("node.registered") && text.contains("node a"),
             "{text}"
@@ -355,9 +317,25 @@ mod tests {
     }
 
     #[test]
-    fn absent_fields_show_as_dashes() {
-        let text = status(&json!({}), "/tmp/x.sock");
-        assert!(text.contains("state        -"), "{text}");
+    fn absent_values_show_as_dashes_and_missing_fields_are_named() {
+        let mut answer = json!({
+            "state": "running", "pid": 42, "uptime_seconds": 5,
+            "start_time": "2026-11-26T10:00:00Z", "version": "0.1.0",
+            "postgresql": {"connected": false, "version": null, "host": "db", "port": 5432},
+            "grpc": {"listening": false, "port": null, "tls_enabled": false},
+            "node": {"node_id": "a", "node_name": "A", "is_coordinator": false, "cluster_size": 1,
+                     "coordinator_id": null, "epoch": null, "role": "data"}});
+        let report: StatusReport = serde_json::from_value(answer.clone()).unwrap();
+        let text = status(&report, "/tmp/x.sock");
+        assert!(text.contains("state        running"), "{text}");
         assert!(text.contains("grpc         disabled"), "{text}");
+        assert!(text.contains("coordinator  none known"), "{text}");
+        // A renamed field is a decode error that names it, not a "-".
+        answer["postgresql"]
+            .as_object_mut()
+            .unwrap()
+            .remove("connected");
+        let refused = serde_json::from_value::<StatusReport>(answer).unwrap_err();
+        assert!(refused.to_string().contains("connected"), "{refused}");
     }
 }

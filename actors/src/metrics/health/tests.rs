@@ -34,7 +34,7 @@ fn peer() -> PeerHealth {
     PeerHealth {
         node_id: Some("b\"x".into()),
         address: "10.0.0.2:5433".into(),
-        status: "healthy".into(),
+        status: crate::node_status::NodeStatus::Healthy,
         rtt_ms: Some(2.5),
         last_seen: None,
         error: None,
