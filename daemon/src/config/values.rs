@@ -66,8 +66,6 @@ pub(crate) const UNREACHABLE: DurationRange = DurationRange {
     max: DAY,
     example: "3s or 1m 30s",
 };
-/// Raft's heartbeat: below 10ms the timers are noise next to an fsync; an
-/// election timeout (at most 60s) must hold three of them.
 /// A gRPC request's bound: below 10ms a busy machine would refuse healthy
 /// requests; beyond an hour it bounds nothing.
 pub(crate) const REQUEST_TIMEOUT: DurationRange = DurationRange {
@@ -75,6 +73,8 @@ pub(crate) const REQUEST_TIMEOUT: DurationRange = DurationRange {
     max: HOUR,
     example: "10s or 30s",
 };
+/// Raft's heartbeat: below 10ms the timers are noise next to an fsync; an
+/// election timeout (at most 60s) must hold three of them.
 pub(crate) const RAFT_HEARTBEAT: DurationRange = DurationRange {
     min: Duration::from_millis(10),
     max: Duration::from_secs(20),
