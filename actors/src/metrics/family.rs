@@ -51,10 +51,6 @@ impl Declared {
         self.descs.iter().collect()
     }
 
-    pub fn specs(&self) -> &[Spec] {
-        &self.specs
-    }
-
     /// Empty families for one scrape.
     pub fn samples(&self) -> Samples<'_> {
         Samples {
