@@ -493,10 +493,11 @@ BEGIN
 
     PERFORM set_config('steep_repl.applying', 'on', true);
     stored := steep_repl.lock_projection();
-    -- A snapshot of the same cluster (or the first one) must be newer; one of
-    -- another cluster (cluster force-new) replaces everything whatever its index.
-    IF (stored.cluster_id IS NULL OR stored.cluster_id = p_cluster_id)
-       AND p_log_index <= stored.applied_index THEN
+    -- A snapshot of the same cluster must be newer; the first one, or one of
+    -- another cluster (cluster force-new), replaces everything whatever its
+    -- index (0 too: the empty map a node that applies the whole log from its
+    -- first entry starts from).
+    IF stored.cluster_id = p_cluster_id AND p_log_index <= stored.applied_index THEN
         PERFORM set_config('steep_repl.applying', 'off', true);
         RETURN false;
     END IF;
@@ -538,7 +539,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) IS
-    'Daemon only: makes coordinator_state equal p_state (a JSON object of key -> value) as of log entry p_log_index (term p_log_term) of cluster p_cluster_id and records the index, in one transaction; used when a node installs a snapshot or its projection fell behind the log. Unchanged keys keep their updated_at. Writes one audit row for the install (state.updated, target_id null, old_value {cluster_id, applied_index, applied_term, keys}, new_value {"snapshot": {cluster_id, index, term, keys}}, the session''s actor) and none per key. Returns false and writes nothing when the projection of the same cluster is already at or past p_log_index; a snapshot of another cluster is always installed, and clears the coordinator (coordinator_id, coordinator_epoch, nodes.is_coordinator) until steep_repl.apply_coordinator() applies the new cluster''s.';
+    'Daemon only: makes coordinator_state equal p_state (a JSON object of key -> value) as of log entry p_log_index (term p_log_term) of cluster p_cluster_id and records the index, in one transaction; used when a node installs a snapshot or its projection fell behind the log. Unchanged keys keep their updated_at. Writes one audit row for the install (state.updated, target_id null, old_value {cluster_id, applied_index, applied_term, keys}, new_value {"snapshot": {cluster_id, index, term, keys}}, the session''s actor) and none per key. Returns false and writes nothing when the projection of the same cluster is already at or past p_log_index; the first snapshot (a projection of no cluster yet) is installed at any index, 0 included, and a snapshot of another cluster is always installed, and clears the coordinator (coordinator_id, coordinator_epoch, nodes.is_coordinator) until steep_repl.apply_coordinator() applies the new cluster''s.';
 
 CREATE FUNCTION steep_repl.advance_projection(p_cluster_id text, p_log_index bigint, p_log_term bigint)
 RETURNS boolean

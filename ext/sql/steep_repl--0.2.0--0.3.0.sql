@@ -10,7 +10,9 @@
 -- superuser may change (defined by the library); prune_in_progress is gone:
 -- only rows older than the minimum retention (1 day) may be deleted, by
 -- prune_audit(). TRUNCATE is refused on nodes (and on coordinator_state even
--- inside the apply functions); every audit trigger is ENABLE ALWAYS.
+-- inside the apply functions); every audit trigger is ENABLE ALWAYS. A
+-- projection of no cluster yet takes its first snapshot at any index, 0
+-- included (apply_state_snapshot).
 --
 -- Privileges a DBA granted on audit_log, its sequence or write_audit() by
 -- the 0.2.0 documentation are revoked: nobody but the owner writes audit
@@ -283,6 +285,86 @@ $$;
 REVOKE ALL ON FUNCTION steep_repl.prune_audit(interval) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.prune_audit(interval) IS
     'Deletes audit entries older than the interval (at least audit_min_retention(), 1 day), records audit.pruned with the count, and returns the count.';
+
+------------------------------------------------------------------------------
+-- apply_state_snapshot: the first snapshot is installed at any index
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION steep_repl.apply_state_snapshot(
+    p_cluster_id text,
+    p_log_index  bigint,
+    p_log_term   bigint,
+    p_state      jsonb
+) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn constant text := 'steep_repl.apply_state_snapshot';
+    stored steep_repl.cluster_projection;
+    bad_key text;
+    keys_before bigint;
+BEGIN
+    PERFORM steep_repl.check_log_position(fn, p_cluster_id, p_log_index, p_log_term);
+    IF p_state IS NULL OR jsonb_typeof(p_state) <> 'object' THEN
+        RAISE EXCEPTION '%: p_state must be a JSON object of key -> value (got %)',
+                fn, COALESCE(jsonb_typeof(p_state), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO bad_key FROM jsonb_object_keys(p_state) AS k
+     WHERE k !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' ORDER BY k LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: p_state key % is not a dotted name such as cluster.version', fn, quote_literal(bad_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM set_config('steep_repl.applying', 'on', true);
+    stored := steep_repl.lock_projection();
+    -- A snapshot of the same cluster must be newer; the first one, or one of
+    -- another cluster (cluster force-new), replaces everything whatever its
+    -- index (0 too: the empty map a node that applies the whole log from its
+    -- first entry starts from).
+    IF stored.cluster_id = p_cluster_id AND p_log_index <= stored.applied_index THEN
+        PERFORM set_config('steep_repl.applying', 'off', true);
+        RETURN false;
+    END IF;
+
+    SELECT count(*) INTO keys_before FROM steep_repl.coordinator_state;
+    DELETE FROM steep_repl.coordinator_state s WHERE NOT (p_state ? s.key);
+    INSERT INTO steep_repl.coordinator_state AS s (key, value)
+    SELECT e.key, e.value FROM jsonb_each(p_state) AS e
+    ON CONFLICT ON CONSTRAINT coordinator_state_pkey DO UPDATE
+        SET value = EXCLUDED.value
+        WHERE s.value IS DISTINCT FROM EXCLUDED.value;
+    UPDATE steep_repl.cluster_projection p
+       SET cluster_id = p_cluster_id, applied_index = p_log_index, applied_term = p_log_term,
+           -- Another cluster's membership is not this one's.
+           membership_index = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
+                                   THEN NULL ELSE p.membership_index END,
+           -- Nor is its coordinator: apply_coordinator() brings the new one.
+           coordinator_id = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
+                                 THEN NULL ELSE p.coordinator_id END,
+           coordinator_epoch = CASE WHEN stored.cluster_id IS DISTINCT FROM p_cluster_id
+                                    THEN NULL ELSE p.coordinator_epoch END,
+           updated_at = now()
+     WHERE p.id;
+    IF stored.cluster_id IS DISTINCT FROM p_cluster_id THEN
+        UPDATE steep_repl.nodes n SET is_coordinator = false WHERE n.is_coordinator;
+    END IF;
+
+    -- One row for the install; the entries it covers are not audited again.
+    PERFORM steep_repl.write_audit('state.updated', 'state', NULL,
+        jsonb_build_object('cluster_id', stored.cluster_id, 'applied_index', stored.applied_index,
+                           'applied_term', stored.applied_term, 'keys', keys_before),
+        jsonb_build_object('snapshot', jsonb_build_object(
+            'cluster_id', p_cluster_id, 'index', p_log_index, 'term', p_log_term,
+            'keys', (SELECT count(*) FROM jsonb_object_keys(p_state)))));
+
+    PERFORM set_config('steep_repl.applying', 'off', true);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION steep_repl.apply_state_snapshot(text, bigint, bigint, jsonb) IS
+    'Daemon only: makes coordinator_state equal p_state (a JSON object of key -> value) as of log entry p_log_index (term p_log_term) of cluster p_cluster_id and records the index, in one transaction; used when a node installs a snapshot or its projection fell behind the log. Unchanged keys keep their updated_at. Writes one audit row for the install (state.updated, target_id null, old_value {cluster_id, applied_index, applied_term, keys}, new_value {"snapshot": {cluster_id, index, term, keys}}, the session''s actor) and none per key. Returns false and writes nothing when the projection of the same cluster is already at or past p_log_index; the first snapshot (a projection of no cluster yet) is installed at any index, 0 included, and a snapshot of another cluster is always installed, and clears the coordinator (coordinator_id, coordinator_epoch, nodes.is_coordinator) until steep_repl.apply_coordinator() applies the new cluster''s.';
 
 ------------------------------------------------------------------------------
 -- Direct writes granted by the 0.2.0 documentation are taken back

@@ -176,6 +176,24 @@ async fn an_entry_of_another_cluster_is_refused_until_its_snapshot_is_installed(
     assert!(apply(&mut conn, "c2", 2, "a.b", Some(json!(2))).await);
 }
 
+/// A node that applies the whole log from its first entry starts its
+/// projection from the empty map at index 0: the first snapshot is taken
+/// at any index, 0 included, and only then is a replay refused.
+#[tokio::test]
+async fn the_first_snapshot_is_installed_at_index_0() {
+    let (_pg, mut conn) = server_with_extension().await.unwrap();
+    assert_eq!(projection(&mut conn).await, (None, 0, 0, None));
+    let install = || {
+        sqlx::query_scalar::<_, bool>("SELECT steep_repl.apply_state_snapshot('c1', 0, 0, '{}')")
+    };
+    assert!(install().fetch_one(&mut conn).await.unwrap());
+    assert_eq!(projection(&mut conn).await, (Some("c1".into()), 0, 0, None));
+    assert_eq!(state(&mut conn).await, json!({}));
+    assert!(!install().fetch_one(&mut conn).await.unwrap());
+    assert!(apply(&mut conn, "c1", 1, "a.b", Some(json!(1))).await);
+    assert_eq!(state(&mut conn).await, json!({"a.b": 1}));
+}
+
 #[tokio::test]
 async fn a_snapshot_replaces_the_content_once_and_an_older_one_is_refused() {
     let (_pg, mut conn) = server_with_extension().await.unwrap();

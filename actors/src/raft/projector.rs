@@ -6,8 +6,8 @@
 //! them to PostgreSQL (through the `Db` handle) in order; the extension skips what it already has,
 //! so a replay writes nothing twice. When the journal cannot say what came
 //! after the stored index (a snapshot from the leader, a restart from a
-//! snapshot, a projection from another cluster), it writes the whole map
-//! at once instead. While PostgreSQL is down it waits and catches up later.
+//! snapshot, a projection from another cluster that this node did not
+//! follow from the first entry), it writes the whole map at once instead. While PostgreSQL is down it waits and catches up later.
 //!
 //! An entry the database refuses (a DBA's trigger, a revoked privilege, a
 //! full disk) stops the projection at that entry, not the cluster: the
@@ -156,11 +156,15 @@ async fn project(
     if stored_cluster.as_deref() == Some(cluster_id) && stored_index >= last_index {
         return Ok(false);
     }
-    let events = if stored_cluster.as_deref() == Some(cluster_id) {
-        node.shared().events_page(Some(stored_index), PAGE).ok()
-    } else {
-        None
-    };
+    // The journal after what the projection holds; for a projection of no
+    // cluster yet (or of another one), the journal from the first entry,
+    // which it holds whole when this node applied every entry itself: then
+    // each entry is written and audited once, as on every node that
+    // followed the log (the node that ran `cluster init` on an upgraded
+    // table audits its seed key by key, however early its first pass).
+    let same_cluster = stored_cluster.as_deref() == Some(cluster_id);
+    let after = same_cluster.then_some(stored_index);
+    let events = node.shared().events_page(after, PAGE).ok();
     let whole = events.as_ref().is_none_or(|e| {
         e.iter()
             .any(|a| matches!(a.event, AppliedEvent::SnapshotInstalled))
@@ -196,6 +200,14 @@ async fn project(
         steps
     } else {
         let mut steps: Vec<ProjectionStep> = Vec::new();
+        if !same_cluster {
+            // The table as the log starts it: empty, this cluster's.
+            steps.push(ProjectionStep::Snapshot {
+                index: 0,
+                term: 0,
+                state: Value::Object(serde_json::Map::new()),
+            });
+        }
         let events = events.unwrap_or_default();
         let page_end = (events.len() >= PAGE)
             .then(|| {
@@ -205,7 +217,7 @@ async fn project(
             })
             .flatten();
         for applied in events {
-            if applied.log_id.index <= stored_index {
+            if after.is_some_and(|stored| applied.log_id.index <= stored) {
                 continue;
             }
             let (index, term) = (applied.log_id.index, applied.log_id.leader_id.term);
