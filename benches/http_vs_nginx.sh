@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # /health of a real steep-repl daemon against nginx serving a static file
-# with the same bytes, measured with wrk in the same run, on loopback.
+# with the same bytes and against a bare actix-web handler serving them
+# (benches/src/bin/http_reference.rs), measured with wrk in the same run, on
+# loopback.
 #
 #   benches/http_vs_nginx.sh [SECONDS]      (default 10 s per measurement)
 #   BENCH_ROUNDS=3 BENCH_CONNECTIONS=64 BENCH_THREADS=2 BENCH_RT=0 (defaults)
+#   STEEP_DAEMON_BIN=PATH: that daemon binary instead of building one
 #
 # Installs what it needs (Debian's wrk and nginx-light; PostgreSQL 18 and
 # the extension through deploy/), builds the daemon in release mode, starts
-# one PostgreSQL 18 server, the daemon and nginx on free ports, and prints:
-#   - throughput with 64 connections (wrk -t2 -c64), both servers, and the
-#     ratio daemon/nginx (goal: >= 1.0);
+# one PostgreSQL 18 server, the daemon, nginx and the reference on free
+# ports, and prints:
+#   - throughput with 64 connections (wrk -t2 -c64), every server, and the
+#     ratios daemon/nginx (goal: >= 1.5), reference/nginx and
+#     daemon/reference (what the probe's own path costs);
 #   - p50/p99 latency with one connection (wrk -t1 -c1 --latency)
 #     (goal: daemon p99 < 200 us).
-# Each figure is the median of BENCH_ROUNDS alternating rounds (nginx, then
-# the daemon), so that other load on the machine falls on both alike.
+# Each figure is the median of BENCH_ROUNDS alternating rounds (nginx, the
+# daemon, the reference), so that other load on the machine falls on all alike.
 # Everything it started is stopped on exit. Results go in docs/BENCHMARKS.md.
 set -euo pipefail
 . "$(dirname "$0")/../deploy/lib.sh"
@@ -25,7 +30,7 @@ THREADS=${BENCH_THREADS:-2}
 ROUNDS=${BENCH_ROUNDS:-3}
 # BENCH_RT=1 runs both servers and wrk under SCHED_FIFO (chrt -f 20): on a
 # machine shared with other work, this keeps other processes' time slices
-# out of the latency figures. Both servers get the same treatment.
+# out of the latency figures. Every server gets the same treatment.
 RT=()
 [ "${BENCH_RT:-0}" = 1 ] && RT=(chrt -f 20)
 
@@ -34,9 +39,16 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 ensure_pg_user
 pg_config=$("$STEEP_ROOT/deploy/pg18.sh")
 "$STEEP_ROOT/deploy/extension.sh"
-say "building steep-repl (release)"
-cargo build --release --quiet -p steep-repl
-daemon_bin="${CARGO_TARGET_DIR:-$STEEP_ROOT/target}/release/steep-repl"
+if [ -n "${STEEP_DAEMON_BIN:-}" ]; then
+    daemon_bin=$STEEP_DAEMON_BIN
+else
+    say "building steep-repl (release)"
+    cargo build --release --quiet -p steep-repl
+    daemon_bin="${CARGO_TARGET_DIR:-$STEEP_ROOT/target}/release/steep-repl"
+fi
+say "building the bare actix-web reference (release)"
+cargo build --release --quiet -p steep-repl-benches --bin http_reference
+reference_bin="${CARGO_TARGET_DIR:-$STEEP_ROOT/target}/release/http_reference"
 pg_bin=$("$pg_config" --bindir)
 
 # as_pg_user as a command prefix, usable after chrt.
@@ -52,10 +64,12 @@ chmod 755 "$work"
 pg_port=$(free_port)
 http_port=$(free_port)
 nginx_port=$(free_port)
-daemon_pid="" nginx_pid=""
+reference_port=$(free_port)
+daemon_pid="" nginx_pid="" reference_pid=""
 
 cleanup() {
     [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+    [ -n "$reference_pid" ] && kill "$reference_pid" 2>/dev/null && wait "$reference_pid" 2>/dev/null
     [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
     as_pg_user "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -138,6 +152,16 @@ done
 cmp -s "$work/health.json" <(curl -s "http://127.0.0.1:$nginx_port/health") \
     || die "nginx does not serve the same bytes"
 
+say "starting the bare actix-web reference on 127.0.0.1:$reference_port serving the same bytes"
+"${RT[@]}" "$reference_bin" "127.0.0.1:$reference_port" "$work/health.json" &
+reference_pid=$!
+for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$reference_port/health" && break
+    sleep 0.05
+done
+cmp -s "$work/health.json" <(curl -s "http://127.0.0.1:$reference_port/health") \
+    || die "the actix-web reference does not serve the same bytes"
+
 # rps FILE: Requests/sec of a wrk report. p LABEL FILE: a latency percentile in us.
 rps() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
 pct() {
@@ -170,24 +194,31 @@ stat() {
 nginx_url="http://127.0.0.1:$nginx_port/health"
 daemon_url="http://127.0.0.1:$http_port/health"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$nginx_url" >/dev/null # warm-up
+reference_url="http://127.0.0.1:$reference_port/health"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$daemon_url" >/dev/null
-# Alternating rounds, so that load from elsewhere on the machine falls on both.
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$reference_url" >/dev/null
+# Alternating rounds, so that load from elsewhere on the machine falls on all.
 for r in $(seq 1 "$ROUNDS"); do
     run nginx "$nginx_url" "$r"
     run daemon "$daemon_url" "$r"
+    run reference "$reference_url" "$r"
 done
 
-d_rps=$(stat daemon tput) n_rps=$(stat nginx tput)
+d_rps=$(stat daemon tput) n_rps=$(stat nginx tput) r_rps=$(stat reference tput)
 printf '\n/health, %s bytes, %s cores (%s), load average before: %s%s\n' \
     "$(wc -c <"$work/health.json")" "$(nproc)" "$(uname -m)" "$load_before" \
     "$([ ${#RT[@]} -gt 0 ] && echo ', servers and wrk under chrt -f 20')"
 printf 'medians of %s alternating rounds; throughput: wrk -t%s -c%s -d%ss; latency: wrk -t1 -c1 -d%ss --latency\n' \
     "$ROUNDS" "$THREADS" "$CONNECTIONS" "$SECONDS_PER_RUN" "$SECONDS_PER_RUN"
 printf '%-22s %14s %12s %12s %12s\n' server "req/s (c$CONNECTIONS)" "req/s (c1)" "p50 c1 (us)" "p99 c1 (us)"
-for s in daemon nginx; do
+for s in daemon nginx reference; do
     name="steep-repl"
     [ "$s" = nginx ] && name="nginx $(nginx -v 2>&1 | sed 's|.*/||')"
+    [ "$s" = reference ] && name="bare actix-web"
     printf '%-22s %14.0f %12.0f %12s %12s\n' "$name" "$(stat $s tput)" "$(stat $s c1)" "$(stat $s p50)" "$(stat $s p99)"
 done
-awk -v d="$d_rps" -v n="$n_rps" -v c="$CONNECTIONS" 'BEGIN { printf "ratio steep-repl / nginx (c%s): %.2f\n", c, d / n }'
+awk -v d="$d_rps" -v n="$n_rps" -v r="$r_rps" -v c="$CONNECTIONS" 'BEGIN {
+    printf "ratio steep-repl / nginx (c%s): %.2f\n", c, d / n
+    printf "ratio bare actix-web / nginx (c%s): %.2f\n", c, r / n
+    printf "ratio steep-repl / bare actix-web (c%s): %.2f\n", c, d / r }'
 grep -i -E "socket errors|Non-2xx" "$work"/*.tput.* "$work"/*.lat.* | sed "s|$work/||" >&2 || true

@@ -364,6 +364,26 @@ impl HealthSnapshot {
     }
 }
 
+/// `stored` with the coordinator of `view` (see `SharedHealth::load`).
+pub fn with_coordinator(stored: &HealthSnapshot, view: CoordinatorView) -> HealthSnapshot {
+    let mut snapshot = stored.clone();
+    snapshot.node.coordinator_id = view.holder;
+    snapshot.node.epoch = view.epoch;
+    snapshot.node.lease_remaining = view.lease_remaining;
+    snapshot.node.cluster_size = view.members.max(1);
+    snapshot.node.cluster_unready = if !view.member {
+        Some(
+            "this node is not a member of a cluster yet (steep-repl cluster init, or cluster add from a member)"
+                .to_string(),
+        )
+    } else if !view.caught_up {
+        Some("this node has not caught up with a leader yet".to_string())
+    } else {
+        None
+    };
+    snapshot
+}
+
 /// The shared, lock-free home of the current snapshot plus the heartbeat of
 /// the daemon's own loops. Cheap to clone.
 #[derive(Clone)]
@@ -413,26 +433,25 @@ impl SharedHealth {
     /// is built while a lease it reports is valid.
     pub fn load(&self) -> Arc<HealthSnapshot> {
         let stored = self.snapshot.load_full();
-        let Some(source) = self.coordinator.get() else {
-            return stored;
-        };
-        let view = source();
-        let mut snapshot = HealthSnapshot::clone(&stored);
-        snapshot.node.coordinator_id = view.holder;
-        snapshot.node.epoch = view.epoch;
-        snapshot.node.lease_remaining = view.lease_remaining;
-        snapshot.node.cluster_size = view.members.max(1);
-        snapshot.node.cluster_unready = if !view.member {
-            Some(
-                "this node is not a member of a cluster yet (steep-repl cluster init, or cluster add from a member)"
-                    .to_string(),
-            )
-        } else if !view.caught_up {
-            Some("this node has not caught up with a leader yet".to_string())
-        } else {
-            None
-        };
-        Arc::new(snapshot)
+        match self.coordinator_view() {
+            None => stored,
+            Some(view) => Arc::new(with_coordinator(&stored, view)),
+        }
+    }
+
+    /// The snapshot as stored, borrowed: no reference count taken (the
+    /// probes' path, where every worker would otherwise write the same
+    /// counter at every request). Hold it briefly.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<HealthSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// When a cluster member runs here, the coordinator as this node may
+    /// name it at this very instant: what `load` adds to the stored
+    /// snapshot, for a caller that can often skip the combining (the
+    /// `/health` probe, whose body it caches).
+    pub fn coordinator_view(&self) -> Option<CoordinatorView> {
+        self.coordinator.get().map(|source| source())
     }
 
     /// The snapshot as stored, without asking the cluster member (for the

@@ -75,31 +75,16 @@ pub fn run(
             .map(|_| {
                 let (request, barrier, check) = (&request, &barrier, &check);
                 scope.spawn(move || -> Result<Vec<Duration>> {
-                    let stream = UnixStream::connect(socket)
-                        .with_context(|| format!("connecting to {}", socket.display()))?;
-                    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    let mut writer = stream.try_clone()?;
-                    let mut reader = BufReader::new(stream);
-                    let mut answer = String::new();
-                    let mut round_trip = |answer: &mut String| -> Result<()> {
-                        answer.clear();
-                        writer.write_all(request)?;
-                        if reader.read_line(answer)? == 0 {
-                            bail!("the server closed the connection");
-                        }
-                        Ok(())
-                    };
-                    for i in 0..warmup.max(1) {
-                        round_trip(&mut answer)?;
-                        if i == 0 {
-                            check(answer.trim_end())?;
-                        }
-                    }
+                    // Every client reaches the barrier, failed or not: the
+                    // others (and the timer) wait for all of them there.
+                    let connected = connect_and_warm_up(socket, request, warmup, check);
                     barrier.wait();
+                    let (mut writer, mut reader) = connected?;
+                    let mut answer = String::new();
                     let mut latencies = Vec::with_capacity(per_client);
                     for _ in 0..per_client {
                         let started = Instant::now();
-                        round_trip(&mut answer)?;
+                        round_trip(&mut writer, &mut reader, request, &mut answer)?;
                         latencies.push(started.elapsed());
                     }
                     Ok(latencies)
@@ -126,6 +111,44 @@ pub fn run(
         elapsed,
         latencies,
     })
+}
+
+/// One connection, after `warmup` round trips (at least one), the first
+/// answer checked.
+fn connect_and_warm_up(
+    socket: &Path,
+    request: &[u8],
+    warmup: usize,
+    check: &(impl Fn(&str) -> Result<()> + Sync),
+) -> Result<(UnixStream, BufReader<UnixStream>)> {
+    let stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    for i in 0..warmup.max(1) {
+        round_trip(&mut writer, &mut reader, request, &mut answer)?;
+        if i == 0 {
+            check(answer.trim_end())?;
+        }
+    }
+    Ok((writer, reader))
+}
+
+/// Writes one request line and reads its answer line into `answer`.
+fn round_trip(
+    writer: &mut UnixStream,
+    reader: &mut BufReader<UnixStream>,
+    request: &[u8],
+    answer: &mut String,
+) -> Result<()> {
+    answer.clear();
+    writer.write_all(request)?;
+    if reader.read_line(answer)? == 0 {
+        bail!("the server closed the connection");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

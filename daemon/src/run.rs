@@ -450,13 +450,13 @@ fn coordinator_source(node: ClusterNode) -> CoordinatorSource {
         let report = node.coordinator();
         // One read of the membership per answer (this runs at every load
         // of the health snapshot, probes included).
-        let members = node.members();
+        let (members, member) = node.membership_size(node.identity().raft_id);
         CoordinatorView {
             holder: report.holder,
             epoch: report.epoch,
             lease_remaining: report.lease_remaining,
-            members: members.len(),
-            member: members.contains_key(&node.identity().raft_id),
+            members,
+            member,
             caught_up: report.caught_up,
         }
     })

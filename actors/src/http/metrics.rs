@@ -2,10 +2,22 @@
 //! and a latency histogram by path, `prometheus` counters resolved once per
 //! path so that a probe pays no label lookup. They are registered in the
 //! daemon's one registry (`crate::metrics`), which serves the page.
+//!
+//! Every worker thread counts into a shard of its own (the `prometheus`
+//! crate's local, unsynchronised metrics, behind a lock only that worker
+//! and a scrape ever take), and a scrape adds the shards into the shared
+//! metrics before reading them: counting a probe then touches no memory
+//! another core writes. Counted into the shared metrics directly, every
+//! request made both workers write the same few cache lines, which cost
+//! about a tenth of the probes' throughput (docs/BENCHMARKS.md).
 
 use super::bind::HttpError;
 use crate::metrics::MetricsRegistry;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::core::{Collector, Desc};
+use prometheus::local::{LocalHistogram, LocalIntCounter};
+use prometheus::proto::MetricFamily;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The `path` label values: the served paths, everything else as `other` so
@@ -24,17 +36,55 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
 ];
 
-/// Handles for one path, resolved at start.
-struct PathMetrics {
-    duration: Histogram,
-    ok: IntCounter,
-    unavailable: IntCounter,
+/// One worker's counts for one path, not yet added to the shared metrics.
+struct LocalPath {
+    duration: LocalHistogram,
+    ok: LocalIntCounter,
+    unavailable: LocalIntCounter,
 }
 
-/// The HTTP server's request metrics. Shared by every worker thread.
+/// One worker thread's counts.
+pub struct Shard {
+    paths: Mutex<Vec<LocalPath>>,
+    /// Codes other than 200 and 503 (404, 405: rare) go to the shared vec.
+    requests: IntCounterVec,
+}
+
+impl Shard {
+    /// Counts one answered request.
+    pub fn observe(&self, path: usize, code: actix_web::http::StatusCode, elapsed: Duration) {
+        let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(m) = paths.get(path) else {
+            return;
+        };
+        m.duration.observe(elapsed.as_secs_f64());
+        match code.as_u16() {
+            200 => m.ok.inc(),
+            503 => m.unavailable.inc(),
+            _ => self
+                .requests
+                .with_label_values(&[PATHS[path], code.as_str()])
+                .inc(),
+        }
+    }
+
+    fn flush(&self) {
+        let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        for m in paths.iter() {
+            m.duration.flush();
+            m.ok.flush();
+            m.unavailable.flush();
+        }
+    }
+}
+
+/// The HTTP server's request metrics: a collector in the registry that adds
+/// every worker's shard before it is read.
+#[derive(Clone)]
 pub struct RequestMetrics {
     requests: IntCounterVec,
-    paths: Vec<PathMetrics>,
+    durations: HistogramVec,
+    shards: Arc<Mutex<Vec<Arc<Shard>>>>,
 }
 
 impl RequestMetrics {
@@ -55,33 +105,60 @@ impl RequestMetrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["path"],
         )?;
-        registry.register(requests.clone())?;
-        registry.register(durations.clone())?;
-        let paths = PATHS
-            .iter()
-            .map(|path| PathMetrics {
-                duration: durations.with_label_values(&[*path]),
-                ok: requests.with_label_values(&[*path, "200"]),
-                unavailable: requests.with_label_values(&[*path, "503"]),
-            })
-            .collect();
-        Ok(RequestMetrics { requests, paths })
+        let metrics = RequestMetrics {
+            requests,
+            durations,
+            shards: Arc::new(Mutex::new(Vec::new())),
+        };
+        registry.register(metrics.clone())?;
+        Ok(metrics)
     }
 
-    /// Counts one answered request.
-    pub fn observe(&self, path: usize, code: actix_web::http::StatusCode, elapsed: Duration) {
-        let Some(m) = self.paths.get(path) else {
-            return;
+    /// A shard for one worker thread (or one test app).
+    pub fn shard(&self) -> Arc<Shard> {
+        let counter = |path: &str, code: &str| -> IntCounter {
+            self.requests.with_label_values(&[path, code])
         };
-        m.duration.observe(elapsed.as_secs_f64());
-        match code.as_u16() {
-            200 => m.ok.inc(),
-            503 => m.unavailable.inc(),
-            _ => self
-                .requests
-                .with_label_values(&[PATHS[path], code.as_str()])
-                .inc(),
+        let shard = Arc::new(Shard {
+            paths: Mutex::new(
+                PATHS
+                    .iter()
+                    .map(|path| LocalPath {
+                        duration: self.durations.with_label_values(&[*path]).local(),
+                        ok: counter(path, "200").local(),
+                        unavailable: counter(path, "503").local(),
+                    })
+                    .collect(),
+            ),
+            requests: self.requests.clone(),
+        });
+        self.shards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(shard.clone());
+        shard
+    }
+
+    fn flush(&self) {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        for shard in shards.iter() {
+            shard.flush();
         }
+    }
+}
+
+impl Collector for RequestMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.requests.desc();
+        descs.extend(self.durations.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.flush();
+        let mut families = self.requests.collect();
+        families.extend(self.durations.collect());
+        families
     }
 }
 
@@ -93,7 +170,7 @@ mod tests {
     #[test]
     fn requests_are_counted_by_path_and_code() {
         let registry = MetricsRegistry::new();
-        let m = RequestMetrics::register(&registry).unwrap();
+        let m = RequestMetrics::register(&registry).unwrap().shard();
         m.observe(
             path_index("/health"),
             StatusCode::OK,
@@ -124,6 +201,47 @@ mod tests {
         );
         assert!(
             page.contains("steep_repl_http_request_duration_seconds_count{path=\"/health\"} 2"),
+            "{page}"
+        );
+    }
+
+    /// Each worker counts into its own shard; a scrape adds them all.
+    #[test]
+    fn a_scrape_adds_every_worker_s_counts() {
+        let registry = MetricsRegistry::new();
+        let metrics = RequestMetrics::register(&registry).unwrap();
+        let workers = [metrics.shard(), metrics.shard()];
+        std::thread::scope(|scope| {
+            for worker in &workers {
+                scope.spawn(move || {
+                    for _ in 0..5 {
+                        worker.observe(
+                            path_index("/health"),
+                            StatusCode::OK,
+                            Duration::from_micros(30),
+                        );
+                    }
+                });
+            }
+        });
+        let page = registry.render();
+        assert!(
+            page.contains("steep_repl_http_requests_total{code=\"200\",path=\"/health\"} 10"),
+            "{page}"
+        );
+        assert!(
+            page.contains("steep_repl_http_request_duration_seconds_count{path=\"/health\"} 10"),
+            "{page}"
+        );
+        // A second scrape adds nothing twice.
+        workers[0].observe(
+            path_index("/health"),
+            StatusCode::OK,
+            Duration::from_micros(30),
+        );
+        let page = registry.render();
+        assert!(
+            page.contains("steep_repl_http_requests_total{code=\"200\",path=\"/health\"} 11"),
             "{page}"
         );
     }

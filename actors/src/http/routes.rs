@@ -10,7 +10,7 @@
 use super::bind::HttpError;
 use super::metrics::{self, RequestMetrics};
 use crate::health_report::health_report;
-use crate::health_state::{HealthSnapshot, SharedHealth};
+use crate::health_state::{with_coordinator, CoordinatorView, HealthSnapshot, SharedHealth};
 use crate::metrics::{HealthCollector, MetricsRegistry, CONTENT_TYPE};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -29,7 +29,7 @@ pub struct Probes {
     health: SharedHealth,
     /// `/live` fails once the daemon's loop has not turned for this long.
     live_after: Duration,
-    requests: Arc<RequestMetrics>,
+    requests: RequestMetrics,
     /// The daemon's one registry: the `/metrics` page.
     metrics: MetricsRegistry,
     /// Error texts in `/health` (`http.details`).
@@ -47,7 +47,7 @@ impl Probes {
         details: bool,
         metrics: MetricsRegistry,
     ) -> Result<Self, HttpError> {
-        let requests = Arc::new(RequestMetrics::register(&metrics)?);
+        let requests = RequestMetrics::register(&metrics)?;
         metrics.register(HealthCollector::new(health.clone(), live_after, details)?)?;
         Ok(Probes {
             health,
@@ -92,7 +92,8 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let metrics = probes.requests.clone();
+    // Called once per worker thread: each counts into a shard of its own.
+    let metrics = probes.requests.shard();
     App::new()
         .app_data(web::Data::new(probes))
         // Counts every answer, 404s and 405s included, by path and code.
@@ -107,12 +108,13 @@ pub fn app(
                 Ok(res)
             }
         })
+        // The most asked path first: the router tries them in order.
         .route(
-            "/",
+            "/health",
             web::to(|req: HttpRequest, p: web::Data<Probes>| answer(req, p, Probe::Health)),
         )
         .route(
-            "/health",
+            "/",
             web::to(|req: HttpRequest, p: web::Data<Probes>| answer(req, p, Probe::Health)),
         )
         .route(
@@ -151,11 +153,10 @@ async fn answer(req: HttpRequest, probes: web::Data<Probes>, probe: Probe) -> Ht
             .json(json!({"error": format!("{method} is not allowed here"), "allow": ALLOWED}));
     };
     let now = Instant::now();
-    let snapshot = probes.health.load();
     let stale_after = probes.health.stale_after;
     let (status, body) = match probe {
-        Probe::Health => health(&snapshot, now, stale_after, body_wanted, probes.details),
-        Probe::Ready => match snapshot.readiness(now, stale_after) {
+        Probe::Health => health(&probes.health, now, body_wanted, probes.details),
+        Probe::Ready => match probes.health.load().readiness(now, stale_after) {
             Ok(()) => (StatusCode::OK, Bytes::from_static(br#"{"ready":true}"#)),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -205,13 +206,17 @@ fn status_only(mut res: actix_web::HttpResponseBuilder, method: &Method) -> Http
 /// `/health`: the full report for GET; for HEAD and OPTIONS only the
 /// verdict, which costs a few comparisons instead of building the report.
 fn health(
-    s: &Arc<HealthSnapshot>,
+    shared: &SharedHealth,
     now: Instant,
-    stale_after: Duration,
     body_wanted: bool,
     details: bool,
 ) -> (StatusCode, Bytes) {
-    let healthy = s.is_healthy(now, stale_after);
+    let stale_after = shared.stale_after;
+    let stored = shared.peek();
+    let coordinator = shared.coordinator_view();
+    // The verdict reads PostgreSQL and the listeners, which are stored; the
+    // coordinator only goes into the body.
+    let healthy = stored.is_healthy(now, stale_after);
     let code = if healthy {
         StatusCode::OK
     } else {
@@ -222,26 +227,35 @@ fn health(
     }
     if !healthy {
         // Rare and time-dependent (the "stale for N s" message): built fresh.
-        let mut report = health_report(s, now, stale_after);
+        let snapshot = match coordinator {
+            Some(view) => with_coordinator(&stored, view),
+            None => HealthSnapshot::clone(&stored),
+        };
+        let mut report = health_report(&snapshot, now, stale_after);
         if !details {
             report.hide_errors();
         }
         return (code, Bytes::from(to_json(&report)));
     }
-    (code, HealthyBody::get(s, now, stale_after, details))
+    let body = HealthyBody::get(&stored, coordinator, now, stale_after, details);
+    (code, body)
 }
 
 /// The serialized healthy `/health` body, kept per worker thread.
 ///
-/// A healthy report depends only on the snapshot and the whole seconds of
-/// uptime, so it is built once per (snapshot, second) and then served as a
-/// shared buffer: a probe costs a verdict and a refcount instead of
-/// building and serializing the report (the snapshot changes about once a
-/// second, at each PostgreSQL ping). Per thread, so workers never contend.
+/// A healthy report depends only on the stored snapshot, the coordinator
+/// this node names (holder and epoch) and the whole seconds of uptime, so
+/// it is built once per such key and then served as a shared buffer: a
+/// probe costs a verdict, a look at the coordinator and a refcount instead
+/// of copying the snapshot and building and serializing the report (the
+/// snapshot changes about once a second, at each PostgreSQL ping). Per
+/// thread, so workers never contend.
 struct HealthyBody {
     /// Held, not only compared, so that its address cannot be reused by a
     /// newer snapshot while cached.
     snapshot: Arc<HealthSnapshot>,
+    /// Holder and epoch (`None`: no cluster member runs here).
+    coordinator: Option<(Option<String>, Option<u64>)>,
     uptime_seconds: u64,
     body: Bytes,
 }
@@ -251,22 +265,41 @@ thread_local! {
 }
 
 impl HealthyBody {
-    fn get(s: &Arc<HealthSnapshot>, now: Instant, stale_after: Duration, details: bool) -> Bytes {
-        let uptime_seconds = s.uptime_seconds(now);
+    fn get(
+        stored: &Arc<HealthSnapshot>,
+        view: Option<CoordinatorView>,
+        now: Instant,
+        stale_after: Duration,
+        details: bool,
+    ) -> Bytes {
+        let uptime_seconds = stored.uptime_seconds(now);
         HEALTHY_BODY.with(|cell| {
             let mut cached = cell.borrow_mut();
             if let Some(c) = cached.as_ref() {
-                if Arc::ptr_eq(&c.snapshot, s) && c.uptime_seconds == uptime_seconds {
+                let same_coordinator = match (&c.coordinator, &view) {
+                    (None, None) => true,
+                    (Some((holder, epoch)), Some(v)) => *holder == v.holder && *epoch == v.epoch,
+                    _ => false,
+                };
+                if Arc::ptr_eq(&c.snapshot, stored)
+                    && c.uptime_seconds == uptime_seconds
+                    && same_coordinator
+                {
                     return c.body.clone();
                 }
             }
-            let mut report = health_report(s, now, stale_after);
+            let coordinator = view.as_ref().map(|v| (v.holder.clone(), v.epoch));
+            let mut report = match view {
+                Some(view) => health_report(&with_coordinator(stored, view), now, stale_after),
+                None => health_report(stored, now, stale_after),
+            };
             if !details {
                 report.hide_errors();
             }
             let body = Bytes::from(to_json(&report));
             *cached = Some(HealthyBody {
-                snapshot: s.clone(),
+                snapshot: Arc::clone(stored),
+                coordinator,
                 uptime_seconds,
                 body: body.clone(),
             });
@@ -392,6 +425,40 @@ mod tests {
         assert_eq!(json_of(&body)["status"], "unhealthy");
     }
 
+    /// The snapshot stays the same while the coordinator changes (a lease
+    /// granted, lost, a new epoch): the cached body must follow it at once.
+    #[actix_rt::test]
+    async fn the_cached_healthy_body_follows_the_coordinator() {
+        use std::sync::Mutex;
+        let p = probes(true, Duration::from_secs(5));
+        let named: Arc<Mutex<(Option<String>, Option<u64>)>> =
+            Arc::new(Mutex::new((Some("a".into()), Some(4))));
+        let source = named.clone();
+        p.health.set_coordinator_source(Arc::new(move || {
+            let (holder, epoch) = source.lock().unwrap().clone();
+            CoordinatorView {
+                holder,
+                epoch,
+                lease_remaining: Some(Duration::from_secs(1)),
+                members: 3,
+                member: true,
+                caught_up: true,
+            }
+        }));
+        let node = |body: &[u8]| json_of(body)["node"].clone();
+        let (_, _, body) = call(&p, Method::GET, "/health").await;
+        assert_eq!(node(&body)["is_coordinator"], true);
+        assert_eq!(node(&body)["epoch"], 4);
+        *named.lock().unwrap() = (Some("b".into()), Some(5));
+        let (_, _, body) = call(&p, Method::GET, "/health").await;
+        assert_eq!(node(&body)["is_coordinator"], false);
+        assert_eq!(node(&body)["coordinator_id"], "b");
+        assert_eq!(node(&body)["epoch"], 5);
+        *named.lock().unwrap() = (None, Some(5));
+        let (status, _, body) = call(&p, Method::GET, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(node(&body)["coordinator_id"], serde_json::Value::Null);
+    }
     #[actix_rt::test]
     async fn ready_names_the_reason_it_is_not() {
         let (status, _, body) =

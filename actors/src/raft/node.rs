@@ -504,6 +504,19 @@ impl ClusterNode {
             .collect()
     }
 
+    /// How many members the latest membership this node knows has, and
+    /// whether `id` is one of them, read in place (this runs at every
+    /// probe: no copy of the metrics).
+    pub fn membership_size(&self, id: RaftId) -> (usize, bool) {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        (
+            membership.nodes().count(),
+            membership.get_node(&id).is_some(),
+        )
+    }
+
     /// `cluster.status`.
     pub fn status(&self) -> ClusterStatus {
         let coordinator = self.coordinator();

@@ -17,7 +17,8 @@
 //!
 //! Run: `cargo build --release && target/release/core_bench`
 //! (STEEP_DAEMON_BIN defaults to target/release/steep-repl here);
-//! `target/release/core_bench audit` measures only the audit throughput.
+//! `target/release/core_bench audit` measures only the audit throughput,
+//! `target/release/core_bench memory` only the memory (2).
 
 use actix::Actor;
 use anyhow::{bail, Context, Result};
@@ -128,13 +129,20 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// `requests` keep-alive `GET /health` on `connections` connections;
-/// every answer must be a 200.
-fn http_load(addr: SocketAddr, requests: usize, connections: usize) -> Result<()> {
+/// `requests` keep-alive `GET /health` on `connections` connections; every
+/// answer must be a 200 or a 503 (the daemon's verdict: under this load
+/// PostgreSQL can miss its pings, see docs/BENCHMARKS.md). Returns the
+/// number of 503s and the first 503's body.
+fn http_load(
+    addr: SocketAddr,
+    requests: usize,
+    connections: usize,
+) -> Result<(usize, Option<String>)> {
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..connections)
             .map(|_| {
-                scope.spawn(move || -> Result<()> {
+                scope.spawn(move || -> Result<(usize, Option<String>)> {
+                    let mut unavailable = (0, None);
                     let stream = TcpStream::connect(addr)?;
                     stream.set_nodelay(true)?;
                     let mut writer = stream.try_clone()?;
@@ -145,9 +153,7 @@ fn http_load(addr: SocketAddr, requests: usize, connections: usize) -> Result<()
                         let mut length = 0usize;
                         let mut line = String::new();
                         reader.read_line(&mut line)?;
-                        if !line.starts_with("HTTP/1.1 200") {
-                            bail!("answer: {line:?}");
-                        }
+                        let status = std::mem::take(&mut line);
                         loop {
                             line.clear();
                             if reader.read_line(&mut line)? == 0 {
@@ -164,17 +170,32 @@ fn http_load(addr: SocketAddr, requests: usize, connections: usize) -> Result<()
                         }
                         body.resize(length, 0);
                         reader.read_exact(&mut body)?;
+                        if status.starts_with("HTTP/1.1 503") {
+                            unavailable.0 += 1;
+                            if unavailable.1.is_none() {
+                                unavailable.1 = Some(String::from_utf8_lossy(&body).into_owned());
+                            }
+                        } else if !status.starts_with("HTTP/1.1 200") {
+                            bail!(
+                                "answer: {} {}",
+                                status.trim_end(),
+                                String::from_utf8_lossy(&body)
+                            );
+                        }
                     }
-                    Ok(())
+                    Ok(unavailable)
                 })
             })
             .collect();
+        let mut unavailable = (0, None);
         for worker in workers {
-            worker
+            let (count, first) = worker
                 .join()
                 .map_err(|_| anyhow::anyhow!("an HTTP client panicked"))??;
+            unavailable.0 += count;
+            unavailable.1 = unavailable.1.or(first);
         }
-        Ok(())
+        Ok(unavailable)
     })
 }
 
@@ -206,14 +227,31 @@ fn memory(pg: &PgServer, certs: &Certificates) -> Result<[u64; 4]> {
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    http_load(http, MILLION, 2)?;
+    let unavailable = match http_load(http, MILLION, 2) {
+        Ok(unavailable) => unavailable,
+        Err(e) => return Err(e.context(format!("daemon log:\n{}", warnings(&daemon)))),
+    };
     let after_http = rss_kib(pid)?;
     println!(
         "  (a million GET /health in {:.1} s)",
         started.elapsed().as_secs_f64()
     );
+    if let (count, Some(first)) = unavailable {
+        println!("  ({count} of them answered 503, the first: {first})");
+        println!("  (the daemon's warnings:\n{})", warnings(&daemon));
+    }
     daemon.stop()?;
     Ok([after_5s, after_30s, after_ipc, after_http])
+}
+
+/// The daemon's last warnings and PostgreSQL lines.
+fn warnings(daemon: &Daemon) -> String {
+    let log = daemon.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("postgresql") || l.contains("WARN") || l.contains("ERRO"))
+        .collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn port_open(port: u16) -> bool {
@@ -389,6 +427,13 @@ async fn bare_insert_rate(pg: &PgServer) -> Result<f64> {
     Ok(EVENTS as f64 / started.elapsed().as_secs_f64())
 }
 
+/// One measure alone (`core_bench audit`, `core_bench memory`).
+#[derive(Clone, Copy, PartialEq)]
+enum Only {
+    Audit,
+    Memory,
+}
+
 fn main() -> Result<()> {
     if std::env::var_os("STEEP_DAEMON_BIN").is_none() {
         std::env::set_var(
@@ -396,16 +441,17 @@ fn main() -> Result<()> {
             repo_root().join("target/release/steep-repl"),
         );
     }
-    let only_audit = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("audit") => true,
-        Some(other) => bail!("unknown argument {other:?}; usage: core_bench [audit]"),
+    let only = match std::env::args().nth(1).as_deref() {
+        None => None,
+        Some("audit") => Some(Only::Audit),
+        Some("memory") => Some(Only::Memory),
+        Some(other) => bail!("unknown argument {other:?}; usage: core_bench [audit|memory]"),
     };
     let system = actix_rt::System::new();
     system.block_on(async {
         let (mut pg, mut conn) = server_with_extension().await?;
         conn.execute("SELECT 1").await?;
-        if only_audit {
+        if only == Some(Only::Audit) {
             return audit_throughput(&pg).await;
         }
         let ids: Vec<String> = (0..STARTS)
@@ -414,15 +460,20 @@ fn main() -> Result<()> {
             .collect();
         let certs = Certificates::new(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
 
-        let (mut connected, mut all_up) = startup(&pg, &certs)?;
-        summary("start-up to PostgreSQL connected+registered", &mut connected);
-        summary("start-up to connected and IPC, HTTP, gRPC (mTLS) listening", &mut all_up);
+        if only.is_none() {
+            let (mut connected, mut all_up) = startup(&pg, &certs)?;
+            summary("start-up to PostgreSQL connected+registered", &mut connected);
+            summary("start-up to connected and IPC, HTTP, gRPC (mTLS) listening", &mut all_up);
+        }
 
         let [rss5, rss30, rss_ipc, rss_http] = memory(&pg, &certs)?;
         println!(
             "RSS: idle {:.1} MiB after 5 s, {:.1} MiB after 30 s; {:.1} MiB after 1M IPC status.get; {:.1} MiB after 1M more HTTP /health",
             mib(rss5), mib(rss30), mib(rss_ipc), mib(rss_http)
         );
+        if only == Some(Only::Memory) {
+            return Ok(());
+        }
 
         let mut back = reconnect(&mut pg, &certs)?;
         summary("reconnect: PostgreSQL port open to daemon healthy, after 10 s down", &mut back);
