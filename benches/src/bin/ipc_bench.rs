@@ -5,7 +5,10 @@
 //! JSON-line echo server (`ipc_echo`, a separate process), then measures
 //! `status.get` round trips against the daemon and echo round trips
 //! against the reference, alternating, from this process, with 1 and 8
-//! connections; plus `nodes.get`, which goes to PostgreSQL, for scale.
+//! connections; plus `nodes.list`, which goes to PostgreSQL, for scale
+//! (the lone daemon is no cluster member, so its registry is empty: since
+//! the registry became the projection of the Raft membership, `nodes.get`
+//! of its own id answers NODE_NOT_FOUND).
 //! Prints each run and a Markdown table of the medians over the rounds.
 //! `--hold` starts everything, prints the two socket paths and waits for
 //! Ctrl-C (then cleans up), for measuring by hand with `ipc_load`.
@@ -24,7 +27,7 @@ use steep_repl_tests::paths::repo_root;
 /// one, since a shared 2-core machine adds noise that only the best escapes.
 const ROUNDS: usize = 5;
 const STATUS: &str = r#"{"id":1,"method":"status.get"}"#;
-const NODES_GET: &str = r#"{"id":1,"method":"nodes.get","params":{"node_id":"bench"}}"#;
+const NODES_LIST: &str = r#"{"id":1,"method":"nodes.list"}"#;
 
 struct Scenario {
     name: &'static str,
@@ -162,9 +165,9 @@ async fn main() -> Result<()> {
             connections: 8,
         },
         Scenario {
-            name: "nodes.get (PostgreSQL), 1 connection",
+            name: "nodes.list (PostgreSQL), 1 connection",
             target: Target::Daemon,
-            line: NODES_GET,
+            line: NODES_LIST,
             requests: 5_000,
             connections: 1,
         },
