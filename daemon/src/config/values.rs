@@ -46,75 +46,46 @@ const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 pub(crate) const DAY: Duration = Duration::from_secs(86_400);
 
-pub(crate) const CONNECT_TIMEOUT: DurationRange = DurationRange {
-    min: MS,
-    max: HOUR,
-    example: "5s or 500ms",
-};
-pub(crate) const HEARTBEAT: DurationRange = DurationRange {
-    min: Duration::from_millis(10),
-    max: HOUR,
-    example: "1s or 500ms",
-};
-pub(crate) const RTT: DurationRange = DurationRange {
-    min: MS,
-    max: HOUR,
-    example: "500ms or 1s",
-};
-pub(crate) const UNREACHABLE: DurationRange = DurationRange {
-    min: Duration::from_millis(10),
-    max: DAY,
-    example: "3s or 1m 30s",
-};
+pub(crate) const CONNECT_TIMEOUT: DurationRange = DurationRange::new(MS, HOUR, "5s or 500ms");
+pub(crate) const HEARTBEAT: DurationRange =
+    DurationRange::new(Duration::from_millis(10), HOUR, "1s or 500ms");
+pub(crate) const RTT: DurationRange = DurationRange::new(MS, HOUR, "500ms or 1s");
+pub(crate) const UNREACHABLE: DurationRange =
+    DurationRange::new(Duration::from_millis(10), DAY, "3s or 1m 30s");
 /// A gRPC request's bound: below 10ms a busy machine would refuse healthy
 /// requests; beyond an hour it bounds nothing.
-pub(crate) const REQUEST_TIMEOUT: DurationRange = DurationRange {
-    min: Duration::from_millis(10),
-    max: HOUR,
-    example: "10s or 30s",
-};
+pub(crate) const REQUEST_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(10), HOUR, "10s or 30s");
 /// Raft's heartbeat: below 10ms the timers are noise next to an fsync; an
 /// election timeout (at most 60s) must hold three of them.
-pub(crate) const RAFT_HEARTBEAT: DurationRange = DurationRange {
-    min: Duration::from_millis(10),
-    max: Duration::from_secs(20),
-    example: "250ms or 100ms",
-};
+pub(crate) const RAFT_HEARTBEAT: DurationRange = DurationRange::new(
+    Duration::from_millis(10),
+    Duration::from_secs(20),
+    "250ms or 100ms",
+);
 /// Three of the shortest heartbeats, up to a minute: a leader lost for longer
 /// than that is not "failover" any more.
-pub(crate) const ELECTION_TIMEOUT: DurationRange = DurationRange {
-    min: Duration::from_millis(30),
-    max: Duration::from_secs(60),
-    example: "1s or 2s",
-};
+pub(crate) const ELECTION_TIMEOUT: DurationRange = DurationRange::new(
+    Duration::from_millis(30),
+    Duration::from_secs(60),
+    "1s or 2s",
+);
 /// Three of the shortest heartbeats (one renewal per third of the lease).
-pub(crate) const LEASE: DurationRange = DurationRange {
-    min: Duration::from_millis(30),
-    max: HOUR,
-    example: "2s or 900ms",
-};
-pub(crate) const FAILBACK: DurationRange = DurationRange {
-    min: Duration::from_millis(30),
-    max: DAY,
-    example: "30s or 5m",
-};
+pub(crate) const LEASE: DurationRange =
+    DurationRange::new(Duration::from_millis(30), HOUR, "2s or 900ms");
+pub(crate) const FAILBACK: DurationRange =
+    DurationRange::new(Duration::from_millis(30), DAY, "30s or 5m");
 /// `grpc.tls.expiry_warning`: at least a day (the check runs daily), at
 /// most a year.
-pub(crate) const EXPIRY_WARNING: DurationRange = DurationRange {
-    min: DAY,
-    max: Duration::from_secs(366 * 86_400),
-    example: "30d or 60d",
-};
-pub(crate) const RETENTION: DurationRange = DurationRange {
-    min: DAY,
-    max: Duration::from_secs(100 * 31_557_600),
-    example: "90d or 2y",
-};
-pub(crate) const PRUNE: DurationRange = DurationRange {
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(30 * 86_400),
-    example: "1h or 30m",
-};
+pub(crate) const EXPIRY_WARNING: DurationRange =
+    DurationRange::new(DAY, Duration::from_secs(366 * 86_400), "30d or 60d");
+pub(crate) const RETENTION: DurationRange =
+    DurationRange::new(DAY, Duration::from_secs(100 * 31_557_600), "90d or 2y");
+pub(crate) const PRUNE: DurationRange = DurationRange::new(
+    Duration::from_secs(1),
+    Duration::from_secs(30 * 86_400),
+    "1h or 30m",
+);
 
 /// A duration as an operator would write it, and as humantime reads back:
 /// whole years when exact (`2y`), else days down to nanoseconds (`90d`,
@@ -149,6 +120,11 @@ pub(crate) fn format_duration(d: Duration) -> String {
 }
 
 impl DurationRange {
+    /// From `min` to `max`, both allowed; `example` goes into the error.
+    const fn new(min: Duration, max: Duration, example: &'static str) -> Self {
+        DurationRange { min, max, example }
+    }
+
     pub fn expected(&self) -> String {
         format!(
             "a duration from {} to {}, like {}",
