@@ -143,24 +143,25 @@ http {
     }
 }
 EOF
+# same_bytes NAME PORT: waits for the server's /health, then dies unless it
+# serves the daemon's body byte for byte.
+same_bytes() {
+    for _ in $(seq 1 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$2/health" && break
+        sleep 0.05
+    done
+    cmp -s "$work/health.json" <(curl -s "http://127.0.0.1:$2/health") \
+        || die "$1 does not serve the same bytes"
+}
+
 "${RT[@]}" nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
 nginx_pid=$!
-for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$nginx_port/health" && break
-    sleep 0.05
-done
-cmp -s "$work/health.json" <(curl -s "http://127.0.0.1:$nginx_port/health") \
-    || die "nginx does not serve the same bytes"
+same_bytes nginx "$nginx_port"
 
 say "starting the bare actix-web reference on 127.0.0.1:$reference_port serving the same bytes"
 "${RT[@]}" "$reference_bin" "127.0.0.1:$reference_port" "$work/health.json" &
 reference_pid=$!
-for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$reference_port/health" && break
-    sleep 0.05
-done
-cmp -s "$work/health.json" <(curl -s "http://127.0.0.1:$reference_port/health") \
-    || die "the actix-web reference does not serve the same bytes"
+same_bytes "the actix-web reference" "$reference_port"
 
 # rps FILE: Requests/sec of a wrk report. p LABEL FILE: a latency percentile in us.
 rps() { awk '/^Requests\/sec:/ {print $2}' "$1"; }

@@ -227,18 +227,32 @@ fn health(
     }
     if !healthy {
         // Rare and time-dependent (the "stale for N s" message): built fresh.
-        let snapshot = match coordinator {
-            Some(view) => with_coordinator(&stored, view),
-            None => HealthSnapshot::clone(&stored),
-        };
-        let mut report = health_report(&snapshot, now, stale_after);
-        if !details {
-            report.hide_errors();
-        }
-        return (code, Bytes::from(to_json(&report)));
+        return (
+            code,
+            report_body(&stored, coordinator, now, stale_after, details),
+        );
     }
     let body = HealthyBody::get(&stored, coordinator, now, stale_after, details);
     (code, body)
+}
+
+/// The `/health` body: the report of the stored snapshot with the
+/// coordinator of `view`, serialized.
+fn report_body(
+    stored: &HealthSnapshot,
+    view: Option<CoordinatorView>,
+    now: Instant,
+    stale_after: Duration,
+    details: bool,
+) -> Bytes {
+    let mut report = match view {
+        Some(view) => health_report(&with_coordinator(stored, view), now, stale_after),
+        None => health_report(stored, now, stale_after),
+    };
+    if !details {
+        report.hide_errors();
+    }
+    Bytes::from(to_json(&report))
 }
 
 /// The serialized healthy `/health` body, kept per worker thread.
@@ -289,14 +303,7 @@ impl HealthyBody {
                 }
             }
             let coordinator = view.as_ref().map(|v| (v.holder.clone(), v.epoch));
-            let mut report = match view {
-                Some(view) => health_report(&with_coordinator(stored, view), now, stale_after),
-                None => health_report(stored, now, stale_after),
-            };
-            if !details {
-                report.hide_errors();
-            }
-            let body = Bytes::from(to_json(&report));
+            let body = report_body(stored, view, now, stale_after, details);
             *cached = Some(HealthyBody {
                 snapshot: Arc::clone(stored),
                 coordinator,
@@ -459,6 +466,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(node(&body)["coordinator_id"], serde_json::Value::Null);
     }
+
     #[actix_rt::test]
     async fn ready_names_the_reason_it_is_not() {
         let (status, _, body) =

@@ -7,7 +7,8 @@
 //! so a replay writes nothing twice. When the journal cannot say what came
 //! after the stored index (a snapshot from the leader, a restart from a
 //! snapshot, a projection from another cluster that this node did not
-//! follow from the first entry), it writes the whole map at once instead. While PostgreSQL is down it waits and catches up later.
+//! follow from the first entry), it writes the whole map at once instead.
+//! While PostgreSQL is down it waits and catches up later.
 //!
 //! An entry the database refuses (a DBA's trigger, a revoked privilege, a
 //! full disk) stops the projection at that entry, not the cluster: the
