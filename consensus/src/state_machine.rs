@@ -373,31 +373,62 @@ fn snapshot_id(last: Option<LogId>) -> String {
     }
 }
 
+impl StateMachineStore {
+    /// Serializes and saves a snapshot of a copy of the state (on a
+    /// blocking thread: see `build_snapshot`).
+    fn write_built_snapshot(
+        &self,
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        kv: KvState,
+    ) -> Result<CurrentSnapshot, StoreError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let data = serde_json::to_vec(&SnapshotStateRef {
+            last_applied: &last_applied,
+            membership: &membership,
+            kv: &kv,
+        })
+        .map_err(|e| StoreError::corrupt(&path, e))?;
+        let snapshot = CurrentSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: last_applied,
+                last_membership: membership,
+                snapshot_id: snapshot_id(last_applied),
+            },
+            data,
+        };
+        self.save_snapshot(snapshot.clone())?;
+        Ok(snapshot)
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let snapshot = {
-            let view = self.shared.read_guard();
-            let data = serde_json::to_vec(&SnapshotStateRef {
-                last_applied: &view.last_applied,
-                membership: &view.membership,
-                kv: &view.kv,
-            })
-            .map_err(|e| StoreError::corrupt(&path, e).write_snapshot())?;
-            CurrentSnapshot {
-                meta: SnapshotMeta {
-                    last_log_id: view.last_applied,
-                    last_membership: view.membership.clone(),
-                    snapshot_id: snapshot_id(view.last_applied),
-                },
-                data,
-            }
-        };
-        self.save_snapshot(snapshot.clone())
-            .map_err(|e| e.write_snapshot())?;
+        // The state is copied under the lock (applying waits only for the
+        // copy); its JSON (some 2 MB with the remembered request ids) and
+        // the file's write and fsyncs are made on a blocking thread, so
+        // that the Raft runtime's thread goes on appending, replicating
+        // and answering meanwhile instead of stalling every write in
+        // flight each `snapshot_every` entries.
+        let (last_applied, membership, kv) = self
+            .shared
+            .read(|view| (view.last_applied, view.membership.clone(), view.kv.clone()));
+        let store = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            store.write_built_snapshot(last_applied, membership, kv)
+        })
+        .await
+        .map_err(|e| {
+            StoreError::write(
+                &self.dir.join(SNAPSHOT_FILE),
+                io::Error::other(e.to_string()),
+            )
+            .write_snapshot()
+        })?
+        .map_err(|e| e.write_snapshot())?;
         Ok(Snapshot {
-            meta: snapshot.meta,
-            snapshot: Box::new(Cursor::new(snapshot.data)),
+            meta: built.meta,
+            snapshot: Box::new(Cursor::new(built.data)),
         })
     }
 }

@@ -129,6 +129,27 @@ impl TestCluster {
         raft_extra: &str,
         extra: &str,
     ) -> Result<TestCluster> {
+        TestCluster::start_logging(priorities, witnesses, raft_extra, extra, "debug").await
+    }
+
+    /// The same with the daemons at the product's default log level, as a
+    /// benchmark measures them.
+    pub async fn start_for_benchmark(
+        priorities: &[u8],
+        witnesses: &[usize],
+        raft_extra: &str,
+        extra: &str,
+    ) -> Result<TestCluster> {
+        TestCluster::start_logging(priorities, witnesses, raft_extra, extra, "info").await
+    }
+
+    async fn start_logging(
+        priorities: &[u8],
+        witnesses: &[usize],
+        raft_extra: &str,
+        extra: &str,
+        log_level: &'static str,
+    ) -> Result<TestCluster> {
         let ids: Vec<String> = (1..=priorities.len())
             .map(|i| format!("node-{i}"))
             .collect();
@@ -143,6 +164,7 @@ impl TestCluster {
             options.grpc = grpc_yaml(ports[i], &seeds, &certs.tls_yaml(id));
             options.extra = format!("  priority: {}\n{extra}", priorities[i]);
             options.raft_extra = raft_extra.to_string();
+            options.log_level = log_level;
             if witnesses.contains(&i) {
                 options.pg_extra = "    enabled: false\n".to_string();
             }

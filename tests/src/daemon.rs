@@ -60,6 +60,11 @@ pub struct DaemonOptions {
     /// Extra YAML lines placed inside `repl.postgresql:` (indented by the
     /// caller by four spaces), e.g. `enabled: false` for a witness.
     pub pg_extra: String,
+    /// `log.level`: `debug` for tests (a failing test's log says what the
+    /// daemon and its dependencies did); benchmarks run the product's
+    /// default, `info` (at `debug`, openraft, tonic and h2 log every
+    /// message, which costs more CPU than the writes being measured).
+    pub log_level: &'static str,
 }
 
 impl DaemonOptions {
@@ -86,6 +91,7 @@ impl DaemonOptions {
             ipc_extra: String::new(),
             raft_extra: String::new(),
             pg_extra: String::new(),
+            log_level: "debug",
         }
     }
 
@@ -143,7 +149,8 @@ impl DaemonHome {
              grpc:\n{grpc}  {http}\n  \
              ipc:\n    path: {sock}\n{ipc_extra}  audit:\n    spool_path: {spool}\n  \
              raft:\n    dir: {raft}\n{raft_extra}  \
-             log:\n    level: debug\n    target: terminal\n{extra}",
+             log:\n    level: {level}\n    target: terminal\n{extra}",
+            level = options.log_level,
             node = quote(&options.node_id),
             name = quote(&format!("Node {}", options.node_id)),
             port = options.pg_port,

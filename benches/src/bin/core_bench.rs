@@ -67,6 +67,7 @@ fn summary(label: &str, times: &mut [f64]) {
 fn full_options(node_id: &str, pg: &PgServer, certs: &Certificates) -> DaemonOptions {
     let mut options = DaemonOptions::for_server(node_id, pg).with_http();
     options.grpc = grpc_yaml(free_port(), &[], &certs.tls_yaml(node_id));
+    options.log_level = "info";
     options
 }
 

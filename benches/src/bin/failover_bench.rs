@@ -91,7 +91,7 @@ fn is_leader(cluster: &TestCluster, i: usize) -> bool {
 
 async fn profile(p: &Profile) -> Result<Vec<(Duration, bool)>> {
     let mut cluster =
-        TestCluster::start_configured(&PRIORITIES, &[], p.raft, p.coordinator).await?;
+        TestCluster::start_for_benchmark(&PRIORITIES, &[], p.raft, p.coordinator).await?;
     wait(
         "node-2 coordinator everywhere",
         Duration::from_secs(60),

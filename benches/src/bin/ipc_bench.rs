@@ -103,7 +103,9 @@ async fn main() -> Result<()> {
         );
     }
     let (pg, _conn) = server_with_extension().await?;
-    let daemon = Daemon::start(&DaemonOptions::for_server("bench", &pg))?;
+    let mut options = DaemonOptions::for_server("bench", &pg);
+    options.log_level = "info";
+    let daemon = Daemon::start(&options)?;
     let mut ipc = daemon.wait_for_postgresql(Duration::from_secs(30))?;
     let status_answer = ipc.call("status.get", serde_json::json!({}))?;
     let socket: PathBuf = daemon.home.socket_path();

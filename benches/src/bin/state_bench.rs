@@ -576,7 +576,7 @@ fn main() -> Result<()> {
         steep_repl_tests::daemon::steep_repl_bin()?.display()
     );
     let witnesses: &[usize] = if args.no_postgresql { &[0, 1, 2] } else { &[] };
-    let cluster = runtime.block_on(TestCluster::start_configured(
+    let cluster = runtime.block_on(TestCluster::start_for_benchmark(
         &[50, 50, 50],
         witnesses,
         "",

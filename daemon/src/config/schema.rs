@@ -249,7 +249,7 @@ impl Default for RaftConfig {
             heartbeat_interval: Duration::from_millis(250),
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
-            snapshot_every: 1000,
+            snapshot_every: 10_000,
         }
     }
 }

@@ -119,7 +119,7 @@ fn a_minimal_file_gets_every_default() {
             heartbeat_interval: Duration::from_millis(250),
             election_timeout_min: Duration::from_secs(1),
             election_timeout_max: Duration::from_secs(2),
-            snapshot_every: 1000,
+            snapshot_every: 10_000,
         }
     );
     assert_eq!(
@@ -1054,7 +1054,7 @@ fn raft_and_coordinator_keys_come_from_the_file_and_from_their_variables() {
         ("STEEP_REPL_RAFT__HEARTBEAT_INTERVAL", "50ms"),
         ("STEEP_REPL_RAFT__ELECTION_TIMEOUT_MIN", "150ms"),
         ("STEEP_REPL_RAFT__ELECTION_TIMEOUT_MAX", "300ms"),
-        ("STEEP_REPL_RAFT__SNAPSHOT_EVERY", "10_000"),
+        ("STEEP_REPL_RAFT__SNAPSHOT_EVERY", "20_000"),
         ("STEEP_REPL_COORDINATOR__LEASE", "150ms"),
         ("STEEP_REPL_COORDINATOR__CLOCK_ERROR", "0.005"),
         ("STEEP_REPL_COORDINATOR__FAILBACK_AFTER", "150ms"),
@@ -1065,7 +1065,7 @@ fn raft_and_coordinator_keys_come_from_the_file_and_from_their_variables() {
     assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(50));
     assert_eq!(c.raft.election_timeout_min, Duration::from_millis(150));
     assert_eq!(c.raft.election_timeout_max, Duration::from_millis(300));
-    assert_eq!(c.raft.snapshot_every, 10_000);
+    assert_eq!(c.raft.snapshot_every, 20_000);
     assert_eq!(c.coordinator.lease, Duration::from_millis(150));
     assert_eq!(c.coordinator.clock_error, 0.005);
     assert_eq!(c.coordinator.failback_after, Duration::from_millis(150));
@@ -1318,7 +1318,7 @@ fn config_check_prints_the_raft_and_coordinator_keys() {
         yaml.contains(
             "\n  raft:\n    dir: \"/home/u/.local/state/steep-repl/raft-a\"  # default\n    \
              heartbeat_interval: 250ms  # default\n    election_timeout_min: 1s  # default\n    \
-             election_timeout_max: 2s  # default\n    snapshot_every: 1000  # default\n  \
+             election_timeout_max: 2s  # default\n    snapshot_every: 10000  # default\n  \
              coordinator:\n    lease: 900ms  # from STEEP_REPL_COORDINATOR__LEASE\n    \
              clock_error: \"1%\"  # default\n    failback_after: 30s  # default\n  http:\n"
         ),
