@@ -420,12 +420,19 @@ BEGIN
     -- offline is an operator's decision: never overwritten here.
     UPDATE steep_repl.nodes n SET status = p_status
      WHERE n.node_id = p_node_id AND n.status <> 'offline' AND n.status <> p_status;
-    RETURN EXISTS (SELECT 1 FROM steep_repl.nodes n WHERE n.node_id = p_node_id);
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    -- True only when the row holds the status (or offline): a row the
+    -- projection committed after the UPDATE's snapshot was not written,
+    -- and the daemon must try again rather than count it done.
+    RETURN EXISTS (SELECT 1 FROM steep_repl.nodes n
+                    WHERE n.node_id = p_node_id AND n.status IN (p_status, 'offline'));
 END
 $$;
 REVOKE ALL ON FUNCTION steep_repl.record_peer_status(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION steep_repl.record_peer_status(text, text) IS
-    'Daemon only: sets the status of a peer as this node sees it (never over offline; an unchanged status writes nothing), audited as node.status_changed. Returns whether the node is registered.';
+    'Daemon only: sets the status of a peer as this node sees it (never over offline; an unchanged status writes nothing), audited as node.status_changed. Returns whether the node is registered with that status (or offline) now; false tells the daemon to try again.';
 
 CREATE FUNCTION steep_repl.record_peer_seen(p_node_id text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER

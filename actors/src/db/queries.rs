@@ -277,8 +277,9 @@ impl Db {
         .await
     }
 
-    /// Writes a peer's status as seen from here; answers whether the peer
-    /// is in the registry (false: nothing could be written yet).
+    /// Writes a peer's status as seen from here; answers whether the
+    /// registry holds it now (false: not in the registry yet, or its row
+    /// was projected after the write looked: try again).
     pub async fn set_peer_status(&self, node_id: &str, status: NodeStatus) -> DbResult<bool> {
         self.run(|pool| async move {
             sqlx::query_scalar(SET_PEER_STATUS)

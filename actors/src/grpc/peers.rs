@@ -329,7 +329,9 @@ impl GrpcPeerActor {
                 act.own_sync_in_flight = false;
                 match result {
                     Ok(true) => act.own_synced = Some(status),
-                    Ok(false) => {} // the membership is not projected yet
+                    // Not written: the row is not projected yet, or was
+                    // projected after the update looked. Next tick.
+                    Ok(false) => {}
                     Err(e) => debug!(act.log, "node.own_status_not_written"; "error" => %e),
                 }
             })
