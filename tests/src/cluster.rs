@@ -117,23 +117,13 @@ impl TestCluster {
         witnesses: &[usize],
         extra: &str,
     ) -> Result<TestCluster> {
-        TestCluster::start_configured(priorities, witnesses, crate::raft::TEST_RAFT_TIMINGS, extra)
-            .await
+        let timings = crate::raft::TEST_RAFT_TIMINGS;
+        TestCluster::start_logging(priorities, witnesses, timings, extra, "debug").await
     }
 
     /// The same with `raft_extra` as the `raft:` settings (empty: the
-    /// daemon's defaults).
-    pub async fn start_configured(
-        priorities: &[u8],
-        witnesses: &[usize],
-        raft_extra: &str,
-        extra: &str,
-    ) -> Result<TestCluster> {
-        TestCluster::start_logging(priorities, witnesses, raft_extra, extra, "debug").await
-    }
-
-    /// The same with the daemons at the product's default log level, as a
-    /// benchmark measures them.
+    /// daemon's defaults) and the daemons at the product's default log
+    /// level, as a benchmark measures them.
     pub async fn start_for_benchmark(
         priorities: &[u8],
         witnesses: &[usize],
@@ -143,6 +133,7 @@ impl TestCluster {
         TestCluster::start_logging(priorities, witnesses, raft_extra, extra, "info").await
     }
 
+    /// Starts the nodes with the daemons logging at `log_level`.
     async fn start_logging(
         priorities: &[u8],
         witnesses: &[usize],

@@ -89,7 +89,14 @@ pub async fn run(image: &str, spec: &RunSpec) -> Result<Summary> {
     }
     let witness = |i: usize| spec.witness && i == spec.nodes - 1;
     let cluster = ContainerCluster::start_with(image, &priorities(spec.nodes), |i| NodeOptions {
-        env: vec![("STEEP_RESTART_DELAY".into(), "1".into())],
+        env: vec![
+            ("STEEP_RESTART_DELAY".into(), "1".into()),
+            // A snapshot every 100 entries (the default is 10 000, more than
+            // a bounded run writes): snapshots are built, the log purged and
+            // restarted or cut-off nodes catch up from a snapshot under the
+            // faults, not only from the log.
+            ("STEEP_REPL_RAFT__SNAPSHOT_EVERY".into(), "100".into()),
+        ],
         ipc_dir: Some(ipc_dirs[i].clone()),
         witness: witness(i),
     })
