@@ -523,6 +523,18 @@ impl Cluster {
             .join("; ")
     }
 
+    /// Why each node whose Raft core stopped on its own stopped (openraft
+    /// keeps the fatal error and answers every later call with it).
+    pub async fn stopped_cores(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            if let Err(fatal) = n.raft.with_raft_state(|_| ()).await {
+                out.push_str(&format!("; {} stopped: {fatal}", n.name));
+            }
+        }
+        out
+    }
+
     /// Shuts every node down (openraft's `shutdown`), then starts each
     /// again on its own directory: same Raft ids, state from the files.
     pub async fn restart_all(&mut self) {
@@ -570,11 +582,13 @@ impl Cluster {
                 }
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the nodes did not converge within {within:?}: {}",
-                self.describe()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "the nodes did not converge within {within:?}: {}{}",
+                    self.describe(),
+                    self.stopped_cores().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
