@@ -523,8 +523,9 @@ impl Cluster {
             .join("; ")
     }
 
-    /// Why each node whose Raft core stopped on its own stopped (openraft
-    /// keeps the fatal error and answers every later call with it).
+    /// Why each node whose Raft core has stopped did so: killed by the test,
+    /// or a fatal error of its own (openraft keeps the error and answers
+    /// every later call with it).
     pub async fn stopped_cores(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
