@@ -26,6 +26,10 @@ pub enum Exit {
     CasFailed = 8,
     /// A write may or may not have been applied (UNKNOWN_OUTCOME).
     UnknownOutcome = 9,
+    /// The daemon's Raft core stopped on a fatal error (a storage error such
+    /// as a full disk or a failed fsync; the log says which). The service
+    /// manager restarts the daemon, which reopens the Raft store.
+    RaftStopped = 10,
     /// A bug: the daemon panicked (sysexits' EX_SOFTWARE). The log has the
     /// panic; the service manager restarts the daemon.
     Panicked = 70,
@@ -50,4 +54,5 @@ Exit codes:
   7  no quorum: this node cannot reach a majority of the cluster (nothing was done)
   8  compare-and-set failed: the key holds another value
   9  unknown outcome: the write may or may not have been applied (retry with the same --request-id)
+  10 the daemon's Raft store failed (a full disk, a failed fsync: the log says which); the service manager restarts the daemon
   70 the daemon panicked: a bug (the log has the panic; the service manager restarts the daemon)";

@@ -196,6 +196,15 @@ pub fn run_until(
     let root = system.block_on(async move {
         actix::Actor::start(SystemActor::new(settings, health, actor_log))
     });
+    // Set when the Raft core stopped by itself: the exit code says so.
+    let core_stopped: Arc<std::sync::OnceLock<String>> = Arc::default();
+    if let Some(cluster) = &cluster {
+        cluster.on_unrequested_stop(exit_on_core_stop(
+            root.clone(),
+            core_stopped.clone(),
+            log.clone(),
+        ));
+    }
     if let Some(stop) = stop {
         std::thread::spawn(move || {
             if stop.recv().is_ok() {
@@ -207,10 +216,17 @@ pub fn run_until(
     }
     let result = system.run();
     if let Some(cluster) = &cluster {
-        release_coordinator(cluster, &log);
+        if core_stopped.get().is_none() {
+            release_coordinator(cluster, &log);
+        }
         cluster.stop();
     }
     drop(lock);
+    if let Some(reason) = core_stopped.get() {
+        slog::crit!(log, "daemon.exit"; "code" => Exit::RaftStopped as u8, "error" => reason);
+        drop(log_guard);
+        return Exit::RaftStopped;
+    }
     match result {
         Ok(()) => {
             info!(log, "daemon.exit"; "code" => 0);
@@ -238,6 +254,27 @@ fn exit_on_panic(log: slog::Logger) {
                     "action" => "exiting with code 70; the service manager restarts the daemon");
         std::process::exit(Exit::Panicked as i32);
     }));
+}
+
+/// A Raft core that stopped by itself (a storage error: a full disk, a
+/// failed fsync; or a panic inside openraft) leaves a member that can
+/// neither vote nor write while its process looks alive. Its store refuses
+/// writes until reopened, which only a fresh process does: stop cleanly
+/// (listeners drained, audit flushed) and exit with code 10 for the service
+/// manager to start the daemon again.
+fn exit_on_core_stop(
+    root: actix::Addr<SystemActor>,
+    stopped: Arc<std::sync::OnceLock<String>>,
+    log: slog::Logger,
+) -> steep_repl_actors::raft::core_stop::OnCoreStopped {
+    Box::new(move |reason: String| {
+        slog::crit!(log, "raft.core_stopped"; "error" => &reason,
+                    "action" => "stopping; exit code 10, the service manager restarts the daemon, which reopens the Raft store");
+        let _ = stopped.set(reason.clone());
+        root.do_send(Shutdown {
+            reason: format!("the Raft core stopped: {reason}"),
+        });
+    })
 }
 
 /// SIGHUP: re-read the same file. A valid new configuration is compared

@@ -326,6 +326,16 @@ impl Daemon {
         Ok(())
     }
 
+    /// How the process ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        let child = self.child.as_mut().context("the daemon is not running")?;
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let child = self.child.as_mut().context("the daemon is not running")?;

@@ -22,6 +22,7 @@ pub mod pg;
 pub mod ports;
 pub mod prometheus;
 pub mod raft;
+pub mod small_disk;
 
 /// The last `n` lines of `text` (for failure messages that quote a log).
 pub fn tail(text: &str, n: usize) -> String {

@@ -19,6 +19,7 @@ use steep_repl_proto::RaftMessage;
 use steep_repl_tests::raft::{
     call_ok, get, member_raft_id, set_acknowledged, voter_count, write, RaftCluster, HEALTHY_RETRY,
 };
+use steep_repl_tests::small_disk::SmallDisk;
 
 /// Exit codes of the cluster commands (daemon/src/cluster_cmd.rs).
 const EXIT_NO_QUORUM: i32 = 7;
@@ -831,4 +832,95 @@ async fn a_projection_the_database_refuses_stays_behind_without_stopping_the_clu
         "{}",
         cluster.nodes[0].daemon.log()
     );
+}
+
+/// A Raft store that fails under its daemon (here the disk under n3's
+/// `raft.dir` fills up) stops that node's Raft core. The daemon notices,
+/// logs why and exits with code 10 for the service manager to restart it,
+/// instead of staying up as a member that can neither vote nor write; the
+/// two others go on. Restarted once there is room, it reopens its store and
+/// holds every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_raft_disk_fills_exits_with_code_10_and_comes_back_whole() {
+    const EXIT_RAFT_STOPPED: i32 = 10;
+    let mut c = RaftCluster::start(3).await.unwrap();
+    // n3 again, its empty store on a 512 KiB disk this time.
+    let small = &mut c.nodes[2];
+    small.daemon.stop().unwrap();
+    let raft_dir = small.daemon.home.raft_dir();
+    std::fs::remove_dir_all(&raft_dir).unwrap();
+    let disk = SmallDisk::mount(&raft_dir, 512 * 1024).unwrap();
+    small.daemon.restart().unwrap();
+    small.daemon.wait_for_ipc(Duration::from_secs(30)).unwrap();
+    c.form().await.unwrap();
+
+    // Writes of 8 KiB values on n1 until n3's disk is full and it exits.
+    let filler = "x".repeat(8 * 1024);
+    let mut acknowledged: BTreeMap<String, Value> = BTreeMap::new();
+    let mut status = None;
+    for n in 0..200 {
+        let key = format!("fill.{n:03}");
+        let value = json!({"n": n, "filler": filler});
+        set_acknowledged(&c, 0, &key, &value).await.unwrap();
+        acknowledged.insert(key, value);
+        status = c.nodes[2].daemon.exited().unwrap();
+        if status.is_some() {
+            break;
+        }
+    }
+    let status = match status {
+        Some(status) => status,
+        // The last writes may reach n3 after the loop's last look.
+        None => c.nodes[2]
+            .daemon
+            .wait_exit(Duration::from_secs(30))
+            .unwrap(),
+    };
+    let log = c.nodes[2].daemon.log();
+    assert_eq!(status.code(), Some(EXIT_RAFT_STOPPED), "{status}:\n{log}");
+    assert!(log.contains("raft.core_stopped"), "{log}");
+
+    assert!(
+        log.contains("No space left on device"),
+        "the reason is not named:\n{log}"
+    );
+
+    // The two others still make a majority.
+    for n in 0..5 {
+        let key = format!("after.{n}");
+        let value = json!({"n": n});
+        set_acknowledged(&c, n % 2, &key, &value).await.unwrap();
+        acknowledged.insert(key, value);
+    }
+
+    // Room again (a DBA freed space), and the service manager's restart.
+    disk.resize(16 * 1024 * 1024).unwrap();
+    c.nodes[2].daemon.restart().unwrap();
+    c.nodes[2]
+        .daemon
+        .wait_for_ipc(Duration::from_secs(30))
+        .unwrap();
+    c.wait_for_agreement(&[0, 1, 2], 3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for (key, value) in &acknowledged {
+        assert_eq!(get(&c, 2, key).as_ref(), Some(value), "{key}");
+    }
+    // Its own applied state too, not only the leader's through it.
+    let local = call_ok(
+        &c,
+        2,
+        "state.list",
+        json!({"prefix": "", "consistency": "local"}),
+    );
+    let entries = local["entries"].as_array().cloned().unwrap_or_default();
+    for (key, value) in &acknowledged {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["key"] == json!(key) && &e["value"] == value),
+            "{key} missing from n3's own state"
+        );
+    }
+    write(&c, 2, "state.set", json!({"key": "back", "value": true}));
 }

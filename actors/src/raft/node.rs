@@ -6,6 +6,7 @@
 //! The faces (IPC, the gRPC Raft service, health) call it directly, the way
 //! they read the health snapshot: no mailbox between a request and Raft.
 
+use super::core_stop::{self, OnCoreStopped};
 use super::projection_status::{ProjectionReport, ProjectionStatus};
 use super::transport::{split_address, GrpcRaftTransport, Sender};
 use crate::peer_tls::PeerTransport;
@@ -14,7 +15,7 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steep_repl_consensus::client::{ClientError, ClusterClient, Consistency};
@@ -180,8 +181,20 @@ struct Inner {
     projection: ProjectionStatus,
     /// Dropped to stop the Raft runtime's thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Set before `stop` is dropped: the core's stop was asked for.
+    stop_requested: Arc<AtomicBool>,
+    /// The Raft runtime, for the watch of its core.
+    runtime: tokio::runtime::Handle,
     /// Held for the life of the process: one daemon per Raft directory.
     _dir_lock: DirLock,
+}
+
+/// Dropping the last handle stops the core too (its sender goes): that is
+/// asked for, not a failure.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+    }
 }
 
 #[cfg(unix)]
@@ -380,14 +393,19 @@ impl ClusterNode {
                         fitness,
                     )
                 };
-                let _ = ready_tx.send(Ok((raft.clone(), transport, coordinator)));
+                let _ = ready_tx.send(Ok((
+                    raft.clone(),
+                    transport,
+                    coordinator,
+                    runtime.handle().clone(),
+                )));
                 // Until the daemon stops (or drops the handle).
                 let _ = stop_rx.recv();
                 let _ = runtime.block_on(raft.shutdown());
                 runtime.shutdown_timeout(Duration::from_secs(2));
             })
             .map_err(|e| RaftStartError::Runtime(e.to_string()))?;
-        let (raft, transport, coordinator) = ready_rx
+        let (raft, transport, coordinator, runtime) = ready_rx
             .recv()
             .map_err(|e| RaftStartError::Runtime(e.to_string()))??;
         let client = ClusterClient::new(raft.clone(), transport.clone());
@@ -405,6 +423,8 @@ impl ClusterNode {
                 fsyncs,
                 projection: ProjectionStatus::default(),
                 stop: Mutex::new(Some(stop_tx)),
+                stop_requested: Arc::new(AtomicBool::new(false)),
+                runtime,
                 _dir_lock: dir_lock,
             }),
         })
@@ -412,9 +432,22 @@ impl ClusterNode {
 
     /// Stops Raft (at daemon shutdown). Idempotent.
     pub fn stop(&self) {
+        self.inner.stop_requested.store(true, Ordering::SeqCst);
         if let Ok(mut stop) = self.inner.stop.lock() {
             stop.take();
         }
+    }
+
+    /// Calls `on_stop` once, with openraft's fatal error, if the Raft core
+    /// stops without [`ClusterNode::stop`] (a storage error, or a panic in
+    /// the core). Registered after the core already stopped, it is called
+    /// at once.
+    pub fn on_unrequested_stop(&self, on_stop: OnCoreStopped) {
+        self.inner.runtime.spawn(core_stop::watch(
+            self.inner.raft.clone(),
+            self.inner.stop_requested.clone(),
+            on_stop,
+        ));
     }
 
     pub fn raft(&self) -> &Raft {
