@@ -5,7 +5,8 @@
 //! restart writes nothing twice, and every node writes the same audit row
 //! for the same entry.
 //!
-//! A batch of steps is one transaction, committed without waiting for
+//! A batch of steps is one transaction (a batch of changes alone, the usual
+//! pass under a write load, is one statement: one round trip), committed without waiting for
 //! PostgreSQL's WAL flush (`synchronous_commit = off`): the rows and the
 //! applied index they carry are lost or kept together, so a crash of
 //! PostgreSQL only makes the projector write the same entries again. The
@@ -55,6 +56,12 @@ const APPLY_COORDINATOR: &str =
 const APPLY_MEMBERSHIP: &str = "SELECT steep_repl.apply_membership($1, $2)";
 const LEGACY_STATE: &str = "SELECT s.key, s.value FROM steep_repl.coordinator_state s \
      WHERE (SELECT p.cluster_id FROM steep_repl.projection() p) IS NULL ORDER BY s.key";
+/// The batch call alone in its own transaction, committed without waiting
+/// for the WAL flush like the projector's transactions (`set_config` local
+/// to the statement's transaction, which it outlives only until the commit).
+const APPLY_STATE_BATCH_ALONE: &str =
+    "SELECT pg_catalog.set_config('synchronous_commit', 'off', true), \
+     steep_repl.apply_state_batch($1, $2)";
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 const PROJECTION: &str = "SELECT cluster_id, applied_index FROM steep_repl.projection()";
 
@@ -75,6 +82,41 @@ async fn apply_run(
     Ok(())
 }
 
+/// A change as `steep_repl.apply_state_batch` takes it; None for any other step.
+fn state_entry(step: &ProjectionStep) -> Option<Value> {
+    let ProjectionStep::State {
+        index,
+        term,
+        key,
+        value,
+        actor,
+        client_ip,
+        request_id,
+    } = step
+    else {
+        return None;
+    };
+    Some(json!({
+        "index": index,
+        "term": term,
+        "key": key,
+        "deleted": value.is_none(),
+        "value": value,
+        "actor": actor,
+        "client_ip": client_ip,
+        "request_id": request_id,
+    }))
+}
+
+/// The entries of steps that are all changes (the usual pass under a write
+/// load); None when any step is something else, or there is none.
+fn state_run(steps: &[ProjectionStep]) -> Option<Vec<Value>> {
+    if steps.is_empty() {
+        return None;
+    }
+    steps.iter().map(state_entry).collect()
+}
+
 fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -86,33 +128,29 @@ impl Db {
         cluster: &str,
         steps: Vec<ProjectionStep>,
     ) -> DbResult<()> {
+        if let Some(entries) = state_run(&steps) {
+            // Changes alone: one statement, its own transaction, one round
+            // trip (the batch call records the index itself).
+            return self
+                .run(|pool| async move {
+                    sqlx::query(APPLY_STATE_BATCH_ALONE)
+                        .bind(cluster)
+                        .bind(sqlx::types::Json(Value::Array(entries)))
+                        .execute(&pool)
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        }
         self.run(|pool| async move {
             let cluster = cluster.to_string();
             let mut tx = pool.begin().await?;
             let mut run: Vec<Value> = Vec::new();
             sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
             for step in steps {
-                if let ProjectionStep::State {
-                    index,
-                    term,
-                    key,
-                    value,
-                    actor,
-                    client_ip,
-                    request_id,
-                } = step
-                {
-                    // Consecutive changes go to the database in one call.
-                    run.push(json!({
-                            "index": index,
-                            "term": term,
-                            "key": key,
-                            "deleted": value.is_none(),
-                            "value": value,
-                            "actor": actor,
-                            "client_ip": client_ip,
-                        "request_id": request_id,
-                    }));
+                // Consecutive changes go to the database in one call.
+                if let Some(entry) = state_entry(&step) {
+                    run.push(entry);
                     continue;
                 }
                 apply_run(&mut tx, &cluster, &mut run).await?;
@@ -193,5 +231,55 @@ impl Db {
             Ok(rows.into_iter().map(|(k, v)| (k, v.0)).collect())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(index: u64, value: Option<Value>) -> ProjectionStep {
+        ProjectionStep::State {
+            index,
+            term: 2,
+            key: format!("k{index}"),
+            value,
+            actor: "steep@local".into(),
+            client_ip: None,
+            request_id: Some(format!("r{index}")),
+        }
+    }
+
+    #[test]
+    fn a_pass_of_changes_alone_goes_as_one_batch_in_log_order() {
+        let steps = vec![change(7, Some(json!(1))), change(8, None)];
+        let entries = state_run(&steps).expect("changes alone make one run");
+        assert_eq!(
+            entries,
+            vec![
+                json!({"index": 7, "term": 2, "key": "k7", "deleted": false, "value": 1,
+                       "actor": "steep@local", "client_ip": null, "request_id": "r7"}),
+                json!({"index": 8, "term": 2, "key": "k8", "deleted": true, "value": null,
+                       "actor": "steep@local", "client_ip": null, "request_id": "r8"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pass_with_any_other_step_or_none_keeps_the_transaction() {
+        assert!(state_run(&[]).is_none());
+        let advance = vec![
+            change(7, Some(json!(1))),
+            ProjectionStep::Advance { index: 9, term: 2 },
+        ];
+        assert!(state_run(&advance).is_none());
+        let membership = vec![
+            ProjectionStep::Membership {
+                index: 6,
+                members: json!([]),
+            },
+            change(7, Some(json!(1))),
+        ];
+        assert!(state_run(&membership).is_none());
     }
 }

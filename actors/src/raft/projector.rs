@@ -266,7 +266,16 @@ async fn project(
             Some(end) => *end,
             None => (last_index, last_term),
         };
-        steps.push(ProjectionStep::Advance { index, term });
+        // A run that ends with a change at the target already records the
+        // index (the batch call does): an advance would be one more
+        // statement for nothing.
+        let ends_at_target = matches!(
+            steps.last(),
+            Some(ProjectionStep::State { index: last, .. }) if *last == index
+        );
+        if !ends_at_target {
+            steps.push(ProjectionStep::Advance { index, term });
+        }
         steps
     };
     let mut target = stored_index;
