@@ -27,6 +27,7 @@ pub mod lease_keeper;
 pub mod log_flusher;
 pub mod log_store;
 pub mod network;
+pub mod preallocate;
 pub mod state_machine;
 pub mod store;
 pub mod store_identity;

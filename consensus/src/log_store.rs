@@ -13,6 +13,11 @@
 //! nothing torn is ever returned. When most of the file is dead (purged or
 //! truncated records), it is rewritten with only the live records.
 //!
+//! Records are written at the log's own end, into space reserved a few MiB
+//! at a time (`preallocate`, Linux), so that an fsync writes the records
+//! and not also the file's new size. The reserved space reads as zeros:
+//! zeros after the last record are room, not a torn record.
+//!
 //! An append returns once its records are written; the flusher thread
 //! (`log_flusher`) fsyncs them and only then reports the append done to
 //! openraft, so that the leader replicates while its own fsync runs.
@@ -33,6 +38,7 @@ use crate::durable;
 use crate::lease::RenewalStamp;
 use crate::log_flusher::Flusher;
 pub use crate::log_flusher::FsyncObserver;
+use crate::preallocate;
 use crate::store::StoreError;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -41,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -56,6 +62,9 @@ pub const COMMITTED_FILE: &str = "committed.json";
 
 /// Length and checksum before each record.
 const HEADER_BYTES: usize = 8;
+
+/// Disk space reserved at a time after the last record (`preallocate`).
+pub const RESERVE_BYTES: u64 = 4 << 20;
 
 /// The file is rewritten when its dead records exceed this many bytes and
 /// half of the file: rewriting a small file saves nothing worth an fsync.
@@ -83,7 +92,8 @@ enum RecordRef<'a> {
 pub struct TornTail {
     /// Where the first bad record began, in bytes from the start.
     pub offset: u64,
-    /// How many bytes were dropped.
+    /// How many bytes were dropped (up to the last one that was not zero:
+    /// the space reserved after them held nothing).
     pub bytes: u64,
     /// What was wrong with the first dropped record.
     pub reason: String,
@@ -92,7 +102,8 @@ pub struct TornTail {
 /// What the log looks like, for metrics and the daemon's start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogStats {
-    /// The size of `log.bin`.
+    /// The bytes of records in `log.bin` (the file is longer by the space
+    /// reserved for the next records).
     pub file_bytes: u64,
     /// The bytes of the records still needed (live entries, last purge).
     pub live_bytes: u64,
@@ -123,10 +134,16 @@ struct Stored {
 struct Inner {
     dir: PathBuf,
     path: PathBuf,
-    /// Opened for appending: every write lands at the end. Shared with
-    /// the flusher, which fsyncs it.
+    /// Shared with the flusher, which fsyncs it. Written at `file_bytes`.
     file: Arc<File>,
+    /// Where the records end: the next record is written here. The file
+    /// may be longer: zeros reserved for the next records.
     file_bytes: u64,
+    /// The file's length as far as this store made it: `file_bytes` plus
+    /// the space reserved after it.
+    reserved_end: u64,
+    /// False once the file system said it cannot reserve space.
+    reserving: bool,
     entries: BTreeMap<u64, Stored>,
     /// The sum of `frame_bytes` of `entries`.
     entry_bytes: u64,
@@ -170,8 +187,9 @@ impl LogStore {
             Vec::new()
         };
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(|e| StoreError::write(&path, e))?;
         if !existed {
@@ -188,6 +206,8 @@ impl LogStore {
             path: path.clone(),
             file: Arc::new(file),
             file_bytes: 0,
+            reserved_end: bytes.len() as u64,
+            reserving: true,
             entries: BTreeMap::new(),
             entry_bytes: 0,
             last_purged: None,
@@ -285,16 +305,26 @@ impl Inner {
                     self.apply(record, frame as u64);
                     offset += frame;
                 }
+                Err(_) if bytes[offset..].iter().all(|b| *b == 0) => {
+                    // Space reserved for records not written yet.
+                    break;
+                }
                 Err(reason) => {
+                    // Zeros after the damage are reserved space, not data.
+                    let damaged = bytes[offset..]
+                        .iter()
+                        .rposition(|b| *b != 0)
+                        .map_or(0, |last| last + 1);
                     let torn = TornTail {
                         offset: offset as u64,
-                        bytes: (bytes.len() - offset) as u64,
+                        bytes: damaged as u64,
                         reason,
                     };
                     self.file
                         .set_len(torn.offset)
                         .and_then(|()| self.file.sync_all())
                         .map_err(|e| StoreError::write(&self.path, e))?;
+                    self.reserved_end = torn.offset;
                     self.torn_tail = Some(torn);
                     break;
                 }
@@ -353,15 +383,21 @@ impl Inner {
                 reason,
             });
         }
-        if let Err(e) = (&*self.file).write_all(frames) {
+        self.reserve(frames.len() as u64);
+        let written = (&*self.file)
+            .seek(SeekFrom::Start(self.file_bytes))
+            .and_then(|_| (&*self.file).write_all(frames));
+        if let Err(e) = written {
             // Take back a partial write so that the next record starts on
             // a record boundary; if even that fails, stop writing.
-            if let Err(undo) = self.file.set_len(self.file_bytes) {
-                self.broken = Some(format!("{e}, then {undo} while undoing it"));
+            match self.file.set_len(self.file_bytes) {
+                Ok(()) => self.reserved_end = self.file_bytes,
+                Err(undo) => self.broken = Some(format!("{e}, then {undo} while undoing it")),
             }
             return Err(StoreError::write(&self.path, e));
         }
         self.file_bytes += frames.len() as u64;
+        self.reserved_end = self.reserved_end.max(self.file_bytes);
         if sync {
             let started = Instant::now();
             if let Err(e) = self.file.sync_data() {
@@ -374,6 +410,22 @@ impl Inner {
             self.flusher.observed(started.elapsed());
         }
         Ok(())
+    }
+
+    /// Reserves space after the last record when `len` more bytes would
+    /// not fit in what is reserved. Best effort: without it (a full disk,
+    /// a file system that cannot) the write grows the file itself.
+    fn reserve(&mut self, len: u64) {
+        let end = self.file_bytes + len;
+        if !self.reserving || end <= self.reserved_end {
+            return;
+        }
+        let want = len.max(RESERVE_BYTES);
+        match preallocate::reserve(&self.file, self.file_bytes, want) {
+            Ok(true) => self.reserved_end = self.file_bytes + want,
+            Ok(false) => self.reserving = false,
+            Err(e) => self.reserving = !preallocate::unsupported(&e),
+        }
     }
 
     fn dead_bytes(&self) -> u64 {
@@ -424,7 +476,7 @@ impl Inner {
         fs::rename(&tmp, &self.path).map_err(|e| StoreError::write(&self.path, e))?;
         // From here the old handle points at the unlinked old file.
         let reopened = durable::sync_parent(&self.path)
-            .and_then(|()| OpenOptions::new().append(true).open(&self.path));
+            .and_then(|()| OpenOptions::new().write(true).open(&self.path));
         match reopened {
             Ok(file) => self.file = Arc::new(file),
             Err(e) => {
@@ -435,6 +487,7 @@ impl Inner {
         self.entry_bytes = self.entries.values().map(|s| s.frame_bytes).sum();
         self.purge_frame_bytes = purge_frame_bytes;
         self.file_bytes = frames.len() as u64;
+        self.reserved_end = self.file_bytes;
         self.compactions += 1;
         self.compaction_error = None;
         Ok(())
@@ -702,6 +755,13 @@ mod tests {
         store.try_get_log_entries(..).await.unwrap()
     }
 
+    /// Writes `bytes` at `offset` of the file, as damage or a crash would.
+    fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+        let mut file = OpenOptions::new().write(true).open(path).unwrap();
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
     fn indexes(entries: &[Entry]) -> Vec<u64> {
         entries.iter().map(|e| e.log_id.index).collect()
     }
@@ -722,17 +782,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LogStore::open(dir.path()).unwrap();
         store.blocking_append(entries(1, 1..=5)).await.unwrap();
+        let good = store.stats().file_bytes;
         drop(store);
         let path = dir.path().join(LOG_FILE);
-        let good = fs::metadata(&path).unwrap().len();
         let frame = encode(&RecordRef::Entry(&entry(1, 6))).unwrap();
         let half = &frame[..frame.len() / 2];
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(half)
-            .unwrap();
+        write_at(&path, good, half);
 
         let mut store = LogStore::open(dir.path()).unwrap();
         assert_eq!(indexes(&all(&mut store).await), [1, 2, 3, 4, 5]);
@@ -752,12 +807,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LogStore::open(dir.path()).unwrap();
         store.blocking_append(entries(1, 1..=5)).await.unwrap();
+        let end = store.stats().file_bytes;
         drop(store);
         let path = dir.path().join(LOG_FILE);
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 3;
-        bytes[last] ^= 0x40;
-        fs::write(&path, &bytes).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let last = end as usize - 3;
+        write_at(&path, last as u64, &[bytes[last] ^ 0x40]);
         let last_frame = encode(&RecordRef::Entry(&entry(1, 5))).unwrap().len() as u64;
 
         let mut store = LogStore::open(dir.path()).unwrap();
@@ -768,21 +823,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_zeroed_tail_is_cut_off() {
+    async fn zeros_after_the_last_record_are_space_for_the_next_not_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LogStore::open(dir.path()).unwrap();
         store.blocking_append(entries(1, 1..=3)).await.unwrap();
         drop(store);
+        // Zeros where no reservation was made (another platform's file, a
+        // disk that was full): the same as reserved space.
         let path = dir.path().join(LOG_FILE);
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&[0u8; 4096])
-            .unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        write_at(&path, len, &[0u8; 4096]);
         let mut store = LogStore::open(dir.path()).unwrap();
         assert_eq!(all(&mut store).await, entries(1, 1..=3));
-        assert_eq!(store.torn_tail().unwrap().bytes, 4096);
+        assert_eq!(store.torn_tail(), None);
+        store.blocking_append(entries(1, 4..=5)).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(all(&mut store).await, entries(1, 1..=5));
+        assert_eq!(store.torn_tail(), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn records_are_written_into_space_reserved_ahead_and_read_back_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store.blocking_append(entries(1, 1..=3)).await.unwrap();
+        let end = store.stats().file_bytes;
+        let reserved = fs::metadata(&path).unwrap().len();
+        assert_eq!(reserved, RESERVE_BYTES, "records end at {end}");
+        // Later records go into the same space: the file does not grow.
+        store.blocking_append(entries(1, 4..=6)).await.unwrap();
+        assert!(store.stats().file_bytes > end);
+        assert_eq!(fs::metadata(&path).unwrap().len(), reserved);
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(all(&mut store).await, entries(1, 1..=6));
+        assert_eq!(store.torn_tail(), None);
+        // A record larger than what is left reserves again from its start.
+        let big = Entry {
+            log_id: log_id(1, 1, 7),
+            payload: EntryPayload::Normal(Proposal {
+                command: Command::Set {
+                    key: "big".into(),
+                    value: json!("x".repeat(RESERVE_BYTES as usize)),
+                },
+                request_id: None,
+                requester: Requester::default(),
+            }),
+        };
+        store.blocking_append([big.clone()]).await.unwrap();
+        let end = store.stats().file_bytes;
+        assert!(fs::metadata(&path).unwrap().len() >= end);
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut want = entries(1, 1..=6);
+        want.push(big);
+        assert_eq!(all(&mut store).await, want);
+        assert_eq!(store.stats().file_bytes, end);
     }
 
     #[tokio::test]

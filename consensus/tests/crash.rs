@@ -5,7 +5,8 @@
 //!
 //! After each kill the test also plays what a power loss could add: the
 //! bytes after the last acknowledged entry were never fsync'd, so a random
-//! part of them is cut (tearing a record) and junk is sometimes appended.
+//! part of them is taken back (tearing a record) and junk is sometimes
+//! written in their place.
 //!
 //! The writer is this same test binary, re-executed with an environment
 //! variable that selects the writer's side of the test.
@@ -16,7 +17,7 @@ use openraft::{EntryPayload, RaftLogReader};
 use serde::Serialize;
 use serde_json::json;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -178,7 +179,7 @@ fn killed_writers_lose_no_acknowledged_entry() {
         }
         eprintln!(
             "{ROUNDS} kills: {acknowledged} entries acknowledged, {last} in the log, \
-             {torn_tails} torn tails cut ({injected_junk} with junk appended)"
+             {torn_tails} torn tails cut ({injected_junk} with junk written)"
         );
     });
     assert!(torn_tails >= injected_junk, "every junk tail is cut off");
@@ -199,34 +200,43 @@ fn frame_bytes(index: u64) -> u64 {
 
 /// What a power loss could do after a kill: the bytes after the last
 /// acknowledged entry were never fsync'd, so any part of them may be gone,
-/// and the end of the file may hold garbage. Cuts a random part of those
-/// bytes (tearing a record in the middle) and sometimes appends junk;
-/// answers 1 when junk was appended.
+/// and the end of the records may hold garbage. Takes back a random part of
+/// those bytes (tearing a record in the middle): zeros again where the log
+/// had reserved the space, cut off where it had not; sometimes writes junk
+/// where they were; answers 1 when junk was written.
 fn lose_the_unsynced_tail(dir: &Path, acknowledged: u64) -> usize {
-    let last = {
+    let (last, end) = {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         runtime.block_on(async {
             let (_identity, mut log, _sm) = steep_repl_consensus::open(dir).unwrap();
-            log.get_log_state()
+            let last = log
+                .get_log_state()
                 .await
                 .unwrap()
                 .last_log_id
-                .map_or(0, |l| l.index)
+                .map_or(0, |l| l.index);
+            (last, log.stats().file_bytes)
         })
     };
     let unsynced: u64 = (acknowledged + 1..=last).map(frame_bytes).sum();
     let path = dir.join(LOG_FILE);
-    let file = OpenOptions::new().append(true).open(&path).unwrap();
+    let mut file = OpenOptions::new().write(true).open(&path).unwrap();
     let len = file.metadata().unwrap().len();
     let cut = fastrand::u64(0..=unsynced);
-    file.set_len(len - cut).unwrap();
+    if len > end {
+        file.seek(SeekFrom::Start(end - cut)).unwrap();
+        file.write_all(&vec![0u8; cut as usize]).unwrap();
+    } else {
+        file.set_len(end - cut).unwrap();
+    }
     if fastrand::bool() {
         let junk: Vec<u8> = (0..fastrand::usize(1..64))
             .map(|_| fastrand::u8(..))
             .collect();
-        (&file).write_all(&junk).unwrap();
+        file.seek(SeekFrom::Start(end - cut)).unwrap();
+        file.write_all(&junk).unwrap();
         1
     } else {
         0

@@ -57,7 +57,11 @@ const FAMILIES: &[Spec] = &[
     gauge("steep_repl_raft_last_log_index", "The index of the last entry in this node's log", &[]),
     gauge("steep_repl_raft_commit_index", "The index of the last entry this node knows committed", &[]),
     gauge("steep_repl_raft_applied_index", "The index of the last entry this node applied", &[]),
-    gauge("steep_repl_raft_log_bytes", "The size of the Raft log file", &[]),
+    gauge(
+        "steep_repl_raft_log_bytes",
+        "The bytes of records in the Raft log file (the file is longer by the space reserved for the next records)",
+        &[],
+    ),
     gauge("steep_repl_raft_snapshot_bytes", "The size of the latest Raft snapshot", &[]),
     gauge("steep_repl_raft_quorum_ack_age_seconds", "On the leader: seconds since a majority last answered (-1 elsewhere)", &[]),
     gauge("steep_repl_raft_fsync_p99_seconds", "p99 of the last 1024 fsyncs of the Raft log (-1 before any)", &[]),
