@@ -5,11 +5,12 @@
 //! restart writes nothing twice, and every node writes the same audit row
 //! for the same entry.
 //!
-//! A batch of steps is one transaction (a batch of changes alone, the usual
-//! pass under a write load, is one statement: one round trip), committed without waiting for
-//! PostgreSQL's WAL flush (`synchronous_commit = off`): the rows and the
-//! applied index they carry are lost or kept together, so a crash of
-//! PostgreSQL only makes the projector write the same entries again. The
+//! A batch of steps is one transaction (a batch of changes alone, the
+//! usual pass under a write load, is one statement: one round trip),
+//! committed without waiting for PostgreSQL's WAL flush
+//! (`synchronous_commit = off`): the rows and the applied index they carry
+//! are lost or kept together, so a crash of PostgreSQL only makes the
+//! projector write the same entries again. The
 //! replicated state itself is durable in the Raft log before any write is
 //! acknowledged; its projection need not pay a second fsync per entry.
 
