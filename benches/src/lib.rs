@@ -5,3 +5,5 @@
 pub mod echo;
 #[cfg(unix)]
 pub mod ipc_load;
+#[cfg(unix)]
+pub mod projection_mirror;

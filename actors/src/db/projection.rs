@@ -60,7 +60,7 @@ const LEGACY_STATE: &str = "SELECT s.key, s.value FROM steep_repl.coordinator_st
 /// The batch call alone in its own transaction, committed without waiting
 /// for the WAL flush like the projector's transactions (`set_config` local
 /// to the statement's transaction, which it outlives only until the commit).
-const APPLY_STATE_BATCH_ALONE: &str =
+pub const APPLY_STATE_BATCH_ALONE: &str =
     "SELECT pg_catalog.set_config('synchronous_commit', 'off', true), \
      steep_repl.apply_state_batch($1, $2)";
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
@@ -84,7 +84,7 @@ async fn apply_run(
 }
 
 /// A change as `steep_repl.apply_state_batch` takes it; None for any other step.
-fn state_entry(step: &ProjectionStep) -> Option<Value> {
+pub fn state_entry(step: &ProjectionStep) -> Option<Value> {
     let ProjectionStep::State {
         index,
         term,

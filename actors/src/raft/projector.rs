@@ -32,7 +32,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// The shortest time between two passes: entries applied meanwhile go into
 /// one transaction instead of one each (under a steady write load, a pass
 /// per entry on every node costs more CPU than the writes themselves).
-const COALESCE: Duration = Duration::from_millis(100);
+pub const COALESCE: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts at an entry the database refused.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a projection that keeps failing is logged again.
@@ -40,7 +40,7 @@ const REMIND_EVERY: Duration = Duration::from_secs(600);
 /// Journal events read at once (the rest on the next turn).
 const PAGE: usize = 4096;
 /// Steps handed to the database at once.
-const BATCH: usize = 256;
+pub const BATCH: usize = 256;
 
 /// Starts the projection on the current (actix) runtime.
 pub fn start(node: ClusterNode, db: Db, log: Logger) {

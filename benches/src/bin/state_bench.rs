@@ -21,9 +21,12 @@
 //!
 //! Run: `cargo build --release && STEEP_DAEMON_BIN=$PWD/target/release/steep-repl target/release/state_bench`
 //! Options: `--rounds 5 --ops 2000 --clients 8 --seconds 10
-//! --throughput-rounds 2 --etcd-plain-peers --no-postgresql` (the last:
-//! three witnesses, no PostgreSQL and so no projection, to see what the
-//! projection costs).
+//! --throughput-rounds 2 --etcd-plain-peers --no-postgresql
+//! --mirror-projection` (`--no-postgresql`: three witnesses, no PostgreSQL
+//! and so no projection, to see what the projection costs;
+//! `--mirror-projection`: etcd's writes are also applied to the three
+//! PostgreSQL servers as the projection applies steep-repl's, to see how
+//! much of the gap is the shared machine's).
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -35,6 +38,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use steep_repl_benches::projection_mirror::{ProjectionMirror, WriteCounter};
 use steep_repl_tests::cluster::TestCluster;
 use steep_repl_tests::ipc::IpcClient;
 use steep_repl_tests::ports::free_port;
@@ -53,6 +57,9 @@ struct Args {
     /// Every node a witness: no PostgreSQL, so no projection (what the
     /// replicated writes cost without it).
     no_postgresql: bool,
+    /// etcd's writes also applied to the three PostgreSQL servers as the
+    /// projection applies steep-repl's (benches/src/projection_mirror.rs).
+    mirror_projection: bool,
 }
 
 impl Args {
@@ -65,6 +72,7 @@ impl Args {
             throughput_rounds: 2,
             etcd_plain_peers: false,
             no_postgresql: false,
+            mirror_projection: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -84,15 +92,20 @@ impl Args {
                 }
                 "--etcd-plain-peers" => args.etcd_plain_peers = true,
                 "--no-postgresql" => args.no_postgresql = true,
+                "--mirror-projection" => args.mirror_projection = true,
                 "--help" | "-h" => {
                     println!(
                         "state_bench [--rounds N] [--ops N] [--clients N] [--seconds S] \
-                         [--throughput-rounds N] [--etcd-plain-peers] [--no-postgresql]"
+                         [--throughput-rounds N] [--etcd-plain-peers] [--no-postgresql] \
+                         [--mirror-projection]"
                     );
                     std::process::exit(0);
                 }
                 other => bail!("unknown option {other} (see --help)"),
             }
+        }
+        if args.no_postgresql && args.mirror_projection {
+            bail!("--mirror-projection needs the nodes' PostgreSQL servers (not --no-postgresql)");
         }
         Ok(args)
     }
@@ -158,15 +171,18 @@ struct EtcdWriter {
     prefix: String,
     cas: bool,
     last: BTreeMap<String, String>,
+    /// Told of every acknowledged write (`--mirror-projection`).
+    mirror: Option<WriteCounter>,
 }
 
 impl EtcdWriter {
-    fn new(port: u16, prefix: &str, cas: bool) -> Result<EtcdWriter> {
+    fn new(port: u16, prefix: &str, cas: bool, mirror: Option<WriteCounter>) -> Result<EtcdWriter> {
         Ok(EtcdWriter {
             http: HttpConnection::connect(port)?,
             prefix: prefix.to_string(),
             cas,
             last: BTreeMap::new(),
+            mirror,
         })
     }
 }
@@ -200,6 +216,9 @@ impl Writer for EtcdWriter {
         }
         if path == "/v3/kv/txn" && answer["succeeded"] != json!(true) {
             return Ok(Err("compare failed".to_string()));
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.acknowledged();
         }
         self.last.insert(key, value);
         Ok(Ok(took))
@@ -593,6 +612,14 @@ fn main() -> Result<()> {
         load_average()
     );
     let socket = |i: usize| cluster.nodes[i].daemon.home.socket_path();
+    let (mirror, counter) = if args.mirror_projection {
+        let counter = WriteCounter::default();
+        let servers: Vec<_> = cluster.nodes.iter().map(|n| &n.pg).collect();
+        let mirror = runtime.block_on(ProjectionMirror::start(&servers, counter.clone()))?;
+        (Some(mirror), Some(counter))
+    } else {
+        (None, None)
+    };
     let mut steep: Vec<Tally> = (0..4).map(|_| Tally::default()).collect();
     let mut reference: Vec<Tally> = (0..4).map(|_| Tally::default()).collect();
     for round in 0..args.rounds {
@@ -612,15 +639,18 @@ fn main() -> Result<()> {
                 steep[2].add_round(m);
             } else {
                 let port = |i: usize| etcd.client_ports[i];
-                let mut w = EtcdWriter::new(port(etcd_lead), &format!("{p}l"), false)?;
+                let mut w =
+                    EtcdWriter::new(port(etcd_lead), &format!("{p}l"), false, counter.clone())?;
                 let m = sequential(&mut w, args.ops, base)?;
                 reference[0].add_round(m);
 
-                let mut w = EtcdWriter::new(port(etcd_follow), &format!("{p}f"), false)?;
+                let mut w =
+                    EtcdWriter::new(port(etcd_follow), &format!("{p}f"), false, counter.clone())?;
                 let m = sequential(&mut w, args.ops, base)?;
                 reference[1].add_round(m);
 
-                let mut w = EtcdWriter::new(port(etcd_lead), &format!("{p}c"), true)?;
+                let mut w =
+                    EtcdWriter::new(port(etcd_lead), &format!("{p}c"), true, counter.clone())?;
                 let m = sequential(&mut w, args.ops, base)?;
                 reference[2].add_round(m);
             }
@@ -654,12 +684,19 @@ fn main() -> Result<()> {
                         port,
                         &format!("{prefix}c{c}"),
                         false,
+                        counter.clone(),
                     )?))
                 };
                 let m = throughput(&make, args.clients, args.seconds)?;
                 reference[3].add_round(m);
             }
         }
+    }
+    if let Some(mirror) = mirror {
+        let applied = runtime.block_on(mirror.stop())?;
+        println!(
+            "etcd's writes were also applied to the three PostgreSQL servers as the projection applies steep-repl's (--mirror-projection): {applied:?} entries"
+        );
     }
     let after_steep = steep_leader(&cluster)?;
     let after_etcd = etcd.leader()?;
