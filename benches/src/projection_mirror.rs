@@ -50,6 +50,7 @@ impl WriteCounter {
 /// The mirror tasks; they stop when this is dropped.
 pub struct ProjectionMirror {
     stop: Arc<AtomicBool>,
+    writes: WriteCounter,
     tasks: Vec<tokio::task::JoinHandle<Result<u64>>>,
 }
 
@@ -84,12 +85,19 @@ impl ProjectionMirror {
                 stop.clone(),
             )));
         }
-        Ok(ProjectionMirror { stop, tasks })
+        Ok(ProjectionMirror {
+            stop,
+            writes,
+            tasks,
+        })
     }
 
-    /// Stops the tasks; the entries each applied.
+    /// Stops the tasks once each has applied every write counted so far;
+    /// the entries each applied.
     pub async fn stop(mut self) -> Result<Vec<u64>> {
         self.stop.store(true, Ordering::Relaxed);
+        // Wakes the tasks that wait for a write.
+        self.writes.0.send_modify(|_| {});
         let mut applied = Vec::new();
         for task in self.tasks.drain(..) {
             applied.push(task.await.context("a mirror task panicked")??);
@@ -115,9 +123,11 @@ async fn mirror(
 ) -> Result<u64> {
     let mut applied = 0u64;
     let mut last_pass: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         if *writes.borrow_and_update() == applied {
-            // Looked at again every second, to see `stop`.
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             match tokio::time::timeout(Duration::from_secs(1), writes.changed()).await {
                 Ok(Err(_)) => break, // no writer left to count
                 Ok(Ok(())) | Err(_) => continue,
