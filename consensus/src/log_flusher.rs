@@ -3,11 +3,13 @@
 //!
 //! An append writes its records to the file and returns at once; the
 //! flusher thread fsyncs and only then reports the append as done
-//! (openraft's `LogFlushed`). The leader thus sends new entries to its
-//! followers while its own fsync runs (Raft dissertation, 10.2.1: the
-//! leader counts itself in a majority only once its own write is durable),
-//! instead of one fsync after the other on the reply path, and appends that
-//! arrive during an fsync share the next one (group commit).
+//! (openraft's `LogFlushed`), so the Raft runtime's one worker thread stays
+//! free for the replication streams, the state machine and the network
+//! while the disk works. openraft 0.9's core itself awaits that report
+//! before its next command (`append_to_log`), so a leader still sends an
+//! entry to its followers only after its own fsync, where the Raft
+//! dissertation (10.2.1) allows both at once; an fsync done inline
+//! instead of here measured the same (docs/BENCHMARKS.md).
 //!
 //! After a failed fsync the kernel may have dropped the dirty pages, and a
 //! later fsync can succeed without them: every append reported after it

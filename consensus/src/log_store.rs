@@ -20,7 +20,7 @@
 //!
 //! An append returns once its records are written; the flusher thread
 //! (`log_flusher`) fsyncs them and only then reports the append done to
-//! openraft, so that the leader replicates while its own fsync runs.
+//! openraft, so that the fsync never blocks the Raft runtime's thread.
 //!
 //! The vote lives in `vote.json`, replaced atomically and durably before
 //! `save_vote` returns. The committed log id lives in `committed.json`; it
